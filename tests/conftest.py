@@ -1,0 +1,13 @@
+from pathlib import Path
+
+import pytest
+
+# The reference data sets live next to the repository (../shared/data), never inside it.
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data folder {SHARED_DATA} is absent (expected at ../shared/data from the repo root)")
+    return SHARED_DATA
