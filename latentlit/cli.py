@@ -1,0 +1,87 @@
+"""``latentlit``: the LightningCLI entry point (fit, validate, test, predict).
+
+Models and data modules are chosen by ``class_path`` in YAML (subclass mode), every key can be
+overridden on the command line, TensorBoard is the default logger.
+
+Lightning 2.6 lays the hyperparameters stored in a ``--ckpt_path`` checkpoint over the config
+and command line without a word. Inference-time options (N, sampler, sigma, p, aggregation,
+budget, seed, output directory) must always come from the config the user ran, so they are
+removed from the checkpoint's hyperparameters before that merge, with a note of what was dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from lightning.pytorch.cli import LightningCLI  # noqa: E402
+
+# imported so that short class names resolve on the command line
+import latentlit.lit  # noqa: E402,F401
+
+INFERENCE_TIME_KEYS = frozenset({
+    "n_samples", "sampler", "aggregators", "max_trajectories", "seed", "output_dir", "num_latents",
+    "max_new_tokens", "greedy_baseline", "save_latents", "latent_rm", "beam_width", "beam_candidates",
+    "rm_aggregation", "backbone",
+})
+
+
+class LatentLitCLI(LightningCLI):
+    """LightningCLI whose ``--ckpt_path`` never overrides inference-time options."""
+
+    def _parse_ckpt_path(self) -> None:
+        import torch
+        from pathlib import Path
+
+        if not self.config.get("subcommand"):
+            return
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if not (ckpt_path and Path(ckpt_path).is_file()):
+            return
+        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        dropped = sorted(k for k in hparams if k in INFERENCE_TIME_KEYS)
+        if dropped:
+            warnings.warn(f"--ckpt_path {ckpt_path}: ignoring the checkpoint's inference-time options {dropped}; "
+                          "the config and command line decide them", stacklevel=2)
+        original = self.config
+        self.config = original.clone()
+        ckpt = self.config[self.config.subcommand]
+        # Let Lightning merge the rest, then put back what the user asked for.
+        saved = {k: ckpt.model.init_args.get(k) for k in dropped if "init_args" in ckpt.model and k in ckpt.model.init_args}
+        super()._parse_ckpt_path()
+        model = self.config[self.config.subcommand].model
+        for k, v in saved.items():
+            if "init_args" in model:
+                model.init_args[k] = v
+            elif "dict_kwargs" in model:
+                model.dict_kwargs[k] = v
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--quiet_transformers", type=bool, default=True,
+                            help="silence transformers' weight-loading progress bars")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI (``args`` defaults to ``sys.argv[1:]``)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    LatentLitCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                       "init_args": {"save_dir": "runs", "name": "latentlit"}},
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        auto_configure_optimizers=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,449 @@
+"""The latent backbone: a transformers causal LM plus the continuous-thought loop.
+
+Inference (COCONUT, Hao et al. 2024, Sec. 3; the same loop serves CODI and CoLaR):
+
+1. prefill ``prompt_template.format(question=q)`` (ends with ``<|start-latent|>``), left-padded,
+   explicit position ids;
+2. T latent steps: the input embedding of step t is ``h_t = f(last-layer hidden state of the
+   previous position)``; the sampler may perturb ``h_t`` and the step's forward pass;
+3. feed ``end_latent_id`` (``<|end-latent|>``; CoLaR: ``###``) and decode the answer greedily with
+   the KV cache until eos or ``max_new_tokens``.
+
+The loop is split into :meth:`prefill`, :meth:`latent_step`, :meth:`run_latents` and
+:meth:`decode_answer` over a :class:`LatentState`, so that rollouts (continue M times from a
+prefix) and latent beam search (fork and select rows) reuse the same seams. Training
+(:meth:`forward_train`) goes through the same prefill and latent steps, with gradients through
+the whole chain, then teacher-forces the suffix.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+
+from latentlit.models.latent_head import LATENT_HEADS, build_latent_head
+from latentlit.sampling.base import Deterministic, Sampler
+
+CONFIG_KEY = "latentlit"
+LATENT_HEAD_FILE = "latent_head.safetensors"
+
+
+@dataclass
+class LatentConfig:
+    """Everything about the latent loop that a checkpoint must carry (stored in ``config.json``
+    under the key ``"latentlit"``).
+
+    Attributes:
+        num_latents: T, the number of latent steps the model was trained with.
+        start_latent_id / latent_id / end_latent_id: ids of ``<|start-latent|>``, ``<|latent|>``
+            and the token fed after the last latent (``<|end-latent|>``; CoLaR: ``###``).
+        eos_id / pad_id: end-of-sequence and padding ids.
+        prompt_template: prompt text with a ``{question}`` field.
+        add_bos: tokenize the prompt with the tokenizer's BOS.
+        answer_format: how to read the answer from the decoded text (``latentlit.data.answers``).
+        latent_head: f, one of ``identity`` | ``projector`` | ``scaled_head``.
+        latent_head_kwargs: sizes of f (``projector_hidden_size``, ``latent_intermediate_size``...).
+        latent_stop_id: CoLaR-style dynamic stop: a row ends its latent phase when the LM head's
+            greedy token at a latent step is this id (then at most ``max_latents`` steps).
+        max_latents: cap on latent steps when ``latent_stop_id`` is set.
+    """
+
+    num_latents: int
+    end_latent_id: int
+    eos_id: int
+    pad_id: int
+    start_latent_id: int | None = None
+    latent_id: int | None = None
+    prompt_template: str = "{question} <|start-latent|>"
+    add_bos: bool = False
+    answer_format: str = "coconut"
+    latent_head: str = "identity"
+    latent_head_kwargs: dict = field(default_factory=dict)
+    latent_stop_id: int | None = None
+    max_latents: int = 64
+
+    def __post_init__(self):
+        if self.latent_head not in LATENT_HEADS:
+            raise ValueError(f"latent_head={self.latent_head!r}; expected one of {LATENT_HEADS}")
+        if self.num_latents < 0:
+            raise ValueError(f"num_latents must be >= 0, got {self.num_latents}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LatentConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class LatentState:
+    """The latent loop's state for R rows.
+
+    Attributes:
+        cache: transformers ``DynamicCache`` of the R rows.
+        attention_mask: (R, S) long, 1 for real positions, 0 for padding (left padding, and
+            masked steps of rows whose latent phase ended early).
+        next_position: (R,) long position id of the next token of each row.
+        hidden: (R, d) last-layer hidden state (after the final norm) at each row's last position.
+        active: (R,) bool, rows still in their latent phase (all True without a dynamic stop).
+    """
+
+    cache: DynamicCache
+    attention_mask: torch.Tensor
+    next_position: torch.Tensor
+    hidden: torch.Tensor
+    active: torch.Tensor
+
+    @property
+    def rows(self) -> int:
+        return self.hidden.shape[0]
+
+    def _with_cache_rows(self, index: torch.Tensor) -> "LatentState":
+        # A fresh cache: DynamicCache.batch_* mutate in place, and forks must not share storage.
+        layers = [(layer.keys[index], layer.values[index]) for layer in self.cache.layers]
+        return LatentState(
+            cache=DynamicCache(ddp_cache_data=layers),
+            attention_mask=self.attention_mask[index],
+            next_position=self.next_position[index],
+            hidden=self.hidden[index],
+            active=self.active[index],
+        )
+
+    def repeat_interleave(self, n: int) -> "LatentState":
+        """Each row repeated ``n`` times consecutively (R -> R*n), with its own cache copy."""
+        index = torch.arange(self.rows, device=self.hidden.device).repeat_interleave(n)
+        return self._with_cache_rows(index)
+
+    def select(self, index: torch.Tensor) -> "LatentState":
+        """Rows ``index`` (K,) long, in that order (beam search selection)."""
+        return self._with_cache_rows(index.to(self.hidden.device))
+
+
+@dataclass
+class LatentOutput:
+    """Result of :meth:`LatentBackbone.generate` for R = B * N rows (question-major).
+
+    Attributes:
+        latents: (R, T, d) the latent vectors fed at each step (the trajectory).
+        latent_mask: (R, T) bool, False for steps after a dynamic stop.
+        answer_ids: (R, L) long, greedy answer tokens, ``pad_id`` after eos.
+        answers_text: R decoded answer strings (special tokens removed).
+        first_logits: (R, V) logits of the first answer token (after ``end_latent_id``).
+    """
+
+    latents: torch.Tensor
+    latent_mask: torch.Tensor
+    answer_ids: torch.Tensor
+    answers_text: list[str]
+    first_logits: torch.Tensor
+
+
+class LatentBackbone(nn.Module):
+    """A transformers causal LM (GPT-2 or Llama family) run as a latent reasoning model.
+
+    Args:
+        lm: a ``PreTrainedModel`` with an LM head (``GPT2LMHeadModel``, ``LlamaForCausalLM``...).
+        tokenizer: its tokenizer (must contain the latent tokens the config names).
+        config: the :class:`LatentConfig`.
+        latent_head: f; built from ``config.latent_head`` when omitted.
+    """
+
+    def __init__(self, lm: PreTrainedModel, tokenizer: Any, config: LatentConfig, latent_head: nn.Module | None = None):
+        super().__init__()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.latent_config = config
+        self.latent_head = latent_head or build_latent_head(
+            config.latent_head, lm.config.hidden_size, **config.latent_head_kwargs
+        )
+
+    # ------------------------------------------------------------------ construction / io
+    @property
+    def hidden_size(self) -> int:
+        return self.lm.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, num_latents: int | None = None, dtype: torch.dtype | None = None) -> "LatentBackbone":
+        """Load a backbone saved by :meth:`save_pretrained` (a local directory or a hub id).
+
+        Args:
+            num_latents: T to run at; differing from the trained T warns with both numbers.
+
+        Raises:
+            ValueError: the config has no ``"latentlit"`` section (use the released-checkpoint
+                loaders in ``latentlit.models.released`` for COCONUT/CODI/CoLaR layouts).
+        """
+        from latentlit.models.io import load_latentlit_backbone
+
+        backbone = load_latentlit_backbone(path, dtype=dtype)
+        if num_latents is not None:
+            backbone.set_num_latents(num_latents)
+        return backbone
+
+    def set_num_latents(self, num_latents: int) -> None:
+        """Run with T = ``num_latents``; warns when it differs from the trained T."""
+        trained = self.latent_config.num_latents
+        if num_latents != trained:
+            warnings.warn(
+                f"running with num_latents={num_latents} latent steps, but the checkpoint was trained with "
+                f"num_latents={trained}",
+                stacklevel=2,
+            )
+        self.latent_config.num_latents = int(num_latents)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write an HF-format directory: config.json (with the latent config), safetensors
+        weights, tokenizer files, and f's weights when f has parameters."""
+        from latentlit.models.io import save_latentlit_backbone
+
+        save_latentlit_backbone(self, path)
+
+    # ------------------------------------------------------------------ tokens
+    def encode_prompts(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts of ``questions``, left-padded.
+
+        Returns:
+            input_ids (B, L) long and attention_mask (B, L) long, on the model's device.
+        """
+        cfg = self.latent_config
+        rows = [
+            self.tokenizer(cfg.prompt_template.format(question=q), add_special_tokens=cfg.add_bos)["input_ids"]
+            for q in questions
+        ]
+        return left_pad(rows, cfg.pad_id, self.device)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (...,) -> input embeddings (..., d)."""
+        return self.lm.get_input_embeddings()(ids)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Last-layer hidden states (..., d) -> vocabulary logits (..., V)."""
+        return self.lm.get_output_embeddings()(hidden)
+
+    def decode(self, answer_ids: torch.Tensor) -> list[str]:
+        """(R, L) answer ids -> R strings, special tokens removed."""
+        return self.tokenizer.batch_decode(answer_ids.tolist(), skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ forward
+    def _forward(self, embeds: torch.Tensor, state_mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        """One cached forward pass. embeds (R, S, d), state_mask (R, S_total), positions (R, S)
+        -> last-layer hidden states (R, S, d) after the final norm."""
+        out = self.lm.base_model(
+            inputs_embeds=embeds, attention_mask=state_mask, position_ids=positions, cache=cache, use_cache=True
+        )
+        return out.last_hidden_state
+
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, sampler: Sampler | None = None,
+                keys: torch.Tensor | None = None) -> LatentState:
+        """Run the (left-padded) prompts (R, L) and return the state after them."""
+        sampler = sampler or _DETERMINISTIC
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        cache = DynamicCache(config=self.lm.config)
+        with sampler.scope("prefill", _keys(keys, input_ids), 0, positions):
+            hidden = self._forward(self.embed(input_ids), attention_mask, positions, cache)
+        return LatentState(
+            cache=cache,
+            attention_mask=attention_mask.long(),
+            next_position=positions[:, -1] + 1,
+            hidden=hidden[:, -1],
+            active=torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device),
+        )
+
+    def latent_step(self, state: LatentState, step: int, *, sampler: Sampler | None = None,
+                    keys: torch.Tensor | None = None) -> tuple[LatentState, torch.Tensor]:
+        """Latent step ``step`` (1-based): feed h_t = perturb(f(hidden)) and advance.
+
+        Returns:
+            the new state and the fed latent vectors (R, d) (zeros for rows already stopped).
+        """
+        sampler = sampler or _DETERMINISTIC
+        keys = _keys(keys, state.hidden)
+        active = state.active
+        if self.latent_config.latent_stop_id is not None:
+            stop = self.logits(state.hidden).argmax(-1) == self.latent_config.latent_stop_id
+            active = active & ~stop
+        latent = sampler.perturb(self.latent_head(state.hidden), keys, step)
+        positions = state.next_position[:, None]
+        # A stopped row still occupies a column of the batch; masking it keeps its own sequence
+        # (and so its answer) identical to running it alone.
+        mask = torch.cat([state.attention_mask, active.long()[:, None]], dim=1)
+        with sampler.scope("latent", keys, step, positions):
+            hidden = self._forward(latent[:, None].to(self.lm.dtype), mask, positions, state.cache)[:, -1]
+        act = active[:, None]
+        new = LatentState(
+            cache=state.cache,
+            attention_mask=mask,
+            next_position=state.next_position + active.long(),
+            hidden=torch.where(act, hidden, state.hidden),
+            active=active,
+        )
+        return new, torch.where(act, latent, torch.zeros_like(latent))
+
+    def run_latents(self, state: LatentState, num_latents: int | None = None, *, sampler: Sampler | None = None,
+                    keys: torch.Tensor | None = None, start_step: int = 1) -> tuple[LatentState, torch.Tensor, torch.Tensor]:
+        """Latent steps ``start_step .. num_latents`` (T = config value by default; with a
+        dynamic stop, up to ``max_latents``).
+
+        Returns:
+            state, latents (R, T', d), latent_mask (R, T') bool, T' = steps run.
+        """
+        cfg = self.latent_config
+        last = (cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents) if num_latents is None else num_latents
+        latents, masks = [], []
+        for step in range(start_step, last + 1):
+            if not bool(state.active.any()):
+                break
+            state, h = self.latent_step(state, step, sampler=sampler, keys=keys)
+            latents.append(h)
+            masks.append(state.active.clone())
+        if not latents:
+            empty = state.hidden.new_zeros(state.rows, 0, self.hidden_size)
+            return state, empty, torch.zeros(state.rows, 0, dtype=torch.bool, device=empty.device)
+        return state, torch.stack(latents, 1), torch.stack(masks, 1)
+
+    @torch.no_grad()
+    def decode_answer(self, state: LatentState, *, max_new_tokens: int = 16, sampler: Sampler | None = None,
+                      keys: torch.Tensor | None = None, first_step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed ``end_latent_id`` and decode greedily until eos or ``max_new_tokens``.
+
+        Returns:
+            answer_ids (R, L) long (``pad_id`` after eos, eos included) and the first answer
+            token's logits (R, V).
+        """
+        cfg = self.latent_config
+        sampler = sampler or _DETERMINISTIC
+        keys = _keys(keys, state.hidden)
+        rows, device = state.rows, state.hidden.device
+        token = torch.full((rows,), cfg.end_latent_id, dtype=torch.long, device=device)
+        mask, pos = state.attention_mask, state.next_position
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        out, first_logits = [], None
+        for i in range(max_new_tokens):
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            with sampler.scope("answer", keys, first_step + i, pos[:, None]):
+                hidden = self._forward(self.embed(token)[:, None], mask, pos[:, None], state.cache)[:, -1]
+            logits = self.logits(hidden)
+            if first_logits is None:
+                first_logits = logits.float()
+            token = torch.where(finished, cfg.pad_id, logits.argmax(-1))
+            out.append(token)
+            finished |= token == cfg.eos_id
+            pos = pos + 1
+            if bool(finished.all()):
+                break
+        if not out:
+            return torch.zeros(rows, 0, dtype=torch.long, device=device), torch.zeros(rows, 0, device=device)
+        return torch.stack(out, 1), first_logits
+
+    @torch.no_grad()
+    def generate(self, questions: list[str], *, n_samples: int = 1, sampler: Sampler | None = None,
+                 keys: torch.Tensor | None = None, num_latents: int | None = None,
+                 max_new_tokens: int = 16) -> LatentOutput:
+        """N trajectories for each of B questions, all advancing together.
+
+        Args:
+            questions: B question texts.
+            n_samples: N. With ``sampler.prefill == "shared"`` each question is prefilled once
+                and its cache copied N times; with ``"per_sample"`` each of the B*N rows is
+                prefilled inside the sampler's scope.
+            keys: (B*N,) int64 row keys (``latentlit.sampling.rng.trajectory_keys``); required
+                for stochastic samplers.
+            num_latents: override T for this call (no warning; see :meth:`set_num_latents`).
+
+        Returns:
+            :class:`LatentOutput` with B*N rows, question-major (row = q * N + j).
+
+        Raises:
+            ValueError: a stochastic sampler without keys, or keys of the wrong length.
+        """
+        sampler = sampler or _DETERMINISTIC
+        sampler.bind(self)
+        rows = len(questions) * n_samples
+        if keys is None:
+            if sampler.stochastic:
+                raise ValueError(f"{type(sampler).__name__} needs per-trajectory keys (trajectory_keys(...))")
+            keys = torch.zeros(rows, dtype=torch.long)
+        if keys.shape != (rows,):
+            raise ValueError(f"keys must have shape ({rows},) for {len(questions)} questions x {n_samples} samples, got {tuple(keys.shape)}")
+        keys = keys.to(self.device)
+        input_ids, attention_mask = self.encode_prompts(questions)
+        if sampler.prefill == "per_sample" and n_samples > 1:
+            state = self.prefill(input_ids.repeat_interleave(n_samples, 0), attention_mask.repeat_interleave(n_samples, 0),
+                                 sampler=sampler, keys=keys)
+        else:
+            state = self.prefill(input_ids, attention_mask, sampler=sampler, keys=keys[::n_samples])
+            if n_samples > 1:
+                state = state.repeat_interleave(n_samples)
+        state, latents, latent_mask = self.run_latents(state, num_latents, sampler=sampler, keys=keys)
+        answer_ids, first_logits = self.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys,
+                                                      first_step=latents.shape[1] + 1)
+        return LatentOutput(latents, latent_mask, answer_ids, self.decode(answer_ids), first_logits)
+
+    # ------------------------------------------------------------------ training
+    def forward_train(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_latents: int,
+                      suffix_ids: torch.Tensor, suffix_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced multi-pass forward (COCONUT Sec. 3): prompt, ``num_latents`` latent
+        steps each fed the previous position's f(hidden) (gradients through the chain), then
+        the suffix ``<|end-latent|> steps... ### answer <eos>``.
+
+        Args:
+            prompt_ids, prompt_mask: (B, L) left-padded prompts ending with ``<|start-latent|>``.
+            suffix_ids, suffix_mask: (B, S) right-padded suffixes starting with ``end_latent_id``.
+
+        Returns:
+            (summed token cross-entropy over suffix targets, number of target tokens). Targets
+            are the suffix tokens after ``end_latent_id``: the loss is only on them.
+        """
+        state = self.prefill(prompt_ids, prompt_mask)
+        for step in range(1, num_latents + 1):
+            state, _ = self.latent_step(state, step)
+        positions = state.next_position[:, None] + torch.arange(suffix_ids.shape[1], device=suffix_ids.device)
+        mask = torch.cat([state.attention_mask, suffix_mask.long()], dim=1)
+        hidden = self._forward(self.embed(suffix_ids), mask, positions, state.cache)
+        logits = self.logits(hidden[:, :-1]).float()
+        targets = suffix_ids[:, 1:].masked_fill(suffix_mask[:, 1:] == 0, -100)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum")
+        return loss, (targets != -100).sum()
+
+
+_DETERMINISTIC = Deterministic()
+
+
+def _keys(keys: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if keys is None:
+        return torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
+    return keys.to(like.device)
+
+
+def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists. Returns ids (B, L) long and mask (B, L) long."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[i, width - len(r):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def right_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists. Returns ids (B, L) long and mask (B, L) long."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return ids.to(device), mask.to(device)

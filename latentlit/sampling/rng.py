@@ -1,0 +1,109 @@
+"""Counter-based random numbers keyed per trajectory.
+
+Every random number latentlit draws at inference is a pure function of
+(seed, question id, sample index, a stream counter, an element index). A question's trajectories
+therefore do not depend on what else shares its batch, on chunking, on the number of processes,
+on resuming, or on the device. ``torch.Generator`` cannot give that for a batched tensor (one
+generator per row would mean a Python loop per row and per dropout call), so we hash instead:
+splitmix64's finaliser on int64 tensors, which runs vectorised on any device.
+
+int64 arithmetic in torch wraps on overflow (two's complement) on CPU and CUDA; right shifts are
+arithmetic, so every shift is masked to make it logical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+_MASK64 = (1 << 64) - 1
+
+
+def _s64(x: int) -> int:
+    """Python int -> the signed int64 with the same 64 bits."""
+    x &= _MASK64
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+_GOLDEN = _s64(0x9E3779B97F4A7C15)
+_M1 = _s64(0xBF58476D1CE4E5B9)
+_M2 = _s64(0x94D049BB133111EB)
+
+
+def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix64(z: torch.Tensor) -> torch.Tensor:
+    """splitmix64 finaliser, elementwise on an int64 tensor (any shape)."""
+    z = z + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _M1
+    z = (z ^ _shr(z, 27)) * _M2
+    return z ^ _shr(z, 31)
+
+
+def hash_ints(*parts: int) -> int:
+    """Stable signed-int64 hash of a tuple of Python ints (host side)."""
+    z = torch.tensor(0, dtype=torch.int64)
+    for p in parts:
+        z = mix64(z ^ _s64(int(p)))
+    return int(z)
+
+
+def question_key(seed: int, question_id: str) -> int:
+    """Stable int64 key of (seed, question id); ``hash()`` is salted per process, so use blake2b."""
+    digest = hashlib.blake2b(question_id.encode("utf-8"), digest_size=8).digest()
+    return hash_ints(seed, int.from_bytes(digest, "little"))
+
+
+def trajectory_keys(seed: int, question_ids: list[str], n_samples: int, offset: int = 0) -> torch.Tensor:
+    """Row keys for ``len(question_ids) * n_samples`` trajectories, question-major.
+
+    Row ``q * n_samples + j`` gets key(seed, question_ids[q], offset + j).
+
+    Returns:
+        (B * n_samples,) int64 on CPU.
+    """
+    keys = [hash_ints(question_key(seed, q), offset + j) for q in question_ids for j in range(n_samples)]
+    return torch.tensor(keys, dtype=torch.int64)
+
+
+def derive_keys(keys: torch.Tensor, *parts: int) -> torch.Tensor:
+    """Child keys of ``keys`` (R,) for a sub-stream named by ``parts`` (e.g. rollout index)."""
+    out = keys
+    for p in parts:
+        out = mix64(out ^ _s64(int(p)))
+    return out
+
+
+def _bits(keys: torch.Tensor, counter: int, n: int) -> torch.Tensor:
+    """(R, n) int64 pseudo-random words for rows ``keys`` (R,), stream ``counter``."""
+    base = mix64(keys ^ _s64(counter)).unsqueeze(-1)
+    idx = torch.arange(n, device=keys.device, dtype=torch.int64)
+    return mix64(base + idx * _GOLDEN)
+
+
+def keyed_uniform(keys: torch.Tensor, counter: int, n: int, index: torch.Tensor | None = None) -> torch.Tensor:
+    """Uniform [0, 1) floats, (R, n) float32, keyed by row and element.
+
+    Args:
+        keys: (R,) int64 row keys. counter: the stream (e.g. hash of phase, step, module).
+        n: elements per row. index: optional (R, n) int64 element indices replacing ``arange(n)``,
+            so that an element's value depends on its logical position (e.g. the token position
+            of a left-padded row), not on its place in the tensor.
+    """
+    if index is None:
+        z = _bits(keys, counter, n)
+    else:
+        z = mix64(mix64(keys ^ _s64(counter)).unsqueeze(-1) + index * _GOLDEN)
+    return _shr(z, 40).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def keyed_normal(keys: torch.Tensor, counter: int, n: int) -> torch.Tensor:
+    """Standard normal floats, (R, n) float32, by Box-Muller on two keyed uniform streams."""
+    u1 = keyed_uniform(keys, hash_ints(counter, 1), n)
+    u2 = keyed_uniform(keys, hash_ints(counter, 2), n)
+    r = torch.sqrt(-2.0 * torch.log1p(-u1))  # 1 - u1 in (0, 1]: log is finite
+    return r * torch.cos(2.0 * math.pi * u2)
