@@ -1,0 +1,6 @@
+"""Aggregation: pure functions from (answers, scores) to a chosen answer."""
+
+from latentlit.aggregation.select import best_of_n, random_pick
+from latentlit.aggregation.vote import VoteResult, group_answers, majority_vote, weighted_vote
+
+__all__ = ["VoteResult", "best_of_n", "group_answers", "majority_vote", "random_pick", "weighted_vote"]

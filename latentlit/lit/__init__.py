@@ -2,5 +2,7 @@
 
 from latentlit.lit.backbone_module import LatentBackboneModule
 from latentlit.lit.curriculum_data import CurriculumDataModule
+from latentlit.lit.predict_data import ProblemDataModule
+from latentlit.lit.predictor import TTSPredictor
 
-__all__ = ["LatentBackboneModule", "CurriculumDataModule"]
+__all__ = ["CurriculumDataModule", "LatentBackboneModule", "ProblemDataModule", "TTSPredictor"]

@@ -1,0 +1,25 @@
+"""Selection aggregators: best-of-N by LatentRM score, and random selection (baseline)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from latentlit.sampling.rng import hash_ints
+
+
+def best_of_n(scores: Sequence[float]) -> int:
+    """Index of the highest-scored trajectory (paper Sec. 3.2, best-of-N); ties -> earliest.
+
+    Raises:
+        ValueError: empty ``scores``.
+    """
+    if len(scores) == 0:
+        raise ValueError("best_of_n needs at least one score")
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def random_pick(n: int, key: int) -> int:
+    """A uniformly random index in [0, n) keyed by ``key`` (seeded per question, reproducible)."""
+    if n <= 0:
+        raise ValueError("random_pick needs n >= 1")
+    return (hash_ints(key, 0x5E1) & 0x7FFFFFFF) % n

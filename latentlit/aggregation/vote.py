@@ -1,0 +1,69 @@
+"""Vote-style aggregation: majority vote and its RM-weighted variant (paper Sec. 3.2).
+
+Answers are normalised strings (or None for "no answer"). Answers equal under numeric comparison
+vote together, None never votes, ties go to the answer whose first vote came earliest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from latentlit.data.answers import answers_match
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    """Outcome of a vote over N answers.
+
+    Attributes:
+        answer: the winning answer, None when no sample produced one.
+        index: index of the winning answer's first sample (-1 when none).
+        share: winning weight / total weight of all N samples (None-answers count in the total
+            with weight 1 for a plain vote), in [0, 1].
+        distinct: number of distinct (numerically different) answers.
+    """
+
+    answer: str | None
+    index: int
+    share: float
+    distinct: int
+
+
+def group_answers(answers: Sequence[str | None]) -> list[list[int]]:
+    """Sample indices grouped by numerically equal answer, groups ordered by first occurrence;
+    None answers are left out."""
+    groups: list[list[int]] = []
+    for i, a in enumerate(answers):
+        if a is None:
+            continue
+        for g in groups:
+            if answers_match(answers[g[0]], a):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> VoteResult:
+    """Vote where sample i carries ``weights[i]`` (>= 0).
+
+    Raises:
+        ValueError: lengths differ or a negative weight.
+    """
+    if len(weights) != len(answers):
+        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    if any(w < 0 for w in weights):
+        raise ValueError("vote weights must be >= 0 (turn RM scores into weights first, e.g. with a softmax)")
+    groups = group_answers(answers)
+    total = float(sum(weights)) or 1.0
+    if not groups:
+        return VoteResult(None, -1, 0.0, 0)
+    best = max(groups, key=lambda g: (sum(weights[i] for i in g), -g[0]))
+    return VoteResult(answers[best[0]], best[0], sum(weights[i] for i in best) / total, len(groups))
+
+
+def majority_vote(answers: Sequence[str | None]) -> VoteResult:
+    """Plain majority vote (every sample one vote)."""
+    return weighted_vote(answers, [1.0] * len(answers))

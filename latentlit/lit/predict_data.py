@@ -1,0 +1,58 @@
+"""LightningDataModule serving problems to ``latentlit predict`` (and skipping finished ones)."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader, Dataset
+
+from latentlit.data.problem import Problem
+from latentlit.data.sources import ProblemSource, SyntheticProblems
+
+
+class IndexedProblems(Dataset):
+    """(index in the full problem list, Problem) pairs; the index orders merged outputs."""
+
+    def __init__(self, items: list[tuple[int, Problem]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[int, Problem]:
+        return self.items[i]
+
+
+def _as_list(batch):
+    return batch
+
+
+class ProblemDataModule(L.LightningDataModule):
+    """Problems for prediction.
+
+    Args:
+        problems: a problem source (default: the synthetic test split, 500 problems).
+        batch_size: questions per ``predict_step`` (each expands to N trajectories; the model's
+            ``max_trajectories`` bounds the rows actually run at once).
+
+    ``skip_ids`` (set by the predictor when resuming) removes finished questions.
+    """
+
+    def __init__(self, problems: ProblemSource | None = None, batch_size: int = 16):
+        super().__init__()
+        self.source = problems or SyntheticProblems("test")
+        self.batch_size = batch_size
+        self.problems: list[Problem] = []
+        self.skip_ids: set[str] = set()
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.problems:
+            self.problems = self.source.load()
+            seen: set[str] = set()
+            for p in self.problems:
+                if p.id in seen:
+                    raise ValueError(f"duplicate problem id {p.id!r} in {self.source.describe()}")
+                seen.add(p.id)
+
+    def predict_dataloader(self) -> DataLoader:
+        items = [(i, p) for i, p in enumerate(self.problems) if p.id not in self.skip_ids]
+        return DataLoader(IndexedProblems(items), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)

@@ -1,0 +1,212 @@
+"""``latentlit predict``: N-way sampling, aggregation and metrics inside ``predict_step``.
+
+Paper Sec. 3 (parallel TTS for latent models): each question gets N latent trajectories from a
+sampler (MC-dropout or AGN), the answers are aggregated (majority vote; LatentRM-based ones when
+a LatentRM is given) and coverage@k / vote accuracy are measured against a greedy pass.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric, SumMetric
+
+from latentlit.aggregation import majority_vote, random_pick
+from latentlit.data.answers import answers_match, extract_answer
+from latentlit.data.problem import Problem
+from latentlit.lit.writer import PredictionWriter, read_records
+from latentlit.metrics import CoverageAtK, MeanVector, coverage_ks, majority_at_k, trajectory_diversity
+from latentlit.sampling.base import Sampler
+from latentlit.sampling.mc_dropout import MCDropout
+from latentlit.sampling.nway import sample_questions
+from latentlit.sampling.rng import question_key
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TTSPredictor(L.LightningModule):
+    """Parallel test-time scaling of a latent backbone.
+
+    Args:
+        backbone: a backbone directory (latentlit or released COCONUT/CODI/CoLaR layout), a hub
+            id, or ``"quickstart"`` (the shipped embedded default).
+        sampler: Deterministic | MCDropout | AGN (``class_path`` in YAML).
+        n_samples: N trajectories per question.
+        max_trajectories: at most this many trajectories run at once (memory budget).
+        seed: keys every random number: results depend on (seed, question id, sample index)
+            only, not on batch size, chunking or the number of processes.
+        num_latents: T at inference (default: the checkpoint's; a different value warns).
+        max_new_tokens: answer tokens decoded per trajectory.
+        answer_format: override the checkpoint's answer format (``latentlit.data.answers``).
+        output_dir: where outputs go (default ``<run log dir>/predict``); re-running into the
+            same directory resumes.
+        dtype: ``float32`` | ``bfloat16`` | ``float16`` weights (bf16 for GPUs).
+    """
+
+    def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 16,
+                 max_trajectories: int = 1024, seed: int = 0, num_latents: int | None = None, max_new_tokens: int = 8,
+                 answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32"):
+        super().__init__()
+        from latentlit.models.backbone import LatentBackbone
+
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}; expected one of {sorted(DTYPES)}")
+        # Only plain values go into hyperparameters: a checkpoint must load with weights_only=True.
+        self.save_hyperparameters(ignore=["sampler"])
+        self.sampler = sampler if sampler is not None else MCDropout()
+        self.backbone = LatentBackbone.from_pretrained(backbone, dtype=DTYPES[dtype])
+        if num_latents is not None:
+            self.backbone.set_num_latents(num_latents)
+        self.answer_format = answer_format or self.backbone.latent_config.answer_format
+        self.ks = coverage_ks(n_samples)
+        self.output_path: Path | None = None
+        self._seconds = 0.0
+        self._trajectories = 0
+        self._new_questions = 0
+
+    # ------------------------------------------------------------------ lightning plumbing
+    def configure_callbacks(self):
+        return [PredictionWriter(self._resolve_output_dir())]
+
+    def _resolve_output_dir(self) -> Path:
+        if self.output_path is None:
+            if self.hparams.output_dir:
+                self.output_path = Path(self.hparams.output_dir)
+            else:
+                self.output_path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predict"
+        return self.output_path
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # lists of (index, Problem)
+
+    def setup(self, stage: str) -> None:
+        self.backbone.eval()
+        self.sampler.bind(self.backbone)
+        t = self.backbone.latent_config.num_latents
+        steps = t if self.backbone.latent_config.latent_stop_id is None else self.backbone.latent_config.max_latents
+        self.metrics = torch.nn.ModuleDict({
+            "coverage": CoverageAtK(self.ks), "majority": MeanVector(len(self.ks)), "greedy": MeanMetric(),
+            "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)), "random": MeanMetric(),
+        })
+        done = read_records(self._resolve_output_dir())
+        for r in done:
+            if len(r["answers"]) != self.hparams.n_samples:
+                raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
+                                 f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is not None:
+            dm.skip_ids = {r["id"] for r in done}
+        self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
+
+    def on_predict_start(self) -> None:
+        for r in self._resumed:
+            self._update_metrics(r)
+
+    # ------------------------------------------------------------------ the job
+    @torch.no_grad()
+    def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int) -> list[dict]:
+        hp = self.hparams
+        start = time.perf_counter()
+        problems = [p for _, p in batch]
+        ids, questions = [p.id for p in problems], [p.question for p in problems]
+        greedy = self.backbone.generate(questions, max_new_tokens=hp.max_new_tokens)
+        samples = sample_questions(self.backbone, self.sampler, ids, questions, hp.n_samples, hp.seed,
+                                   max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
+        records = []
+        for (index, problem), g_text, s in zip(batch, greedy.answers_text, samples):
+            records.append(self._record(index, problem, g_text, s))
+        self._seconds += time.perf_counter() - start
+        self._trajectories += len(problems) * hp.n_samples
+        self._new_questions += len(problems)
+        for r in records:
+            self._update_metrics(r)
+        return records
+
+    def _record(self, index: int, problem: Problem, greedy_text: str, s) -> dict:
+        fmt = self.answer_format
+        answers = [extract_answer(t, fmt) for t in s.texts]
+        correct = [answers_match(a, problem.answer) for a in answers]
+        vote = majority_vote(answers)
+        greedy = extract_answer(greedy_text, fmt)
+        pick = random_pick(len(answers), question_key(self.hparams.seed, problem.id))
+        return {
+            "index": index, "id": problem.id, "question": problem.question, "gold": problem.answer,
+            "greedy": {"answer": greedy, "correct": answers_match(greedy, problem.answer), "text": greedy_text},
+            "answers": answers, "correct": correct, "texts": s.texts,
+            "majority_vote": {"answer": vote.answer, "correct": answers_match(vote.answer, problem.answer)},
+            "random": {"answer": answers[pick], "correct": correct[pick], "index": pick},
+            "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
+            "diversity": [round(float(x), 6) for x in trajectory_diversity(s.latents, s.latent_mask)],
+        }
+
+    # ------------------------------------------------------------------ metrics
+    def _update_metrics(self, r: dict) -> None:
+        m, dev = self.metrics, self.device
+        m["coverage"].update(torch.tensor([sum(r["correct"])], device=dev), len(r["correct"]))
+        m["majority"].update(torch.tensor([majority_at_k(r["answers"], r["gold"], self.ks)], device=dev))
+        m["greedy"].update(torch.tensor(float(r["greedy"]["correct"]), device=dev))
+        m["random"].update(torch.tensor(float(r["random"]["correct"]), device=dev))
+        m["distinct"].update(torch.tensor(float(r["distinct_answers"]), device=dev))
+        m["questions"].update(torch.tensor(1.0, device=dev))
+        if r["diversity"]:
+            m["diversity"].update(torch.tensor([r["diversity"]], device=dev))
+
+    def finish_metrics(self) -> dict:
+        """Compute (and reduce across processes) every metric; call on all ranks."""
+        m = self.metrics
+        coverage, majority = m["coverage"].compute().tolist(), m["majority"].compute().tolist()
+        n = self.hparams.n_samples
+        count = torch.tensor([self._trajectories, self._new_questions], device=self.device, dtype=torch.float64)
+        seconds = torch.tensor([self._seconds], device=self.device, dtype=torch.float64)
+        count = self.trainer.strategy.reduce(count, reduce_op="sum") if self._trainer is not None else count
+        seconds = self.trainer.strategy.reduce(seconds, reduce_op="max") if self._trainer is not None else seconds
+        questions = int(m["questions"].compute())
+        summary = {
+            "config": {"backbone": str(self.hparams.backbone), "sampler": self.sampler.describe(), "n_samples": n,
+                       "seed": self.hparams.seed, "num_latents": self.backbone.latent_config.num_latents,
+                       "max_new_tokens": self.hparams.max_new_tokens, "answer_format": self.answer_format,
+                       "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype},
+            "metrics": {
+                "greedy_accuracy": float(m["greedy"].compute()),
+                **{f"coverage@{k}": v for k, v in zip(self.ks, coverage)},
+                **{f"majority_vote@{k}": v for k, v in zip(self.ks, majority)},
+                f"random@{n}": float(m["random"].compute()),
+                "distinct_answers": float(m["distinct"].compute()),
+                "diversity_per_step": [round(x, 6) for x in m["diversity"].compute().tolist()],
+            },
+            "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0])},
+            "trajectories_per_second": round(float(count[0] / seconds[0]), 3) if float(seconds[0]) > 0 else None,
+        }
+        return summary
+
+    def report(self, summary: dict, output_dir: Path) -> None:
+        """Print the summary table, save the scaling plot, log both to TensorBoard."""
+        from latentlit.plots import plot_scaling
+
+        metrics = summary["metrics"]
+        lines = [f"{'k':>6} {'coverage@k':>11} {'majority@k':>11}"]
+        for k in self.ks:
+            lines.append(f"{k:>6} {metrics[f'coverage@{k}']:>11.4f} {metrics[f'majority_vote@{k}']:>11.4f}")
+        lines.append(f"greedy accuracy {metrics['greedy_accuracy']:.4f}; questions {summary['counts']['questions']}; "
+                     f"{summary['trajectories_per_second']} trajectories/s this run")
+        print("\n".join(lines))
+        fig = plot_scaling(self.ks, [metrics[f"coverage@{k}"] for k in self.ks],
+                           [metrics[f"majority_vote@{k}"] for k in self.ks], metrics["greedy_accuracy"],
+                           title=f"{summary['config']['sampler']['name']}, N={self.hparams.n_samples}")
+        fig.savefig(output_dir / "scaling.png", dpi=120, bbox_inches="tight")
+        logger = self.logger
+        if logger is not None and hasattr(logger, "experiment") and hasattr(logger.experiment, "add_figure"):
+            logger.experiment.add_figure("predict/scaling", fig)
+            for key, value in metrics.items():
+                if isinstance(value, float):
+                    logger.experiment.add_scalar(f"predict/{key}", value)
+            logger.experiment.flush()
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+        print(f"[latentlit] predictions and metrics written to {output_dir}")

@@ -1,0 +1,111 @@
+"""Prediction writer: ``predictions.jsonl`` written as it goes, resume, DDP merge, and at the
+end ``metrics.json``, the scaling plot and the summary table.
+
+Output contract (one directory):
+* ``predictions.jsonl``: one JSON object per question, in problem order.
+* ``metrics.json``: the run's config and every metric.
+* ``scaling.png``: coverage@k and majority vote against k.
+
+Under DDP each rank appends to ``predictions.rank<r>.jsonl``; at the end rank 0 merges them into
+``predictions.jsonl`` in problem order and deletes them. A re-run into the same directory reads
+both kinds of file and skips the questions found there.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+PREDICTIONS = "predictions.jsonl"
+METRICS = "metrics.json"
+PLOT = "scaling.png"
+
+
+def read_records(output_dir: Path) -> list[dict]:
+    """Records already written to ``output_dir`` (merged file first, then rank parts).
+
+    A truncated last line (a crash mid-write) is dropped, so that question is redone.
+
+    Raises:
+        ValueError: a corrupt line that is not the last of its file (names file and line).
+    """
+    records: list[dict] = []
+    files = [output_dir / PREDICTIONS] + sorted(output_dir.glob("predictions.rank*.jsonl"))
+    for path in files:
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                if i == len(lines) - 1:
+                    continue
+                raise ValueError(f"{path}:{i + 1}: corrupt prediction record ({err.msg})") from err
+    return records
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes each batch's records as soon as ``predict_step`` returns them."""
+
+    def __init__(self, output_dir: Path):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self._file = None
+
+    def _path(self, trainer) -> Path:
+        if trainer.world_size == 1:
+            return self.output_dir / PREDICTIONS
+        return self.output_dir / f"predictions.rank{trainer.global_rank}.jsonl"
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(trainer)
+        self._repair(path)
+        self._file = path.open("a")
+
+    @staticmethod
+    def _repair(path: Path) -> None:
+        # drop a half-written last line left by a crash, so appends start on a fresh line
+        if not path.exists():
+            return
+        text = path.read_text()
+        if text and not text.endswith("\n"):
+            path.write_text(text[: text.rfind("\n") + 1])
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
+        for record in prediction:
+            self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        trainer.strategy.barrier()
+        if trainer.world_size > 1 and trainer.is_global_zero:
+            merge_rank_files(self.output_dir)
+        summary = pl_module.finish_metrics()
+        if trainer.is_global_zero:
+            (self.output_dir / METRICS).write_text(json.dumps(summary, indent=2))
+            pl_module.report(summary, self.output_dir)
+        trainer.strategy.barrier()
+
+
+def merge_rank_files(output_dir: Path) -> None:
+    """Append the rank part files to ``predictions.jsonl`` in problem order, then delete them."""
+    parts = sorted(output_dir.glob("predictions.rank*.jsonl"))
+    records = []
+    for part in parts:
+        records += [json.loads(line) for line in part.read_text().splitlines() if line.strip()]
+    records.sort(key=lambda r: r["index"])
+    with (output_dir / PREDICTIONS).open("a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    for part in parts:
+        part.unlink()

@@ -1,0 +1,69 @@
+"""N-way batched sampling: B questions x N samples advance together, in chunks of at most
+``max_trajectories`` rows to bound memory. Row keys come from (seed, question id, sample index),
+so chunking and batch composition do not change any trajectory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from latentlit.models.backbone import LatentBackbone
+from latentlit.sampling.base import Sampler
+from latentlit.sampling.rng import trajectory_keys
+
+
+@dataclass
+class QuestionSamples:
+    """N trajectories of one question.
+
+    Attributes:
+        latents: (N, T, d) float32 on CPU. latent_mask: (N, T) bool.
+        texts: N decoded answer texts.
+    """
+
+    latents: torch.Tensor
+    latent_mask: torch.Tensor
+    texts: list[str]
+
+
+def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: list[str], questions: list[str],
+                     n_samples: int, seed: int, *, max_trajectories: int = 1024, num_latents: int | None = None,
+                     max_new_tokens: int = 16) -> list[QuestionSamples]:
+    """Sample N trajectories for each question.
+
+    Work is cut into chunks of whole questions (``max_trajectories // N`` per chunk) or, when
+    N alone exceeds the budget, into chunks of samples of one question.
+
+    Raises:
+        ValueError: ``n_samples`` or ``max_trajectories`` < 1, or ids/questions of different length.
+    """
+    if n_samples < 1 or max_trajectories < 1:
+        raise ValueError(f"n_samples ({n_samples}) and max_trajectories ({max_trajectories}) must be >= 1")
+    if len(question_ids) != len(questions):
+        raise ValueError(f"{len(question_ids)} ids for {len(questions)} questions")
+    per_chunk = max(1, max_trajectories // n_samples)
+    sample_chunk = min(n_samples, max_trajectories)
+    results: list[QuestionSamples] = []
+    for start in range(0, len(questions), per_chunk):
+        ids, qs = question_ids[start:start + per_chunk], questions[start:start + per_chunk]
+        if sample_chunk == n_samples:
+            keys = trajectory_keys(seed, ids, n_samples)
+            out = backbone.generate(qs, n_samples=n_samples, sampler=sampler, keys=keys, num_latents=num_latents,
+                                    max_new_tokens=max_new_tokens)
+            for q in range(len(qs)):
+                rows = slice(q * n_samples, (q + 1) * n_samples)
+                results.append(QuestionSamples(out.latents[rows].float().cpu(), out.latent_mask[rows].cpu(), out.answers_text[rows]))
+            continue
+        for qid, q in zip(ids, qs):
+            parts = []
+            for offset in range(0, n_samples, sample_chunk):
+                n = min(sample_chunk, n_samples - offset)
+                keys = trajectory_keys(seed, [qid], n, offset=offset)
+                parts.append(backbone.generate([q], n_samples=n, sampler=sampler, keys=keys, num_latents=num_latents,
+                                               max_new_tokens=max_new_tokens))
+            width = max(p.latents.shape[1] for p in parts)
+            latents = torch.cat([torch.nn.functional.pad(p.latents.float().cpu(), (0, 0, 0, width - p.latents.shape[1])) for p in parts])
+            mask = torch.cat([torch.nn.functional.pad(p.latent_mask.cpu(), (0, width - p.latent_mask.shape[1])) for p in parts])
+            results.append(QuestionSamples(latents, mask, [t for p in parts for t in p.answers_text]))
+    return results
