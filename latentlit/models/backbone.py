@@ -175,21 +175,19 @@ class LatentBackbone(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, num_latents: int | None = None, dtype: torch.dtype | None = None) -> "LatentBackbone":
-        """Load a backbone saved by :meth:`save_pretrained` (a local directory or a hub id).
+        """Load a backbone (a local directory, a hub id or ``"quickstart"``): latentlit's own
+        format or a released COCONUT/CODI/CoLaR checkpoint, detected from config.json
+        (``latentlit.models.released.load_backbone``).
 
         Args:
             num_latents: T to run at; differing from the trained T warns with both numbers.
 
         Raises:
-            ValueError: the config has no ``"latentlit"`` section (use the released-checkpoint
-                loaders in ``latentlit.models.released`` for COCONUT/CODI/CoLaR layouts).
+            ValueError: an unrecognised layout or a checkpoint that does not load strictly.
         """
-        from latentlit.models.io import load_latentlit_backbone
+        from latentlit.models.released import load_backbone
 
-        backbone = load_latentlit_backbone(path, dtype=dtype)
-        if num_latents is not None:
-            backbone.set_num_latents(num_latents)
-        return backbone
+        return load_backbone(path, num_latents=num_latents, dtype=dtype)
 
     def set_num_latents(self, num_latents: int) -> None:
         """Run with T = ``num_latents``; warns when it differs from the trained T."""
