@@ -11,3 +11,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"reference data folder {SHARED_DATA} is absent (expected at ../shared/data from the repo root)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory) -> Path:
+    """A random 2-layer GPT-2 latent backbone (T=3) saved in latentlit's format."""
+    from latentlit.testing.tiny import write_tiny_backbone
+
+    return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "backbone")

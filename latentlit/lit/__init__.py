@@ -2,7 +2,11 @@
 
 from latentlit.lit.backbone_module import LatentBackboneModule
 from latentlit.lit.curriculum_data import CurriculumDataModule
+from latentlit.lit.labelling import RolloutLabeller
+from latentlit.lit.latent_rm_data import LatentRMDataModule
+from latentlit.lit.latent_rm_module import LatentRMModule
 from latentlit.lit.predict_data import ProblemDataModule
 from latentlit.lit.predictor import TTSPredictor
 
-__all__ = ["CurriculumDataModule", "LatentBackboneModule", "ProblemDataModule", "TTSPredictor"]
+__all__ = ["CurriculumDataModule", "LatentBackboneModule", "LatentRMDataModule", "LatentRMModule", "ProblemDataModule",
+           "RolloutLabeller", "TTSPredictor"]

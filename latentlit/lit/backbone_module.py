@@ -42,7 +42,7 @@ class LatentBackboneModule(L.LightningModule):
                  thoughts_per_step: int = 1, schedule: str = "steps", stage0_length: int = 1000,
                  stage_length: int = 250, lr: float = 1e-3, weight_decay: float = 0.01,
                  reset_optimizer: bool = True, prompt_template: str = "{question} " + START_LATENT,
-                 answer_format: str = "coconut", export_dir: str | None = None, val_max_new_tokens: int = 8,
+                 answer_format: str = "coconut", export_dir: str | None = None, val_max_new_tokens: int = 40,
                  seed: int = 0):
         super().__init__()
         if schedule not in SCHEDULES:

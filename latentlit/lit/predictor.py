@@ -14,7 +14,8 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric, SumMetric
 
-from latentlit.aggregation import majority_vote, random_pick
+from latentlit.aggregation import best_of_n, majority_vote, random_pick, weighted_vote
+from latentlit.aggregation.beam_search import latent_beam_search
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
 from latentlit.lit.writer import PredictionWriter, read_records
@@ -23,6 +24,10 @@ from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.sampling.nway import sample_questions
 from latentlit.sampling.rng import question_key
+from latentlit.scoring.losses import trajectory_score
+
+# aggregators whose per-question {"answer", "correct"} record fields become "<name>@N" metrics
+AGGREGATORS = ("majority_vote", "random", "best_of_n", "weighted_vote", "beam_search")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -44,11 +49,21 @@ class TTSPredictor(L.LightningModule):
         output_dir: where outputs go (default ``<run log dir>/predict``); re-running into the
             same directory resumes.
         dtype: ``float32`` | ``bfloat16`` | ``float16`` weights (bf16 for GPUs).
+        latent_rm: a LatentRM directory (or ``"quickstart"``): enables best-of-N (highest
+            trajectory score) and weighted majority vote (votes weighted by softmax over the N
+            trajectory scores).
+        rm_score: trajectory score from step scores: ``sum`` (paper) | ``mean`` | ``last`` | ``min``.
+        beam_width: B for latent beam search (needs ``latent_rm``); K = N // B candidates per
+            beam, so beam search spends the same N trajectories' worth of latent steps.
+
+    Raises:
+        ValueError: bad N / dtype, beam search without a LatentRM, or B not dividing N.
     """
 
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 16,
                  max_trajectories: int = 1024, seed: int = 0, num_latents: int | None = None, max_new_tokens: int = 8,
-                 answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32"):
+                 answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32",
+                 latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
@@ -56,6 +71,8 @@ class TTSPredictor(L.LightningModule):
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}; expected one of {sorted(DTYPES)}")
+        if beam_width is not None and (latent_rm is None or beam_width < 1 or n_samples % beam_width):
+            raise ValueError(f"beam_width={beam_width} needs latent_rm and must divide n_samples={n_samples}")
         # Only plain values go into hyperparameters: a checkpoint must load with weights_only=True.
         self.save_hyperparameters(ignore=["sampler"])
         self.sampler = sampler if sampler is not None else MCDropout()
@@ -63,6 +80,11 @@ class TTSPredictor(L.LightningModule):
         if num_latents is not None:
             self.backbone.set_num_latents(num_latents)
         self.answer_format = answer_format or self.backbone.latent_config.answer_format
+        self.rm = None
+        if latent_rm is not None:
+            from latentlit.models.latent_rm import LatentRM
+
+            self.rm = LatentRM.from_pretrained(latent_rm).eval()
         self.ks = coverage_ks(n_samples)
         self.output_path: Path | None = None
         self._seconds = 0.0
@@ -91,7 +113,8 @@ class TTSPredictor(L.LightningModule):
         steps = t if self.backbone.latent_config.latent_stop_id is None else self.backbone.latent_config.max_latents
         self.metrics = torch.nn.ModuleDict({
             "coverage": CoverageAtK(self.ks), "majority": MeanVector(len(self.ks)), "greedy": MeanMetric(),
-            "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)), "random": MeanMetric(),
+            "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
+            **{name: MeanMetric() for name in AGGREGATORS if name != "majority_vote"},
         })
         done = read_records(self._resolve_output_dir())
         for r in done:
@@ -117,9 +140,20 @@ class TTSPredictor(L.LightningModule):
         greedy = self.backbone.generate(questions, max_new_tokens=hp.max_new_tokens)
         samples = sample_questions(self.backbone, self.sampler, ids, questions, hp.n_samples, hp.seed,
                                    max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
+        scores = beams = None
+        if self.rm is not None:
+            lat = torch.stack([x.latents for x in samples])
+            steps = trajectory_score(self.rm.score_groups(questions, lat, torch.stack([x.latent_mask for x in samples])),
+                                     torch.stack([x.latent_mask for x in samples]).to(self.device), hp.rm_score)
+            scores = steps.cpu().tolist()
+        if hp.beam_width:
+            beams = latent_beam_search(self.backbone, self.sampler, ids, questions, self._beam_scorer(questions),
+                                       beam_width=hp.beam_width, candidates=hp.n_samples // hp.beam_width, seed=hp.seed,
+                                       max_new_tokens=hp.max_new_tokens)
         records = []
-        for (index, problem), g_text, s in zip(batch, greedy.answers_text, samples):
-            records.append(self._record(index, problem, g_text, s))
+        for i, ((index, problem), g_text, s) in enumerate(zip(batch, greedy.answers_text, samples)):
+            records.append(self._record(index, problem, g_text, s, None if scores is None else scores[i],
+                                        None if beams is None else beams[i]))
         self._seconds += time.perf_counter() - start
         self._trajectories += len(problems) * hp.n_samples
         self._new_questions += len(problems)
@@ -127,14 +161,32 @@ class TTSPredictor(L.LightningModule):
             self._update_metrics(r)
         return records
 
-    def _record(self, index: int, problem: Problem, greedy_text: str, s) -> dict:
+    def enabled_aggregators(self) -> list[str]:
+        """Aggregators this configuration runs (same on every process)."""
+        names = ["majority_vote", "random"]
+        if self.rm is not None:
+            names += ["best_of_n", "weighted_vote"]
+        if self.hparams.beam_width:
+            names.append("beam_search")
+        return names
+
+    def _beam_scorer(self, questions: list[str]):
+        ids, mask = self.rm.encode_prompts(questions)
+
+        def score(owners: list[int], latents: torch.Tensor) -> torch.Tensor:
+            steps = self.rm(ids[owners], mask[owners], latents.to(self.rm.device))
+            return trajectory_score(steps, how=self.hparams.rm_score)
+
+        return score
+
+    def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None, beam=None) -> dict:
         fmt = self.answer_format
         answers = [extract_answer(t, fmt) for t in s.texts]
         correct = [answers_match(a, problem.answer) for a in answers]
         vote = majority_vote(answers)
         greedy = extract_answer(greedy_text, fmt)
         pick = random_pick(len(answers), question_key(self.hparams.seed, problem.id))
-        return {
+        record = {
             "index": index, "id": problem.id, "question": problem.question, "gold": problem.answer,
             "greedy": {"answer": greedy, "correct": answers_match(greedy, problem.answer), "text": greedy_text},
             "answers": answers, "correct": correct, "texts": s.texts,
@@ -143,6 +195,18 @@ class TTSPredictor(L.LightningModule):
             "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
             "diversity": [round(float(x), 6) for x in trajectory_diversity(s.latents, s.latent_mask)],
         }
+        if scores is not None:
+            best = best_of_n(scores)
+            weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
+            wv = weighted_vote(answers, weights)
+            record["rm_scores"] = [round(x, 5) for x in scores]
+            record["best_of_n"] = {"answer": answers[best], "correct": correct[best], "index": best}
+            record["weighted_vote"] = {"answer": wv.answer, "correct": answers_match(wv.answer, problem.answer)}
+        if beam is not None:
+            ans = extract_answer(beam.text, fmt)
+            record["beam_search"] = {"answer": ans, "correct": answers_match(ans, problem.answer), "text": beam.text,
+                                     "score": round(beam.score, 5)}
+        return record
 
     # ------------------------------------------------------------------ metrics
     def _update_metrics(self, r: dict) -> None:
@@ -150,7 +214,9 @@ class TTSPredictor(L.LightningModule):
         m["coverage"].update(torch.tensor([sum(r["correct"])], device=dev), len(r["correct"]))
         m["majority"].update(torch.tensor([majority_at_k(r["answers"], r["gold"], self.ks)], device=dev))
         m["greedy"].update(torch.tensor(float(r["greedy"]["correct"]), device=dev))
-        m["random"].update(torch.tensor(float(r["random"]["correct"]), device=dev))
+        for name in AGGREGATORS:
+            if name != "majority_vote" and name in r:
+                m[name].update(torch.tensor(float(r[name]["correct"]), device=dev))
         m["distinct"].update(torch.tensor(float(r["distinct_answers"]), device=dev))
         m["questions"].update(torch.tensor(1.0, device=dev))
         if r["diversity"]:
@@ -170,12 +236,14 @@ class TTSPredictor(L.LightningModule):
             "config": {"backbone": str(self.hparams.backbone), "sampler": self.sampler.describe(), "n_samples": n,
                        "seed": self.hparams.seed, "num_latents": self.backbone.latent_config.num_latents,
                        "max_new_tokens": self.hparams.max_new_tokens, "answer_format": self.answer_format,
-                       "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype},
+                       "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype,
+                       "latent_rm": self.hparams.latent_rm, "rm_score": self.hparams.rm_score,
+                       "beam_width": self.hparams.beam_width},
             "metrics": {
                 "greedy_accuracy": float(m["greedy"].compute()),
                 **{f"coverage@{k}": v for k, v in zip(self.ks, coverage)},
                 **{f"majority_vote@{k}": v for k, v in zip(self.ks, majority)},
-                f"random@{n}": float(m["random"].compute()),
+                **{f"{name}@{n}": float(m[name].compute()) for name in self.enabled_aggregators() if name != "majority_vote"},
                 "distinct_answers": float(m["distinct"].compute()),
                 "diversity_per_step": [round(x, 6) for x in m["diversity"].compute().tolist()],
             },

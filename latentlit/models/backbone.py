@@ -163,6 +163,9 @@ class LatentBackbone(nn.Module):
         self.latent_head = latent_head or build_latent_head(
             config.latent_head, lm.config.hidden_size, **config.latent_head_kwargs
         )
+        # token positions run through the transformer so far (rows x sequence length), for
+        # compute accounting in benchmarks and the rollout-cost report
+        self.forward_tokens = 0
 
     # ------------------------------------------------------------------ construction / io
     @property
@@ -237,6 +240,7 @@ class LatentBackbone(nn.Module):
     def _forward(self, embeds: torch.Tensor, state_mask: torch.Tensor, positions: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         """One cached forward pass. embeds (R, S, d), state_mask (R, S_total), positions (R, S)
         -> last-layer hidden states (R, S, d) after the final norm."""
+        self.forward_tokens += embeds.shape[0] * embeds.shape[1]
         out = self.lm.base_model(
             inputs_embeds=embeds, attention_mask=state_mask, position_ids=positions, cache=cache, use_cache=True
         )

@@ -50,7 +50,7 @@ def load_latentlit_backbone(path: str | Path, *, dtype: torch.dtype | None = Non
     from latentlit.data.tokenizer import require_latent_tokens
 
     path = resolve_path(path)
-    if (os.sep in path or path.startswith(".")) and not Path(path).exists():
+    if path.startswith((".", "/", "~")) and not Path(path).exists():
         raise FileNotFoundError(f"backbone directory not found: {path}")
     config = AutoConfig.from_pretrained(path)
     section = getattr(config, CONFIG_KEY, None)

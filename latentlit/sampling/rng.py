@@ -37,11 +37,16 @@ def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def mix64(z: torch.Tensor) -> torch.Tensor:
-    """splitmix64 finaliser, elementwise on an int64 tensor (any shape)."""
+    """splitmix64 finaliser, elementwise on an int64 tensor (any shape). In-place on a fresh
+    copy: this runs on every dropout activation, so allocations matter."""
     z = z + _GOLDEN
-    z = (z ^ _shr(z, 30)) * _M1
-    z = (z ^ _shr(z, 27)) * _M2
-    return z ^ _shr(z, 31)
+    for shift, mult in ((30, _M1), (27, _M2), (31, None)):
+        t = z >> shift
+        t &= (1 << (64 - shift)) - 1
+        z ^= t
+        if mult is not None:
+            z *= mult
+    return z
 
 
 def hash_ints(*parts: int) -> int:

@@ -1,0 +1,86 @@
+"""Latent beam search guided by a LatentRM (paper Sec. 3.2; the reference release has none).
+
+Budget N = B * K: at each latent step every one of the B beams is expanded into K sampled
+candidates (the sampler's noise or dropout makes them differ), each candidate's cumulative
+LatentRM score is computed, and the top B candidates per question become the new beams. After T
+steps the B beams decode their answers greedily and the best-scored beam wins.
+
+This is the one aggregator that steers sampling, so it drives the backbone step by step through
+the same seams as plain sampling (prefill, latent_step, decode_answer). Candidate keys depend on
+(seed, question id, step, candidate slot), so results do not depend on the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from latentlit.sampling.base import Sampler
+from latentlit.sampling.rng import derive_keys, question_key
+
+_BEAM_STREAM = 0xBEA
+
+
+@dataclass
+class BeamResult:
+    """Per question: the winning beam's answer text, its latents (T, d) and score, and every
+    final beam's text and score (best first)."""
+
+    text: str
+    latents: torch.Tensor
+    score: float
+    beam_texts: list[str]
+    beam_scores: list[float]
+
+
+StepScorer = Callable[[list[int], torch.Tensor], torch.Tensor]
+"""(row -> question index list, latents so far (R, t, d)) -> cumulative scores (R,)."""
+
+
+@torch.no_grad()
+def latent_beam_search(backbone, sampler: Sampler, question_ids: list[str], questions: list[str], score_fn: StepScorer, *,
+                       beam_width: int, candidates: int, seed: int = 0, max_new_tokens: int = 8) -> list[BeamResult]:
+    """Beam search over latent steps for a batch of questions.
+
+    Args:
+        score_fn: scores candidate prefixes; with a LatentRM, ``sum_{s<=t} r_s`` of each prefix.
+        beam_width: B. candidates: K per beam.
+
+    Raises:
+        ValueError: B or K < 1, or a backbone with a dynamic latent stop.
+    """
+    if beam_width < 1 or candidates < 1:
+        raise ValueError(f"beam_width ({beam_width}) and candidates ({candidates}) must be >= 1")
+    if backbone.latent_config.latent_stop_id is not None:
+        raise ValueError("latent beam search needs a fixed number of latent steps (latent_stop_id is set)")
+    sampler.bind(backbone)
+    q, b, k, T = len(questions), beam_width, candidates, backbone.latent_config.num_latents
+    device = backbone.device
+    qkeys = torch.tensor([question_key(seed, i) for i in question_ids], dtype=torch.long, device=device)
+    ids, mask = backbone.encode_prompts(questions)
+    state = backbone.prefill(ids, mask).repeat_interleave(b)  # (Q*B) beams, identical at the root
+    history = torch.zeros(q * b, 0, backbone.hidden_size, device=device)
+    owner = torch.arange(q, device=device).repeat_interleave(b * k)
+    slots = torch.arange(b * k, device=device).repeat(q)
+    scores = torch.zeros(q * b, device=device)
+    for t in range(1, T + 1):
+        cand = state.repeat_interleave(k)
+        keys = derive_keys(derive_keys(qkeys[owner], _BEAM_STREAM, t) ^ slots)
+        cand, h = backbone.latent_step(cand, t, sampler=sampler, keys=keys)
+        cand_hist = torch.cat([history.repeat_interleave(k, 0), h[:, None].to(history.dtype)], dim=1)
+        cand_scores = score_fn(owner.tolist(), cand_hist).to(device).float()
+        top = cand_scores.view(q, b * k).topk(b, dim=1, sorted=True).indices  # ties -> lower slot first
+        pick = (top + torch.arange(q, device=device)[:, None] * (b * k)).flatten()
+        state, history, scores = cand.select(pick), cand_hist[pick], cand_scores[pick]
+    answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens)
+    texts = backbone.decode(answer_ids)
+    results = []
+    for i in range(q):
+        rows = range(i * b, (i + 1) * b)
+        order = sorted(rows, key=lambda r: (-float(scores[r]), r))
+        best = order[0]
+        results.append(BeamResult(texts[best], history[best].float().cpu(), float(scores[best]),
+                                  [texts[r] for r in order], [float(scores[r]) for r in order]))
+    return results

@@ -1,0 +1,80 @@
+"""``LatentRMDataModule``: rollout-labelled step groups for LatentRM training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from latentlit.sampling.rng import question_key
+from latentlit.scoring.rollouts import LabelledGroup
+from latentlit.scoring.shards import load_groups
+
+
+def collate_groups(groups: list[LabelledGroup]) -> dict:
+    """Stack whole groups into a batch, padding N and T.
+
+    Returns:
+        dict with ``questions`` (G,), ``ids`` (G,), ``latents`` (G, N, T, d), ``latent_mask``
+        (G, N, T) bool (False = padding), ``labels`` (G, N, T), ``final_correct`` (G, N) bool,
+        ``candidate_mask`` (G, N) bool.
+    """
+    g = len(groups)
+    n = max(x.latents.shape[0] for x in groups)
+    t = max(x.latents.shape[1] for x in groups)
+    d = groups[0].latents.shape[-1]
+    latents = torch.zeros(g, n, t, d)
+    mask = torch.zeros(g, n, t, dtype=torch.bool)
+    labels = torch.zeros(g, n, t)
+    final = torch.zeros(g, n, dtype=torch.bool)
+    cand = torch.zeros(g, n, dtype=torch.bool)
+    for i, x in enumerate(groups):
+        ni, ti = x.latents.shape[:2]
+        latents[i, :ni, :ti] = x.latents
+        mask[i, :ni, :ti] = x.latent_mask
+        labels[i, :ni, :ti] = x.labels
+        final[i, :ni] = x.final_correct
+        cand[i, :ni] = True
+    return {"questions": [x.question for x in groups], "ids": [x.id for x in groups], "latents": latents,
+            "latent_mask": mask, "labels": labels, "final_correct": final, "candidate_mask": cand}
+
+
+class LatentRMDataModule(L.LightningDataModule):
+    """Step groups from a groups directory written by the rollout labeller
+    (``latentlit predict --config configs/quickstart/label.yaml``).
+
+    Args:
+        groups_dir: the directory. val_fraction: share of questions held out for validation
+            (chosen by a hash of the question id, so the split is stable). batch_size: groups.
+
+    Raises:
+        FileNotFoundError: (at setup) the directory has no labelled groups; the message gives
+            the labelling command.
+    """
+
+    def __init__(self, groups_dir: str = "outputs/latentrm_groups", val_fraction: float = 0.1, batch_size: int = 16,
+                 seed: int = 0):
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        self.groups_dir, self.val_fraction, self.batch_size, self.seed = groups_dir, val_fraction, batch_size, seed
+        self.train_groups: list[LabelledGroup] = []
+        self.val_groups: list[LabelledGroup] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_groups or self.val_groups:
+            return
+        if not Path(self.groups_dir).exists():
+            raise FileNotFoundError(f"groups directory {self.groups_dir} does not exist; label first: latentlit predict "
+                                    f"--config configs/quickstart/label.yaml --model.init_args.output_dir {self.groups_dir}")
+        for group in load_groups(self.groups_dir):
+            bucket = (question_key(self.seed, group.id) & 0xFFFF) / 0x10000
+            (self.val_groups if bucket < self.val_fraction else self.train_groups).append(group)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_groups, batch_size=self.batch_size, shuffle=True, collate_fn=collate_groups)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_groups, batch_size=max(self.batch_size, 64), shuffle=False, collate_fn=collate_groups)

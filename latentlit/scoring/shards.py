@@ -1,0 +1,105 @@
+"""On-disk store of labelled step groups: safetensors shards plus a JSONL index, written as
+groups are produced, resumable, one writer per process.
+
+Layout of a groups directory::
+
+    shard-r<rank>-<k>.safetensors   latents (S, N, T, d), latent_mask (S, N, T), labels (S, N, T),
+                                    final_correct (S, N)
+    index.r<rank>.jsonl             one line per question: index, id, question, gold, kept,
+                                    shard, row   (kept=false lines have shard=null)
+    summary.json                    labelling settings and statistics (written at the end)
+
+A shard is written before its index lines, so a crash loses at most the groups not yet indexed;
+they are recomputed on resume (an orphan shard is simply never read).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from latentlit.scoring.rollouts import LabelledGroup
+
+
+class GroupShardWriter:
+    """Buffers groups and writes a shard every ``shard_size`` groups (and on :meth:`flush`)."""
+
+    def __init__(self, directory: str | Path, rank: int = 0, shard_size: int = 256):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.rank, self.shard_size = rank, shard_size
+        self.index_path = self.dir / f"index.r{rank}.jsonl"
+        existing = sorted(self.dir.glob(f"shard-r{rank}-*.safetensors"))
+        self._next = 1 + max((int(p.stem.split("-")[-1]) for p in existing), default=-1)
+        self._groups: list[tuple[int, LabelledGroup]] = []
+        self._dropped: list[dict] = []
+
+    def add(self, index: int, problem_id: str, question: str, gold: str, group: LabelledGroup | None) -> None:
+        """Queue one question's result (None: filtered out)."""
+        if group is None:
+            self._dropped.append({"index": index, "id": problem_id, "question": question, "gold": gold, "kept": False,
+                                  "shard": None, "row": None})
+        else:
+            self._groups.append((index, group))
+        if len(self._groups) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write queued groups as one shard, then their index lines."""
+        lines = list(self._dropped)
+        if self._groups:
+            name = f"shard-r{self.rank}-{self._next:05d}.safetensors"
+            gs = [g for _, g in self._groups]
+            save_file({
+                "latents": torch.stack([g.latents for g in gs]).contiguous(),
+                "latent_mask": torch.stack([g.latent_mask for g in gs]).contiguous(),
+                "labels": torch.stack([g.labels for g in gs]).contiguous(),
+                "final_correct": torch.stack([g.final_correct for g in gs]).contiguous(),
+            }, str(self.dir / name))
+            self._next += 1
+            lines += [{"index": i, "id": g.id, "question": g.question, "gold": g.gold, "kept": True, "shard": name, "row": r}
+                      for r, (i, g) in enumerate(self._groups)]
+        if lines:
+            with self.index_path.open("a") as f:
+                for line in sorted(lines, key=lambda x: x["index"]):
+                    f.write(json.dumps(line) + "\n")
+        self._groups, self._dropped = [], []
+
+
+def read_index(directory: str | Path) -> list[dict]:
+    """All index lines of all ranks, in problem order (a truncated last line is ignored)."""
+    out = []
+    for path in sorted(Path(directory).glob("index.r*.jsonl")):
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i != len(lines) - 1:
+                    raise ValueError(f"{path}:{i + 1}: corrupt index line") from None
+    return sorted(out, key=lambda x: x["index"])
+
+
+def load_groups(directory: str | Path) -> list[LabelledGroup]:
+    """Every kept group in ``directory``, in problem order.
+
+    Raises:
+        FileNotFoundError: no index in ``directory``.
+    """
+    index = read_index(directory)
+    if not index:
+        raise FileNotFoundError(f"no labelled groups (index.r*.jsonl) in {directory}")
+    shards: dict[str, dict] = {}
+    groups = []
+    for line in index:
+        if not line["kept"]:
+            continue
+        if line["shard"] not in shards:
+            shards[line["shard"]] = load_file(str(Path(directory) / line["shard"]))
+        s, r = shards[line["shard"]], line["row"]
+        groups.append(LabelledGroup(line["id"], line["question"], line["gold"], s["latents"][r], s["latent_mask"][r],
+                                    s["labels"][r], s["final_correct"][r]))
+    return groups
