@@ -71,9 +71,6 @@ class LatentBackboneModule(L.LightningModule):
         self.backbone = build_gpt2_backbone(dm.tokenizer, hp.arch or {}, hp.num_stages * hp.thoughts_per_step,
                                             hp.prompt_template, hp.answer_format, seed=hp.seed)
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        # batches are lists of Problem records; tensors are built on the device in the step
-        return batch
 
     # ------------------------------------------------------------------ curriculum
     def current_stage(self) -> int:

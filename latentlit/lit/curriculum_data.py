@@ -68,3 +68,8 @@ class CurriculumDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # batches are lists of Problem records (frozen dataclasses Lightning cannot move);
+        # the modules build tensors on their device themselves
+        return batch

@@ -50,8 +50,6 @@ class RolloutLabeller(L.LightningModule):
     def configure_callbacks(self):
         return [GroupWriter(Path(self.hparams.output_dir))]
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()

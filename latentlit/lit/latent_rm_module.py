@@ -41,8 +41,6 @@ class LatentRMModule(L.LightningModule):
         self._best: tuple[float, dict] | None = None
         self._val: list[torch.Tensor] = []
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
     def _scores(self, batch: dict) -> torch.Tensor:
         g, n, t = batch["labels"].shape

@@ -56,3 +56,8 @@ class ProblemDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         items = [(i, p) for i, p in enumerate(self.problems) if p.id not in self.skip_ids]
         return DataLoader(IndexedProblems(items), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # batches are lists of Problem records (frozen dataclasses Lightning cannot move);
+        # the modules build tensors on their device themselves
+        return batch

@@ -103,8 +103,6 @@ class TTSPredictor(L.LightningModule):
                 self.output_path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predict"
         return self.output_path
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # lists of (index, Problem)
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()

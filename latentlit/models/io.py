@@ -19,11 +19,13 @@ from latentlit.models.backbone import CONFIG_KEY, LATENT_HEAD_FILE, LatentBackbo
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED = {"quickstart": ASSETS / "quickstart_backbone"}
+SHIPPED_RM = {"quickstart": ASSETS / "quickstart_latentrm"}
 
 
-def resolve_path(path: str | Path) -> str:
-    """Map a shipped name (``"quickstart"``) to its packaged directory; other paths unchanged."""
-    return str(SHIPPED.get(str(path), path))
+def resolve_path(path: str | Path, kind: str = "backbone") -> str:
+    """Map a shipped name (``"quickstart"``) to its packaged backbone (or, with
+    ``kind="latent_rm"``, LatentRM) directory; other paths unchanged."""
+    return str((SHIPPED_RM if kind == "latent_rm" else SHIPPED).get(str(path), path))
 
 
 def save_latentlit_backbone(backbone: LatentBackbone, path: str | Path) -> None:

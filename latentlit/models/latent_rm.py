@@ -130,7 +130,7 @@ class LatentRM(nn.Module):
         """
         from latentlit.models.io import resolve_path
 
-        path = Path(resolve_path(path))
+        path = Path(resolve_path(path, kind="latent_rm"))
         if not (path / RM_WEIGHTS).exists():
             raise FileNotFoundError(f"no {RM_WEIGHTS} in LatentRM directory {path}")
         meta = json.loads((path / RM_CONFIG).read_text()) if (path / RM_CONFIG).exists() else {
