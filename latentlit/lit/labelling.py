@@ -65,7 +65,9 @@ class RolloutLabeller(L.LightningModule):
                                        drop_all_wrong=hp.drop_all_wrong, max_new_tokens=hp.max_new_tokens)
         self._seconds += time.perf_counter() - start
         self.stats.merge(stats)
-        return [(i, p, g) for (i, p), g in zip(batch, groups)]
+        # plain dicts: Lightning walks predict outputs and cannot rebuild frozen dataclasses
+        return [{"index": i, "id": p.id, "question": p.question, "gold": p.answer, "group": g}
+                for (i, p), g in zip(batch, groups)]
 
 
 class GroupWriter(Callback):
@@ -80,8 +82,8 @@ class GroupWriter(Callback):
         self.writer = GroupShardWriter(self.output_dir, rank=trainer.global_rank, shard_size=pl_module.hparams.shard_size)
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        for index, problem, group in outputs:
-            self.writer.add(index, problem.id, problem.question, problem.answer, group)
+        for o in outputs:
+            self.writer.add(o["index"], o["id"], o["question"], o["gold"], o["group"])
         # one shard per batch keeps progress on disk; shard_size caps very large batches
         self.writer.flush()
 

@@ -232,3 +232,23 @@ def write_tiny_colar(path: str | Path, *, seed: int = 0, sharded: bool = False) 
         head = {**_head_tensors("lt_head.fc", fc), **_head_tensors("lt_head.mean", mean)}
         extra = {"latent_intermediate_size": COLAR_INTERMEDIATE, "latent_embedding_std": COLAR_STD}
         return _write(Path(path), lm, tokenizer, extra, head, sharded)
+
+
+def write_tiny_released_latentrm(path: str | Path, *, seed: int = 0) -> Path:
+    """Write a random tiny LatentRM in the released layout: GPT-2 ``config.json``, weights
+    ``transformer.*`` + ``classifier.weight``/``classifier.bias`` (Linear d->1) in
+    model.safetensors, and the COCONUT tokenizer (with the latent tokens). No latentlit files.
+    """
+    path = Path(path)
+    with torch.random.fork_rng(devices=[]):
+        tokenizer = _gpt2_tokenizer()
+        lm = _gpt2(tokenizer, seed)
+        torch.manual_seed(seed + 3)
+        classifier = torch.nn.Linear(WIDTH, 1)
+        path.mkdir(parents=True, exist_ok=True)
+        lm.config.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        tensors = {f"transformer.{k}": v.detach().clone().contiguous() for k, v in lm.transformer.state_dict().items()}
+        tensors.update(_head_tensors("classifier", classifier))
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    return path

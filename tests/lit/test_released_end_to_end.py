@@ -1,0 +1,80 @@
+"""Predict and best-of-N end to end on tiny checkpoints in the released layouts."""
+
+import json
+
+import pytest
+import torch
+
+from latentlit.cli import main
+from latentlit.models.latent_rm import LatentRM
+from latentlit.testing.checkpoints import (write_tiny_codi, write_tiny_coconut, write_tiny_colar,
+                                           write_tiny_released_latentrm)
+
+
+def _predict(backbone, out, *extra):
+    main(["predict", "--model", "latentlit.lit.TTSPredictor", "--model.backbone", str(backbone),
+          "--model.n_samples", "4", "--model.max_new_tokens", "3", "--model.output_dir", str(out),
+          "--data", "latentlit.lit.ProblemDataModule", "--data.problems", "latentlit.data.sources.SyntheticProblems",
+          "--data.problems.n_train", "20", "--data.problems.n_val", "4", "--data.problems.n_test", "3",
+          "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *extra])
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    return lines, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("writer,sampler", [
+    (write_tiny_coconut, ["--model.sampler", "latentlit.sampling.MCDropout", "--model.sampler.p", "0.2"]),
+    (write_tiny_codi, ["--model.sampler", "latentlit.sampling.AGN", "--model.sampler.sigma", "1.4",
+                       "--model.sampler.relative", "false"]),
+    (write_tiny_colar, ["--model.sampler", "latentlit.sampling.MCDropout", "--model.sampler.p", "0.03",
+                        "--model.num_latents", "6"]),
+])
+def test_predict_runs_on_released_layouts(tmp_path, writer, sampler):
+    ckpt = writer(tmp_path / "ckpt")
+    records, metrics = _predict(ckpt, tmp_path / "out", *sampler)
+    assert len(records) == 3 and all(len(r["answers"]) == 4 for r in records)
+    assert metrics["config"]["n_samples"] == 4 and "coverage@4" in metrics["metrics"]
+
+
+def test_best_of_n_and_beam_search_with_released_latentrm(tmp_path):
+    ckpt = write_tiny_coconut(tmp_path / "coconut")
+    rm_dir = write_tiny_released_latentrm(tmp_path / "rm")
+    rm = LatentRM.from_pretrained(rm_dir)
+    assert rm.prompt_template == "{question}\n<|start-latent|>"
+    records, metrics = _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN",
+                                "--model.latent_rm", str(rm_dir), "--model.beam_width", "2")
+    for r in records:
+        assert len(r["rm_scores"]) == 4
+        assert r["best_of_n"]["index"] == max(range(4), key=lambda i: (r["rm_scores"][i], -i))
+        assert "beam_search" in r and "weighted_vote" in r
+    for key in ("best_of_n@4", "weighted_vote@4", "beam_search@4"):
+        assert 0.0 <= metrics["metrics"][key] <= 1.0
+
+
+def test_released_latentrm_scores_match_transformers_reference(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import GPT2Config, GPT2Model
+
+    rm_dir = write_tiny_released_latentrm(tmp_path / "rm")
+    rm = LatentRM.from_pretrained(rm_dir)
+    ref = GPT2Model(GPT2Config.from_pretrained(rm_dir)).eval()
+    state = load_file(str(rm_dir / "model.safetensors"))
+    ref.load_state_dict({k[len("transformer."):]: v for k, v in state.items() if k.startswith("transformer.")}, strict=False)
+    latents = torch.randn(1, 3, ref.config.n_embd)
+    ids, mask = rm.encode_prompts(["a b c"])
+    with torch.no_grad():
+        ours = rm(ids, mask, latents)
+        embeds = torch.cat([ref.wte(ids), latents], 1)
+        hidden = ref(inputs_embeds=embeds).last_hidden_state[:, -3:]
+        expected = hidden @ state["classifier.weight"].T + state["classifier.bias"]
+    assert torch.allclose(ours, expected.squeeze(-1), atol=1e-5)
+
+
+def test_latentrm_with_misnamed_tensor_fails_naming_it(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    rm_dir = write_tiny_released_latentrm(tmp_path / "rm")
+    state = load_file(str(rm_dir / "model.safetensors"))
+    state["classifierX.weight"] = state.pop("classifier.weight")
+    save_file(state, str(rm_dir / "model.safetensors"))
+    with pytest.raises(KeyError, match="classifier.weight"):
+        LatentRM.from_pretrained(rm_dir)

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+
+from latentlit.cli import main
+from latentlit.data.synthetic import generate_problems
+from latentlit.sampling import AGN, MCDropout
+from latentlit.scoring.rollouts import label_problems, reference_forward_tokens
+from latentlit.scoring.shards import load_groups, read_index
+from latentlit.testing.tiny import tiny_backbone
+
+PROBLEMS = generate_problems(4, seed=7)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return tiny_backbone(num_latents=3)
+
+
+def test_labels_are_fractions_and_last_step_is_own_correctness(backbone):
+    groups, stats = label_problems(backbone, AGN(sigma=1.0), PROBLEMS[:2], n_samples=3, n_rollouts=4,
+                                   drop_all_correct=False, drop_all_wrong=False)
+    for g in groups:
+        assert g.latents.shape == (3, 3, backbone.hidden_size)
+        assert g.labels.shape == (3, 3)
+        assert ((g.labels * 4).round() == g.labels * 4).all()  # multiples of 1/M
+        assert torch.equal(g.labels[:, -1], g.final_correct.float())
+    assert stats.kept == 2 and stats.questions == 2
+
+
+def test_filters_drop_all_wrong_questions(backbone):
+    groups, stats = label_problems(backbone, AGN(sigma=1.0), PROBLEMS[:2], n_samples=3, n_rollouts=2)
+    # a random backbone answers nothing right: every question is all-wrong and dropped
+    assert groups == [None, None]
+    assert stats.all_wrong == 2 and stats.kept == 0
+
+
+@pytest.mark.parametrize("sampler", [MCDropout(p=0.3), AGN(sigma=1.0)])
+def test_labels_do_not_depend_on_batching(backbone, sampler):
+    together, _ = label_problems(backbone, sampler, PROBLEMS, n_samples=2, n_rollouts=3, drop_all_correct=False,
+                                 drop_all_wrong=False, seed=5)
+    for i, p in enumerate(PROBLEMS):
+        alone, _ = label_problems(backbone, sampler, [p], n_samples=2, n_rollouts=3, drop_all_correct=False,
+                                  drop_all_wrong=False, seed=5)
+        assert torch.equal(alone[0].labels, together[i].labels)
+        assert torch.allclose(alone[0].latents, together[i].latents, atol=1e-5)
+
+
+def test_rollout_cost_beats_reprefill_baseline(backbone):
+    _, stats = label_problems(backbone, AGN(sigma=1.0), PROBLEMS, n_samples=4, n_rollouts=8, drop_all_correct=False,
+                              drop_all_wrong=False)
+    assert stats.reference_forward_tokens >= 3 * stats.forward_tokens
+    assert reference_forward_tokens(10, 2, 3, 4, 5) == 2 * 3 * 4 * (10 + 3 + 5)
+
+
+def _label(backbone_dir, out, batch_size):
+    main(["predict", "--model", "latentlit.lit.RolloutLabeller", "--model.backbone", str(backbone_dir),
+          "--model.sampler", "latentlit.sampling.AGN", "--model.n_samples", "2", "--model.n_rollouts", "2",
+          "--model.drop_all_wrong", "false", "--model.max_new_tokens", "3", "--model.output_dir", str(out),
+          "--data", "latentlit.lit.ProblemDataModule", "--data.problems", "latentlit.data.sources.SyntheticProblems",
+          "--data.problems.split", "test", "--data.problems.n_train", "50", "--data.problems.n_val", "10",
+          "--data.problems.n_test", "6", "--data.batch_size", str(batch_size), "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false"])
+
+
+def test_labelling_job_resumes_after_interruption(tiny_backbone_dir, tmp_path):
+    _label(tiny_backbone_dir, tmp_path / "full", batch_size=2)
+    full = load_groups(tmp_path / "full")
+    assert len(full) == 6 and json.loads((tmp_path / "full" / "summary.json").read_text())["questions_total"] == 6
+    # interrupted run: only the first batch was indexed
+    _label(tiny_backbone_dir, tmp_path / "part", batch_size=2)
+    index = tmp_path / "part" / "index.r0.jsonl"
+    index.write_text("".join(index.read_text().splitlines(keepends=True)[:2]))
+    _label(tiny_backbone_dir, tmp_path / "part", batch_size=3)
+    resumed = load_groups(tmp_path / "part")
+    assert [g.id for g in resumed] == [g.id for g in full]
+    assert len(read_index(tmp_path / "part")) == 6
+    for a, b in zip(full, resumed):
+        assert torch.equal(a.labels, b.labels)
+        assert torch.allclose(a.latents, b.latents, atol=1e-5)
