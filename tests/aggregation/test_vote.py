@@ -1,0 +1,84 @@
+"""Aggregation: majority vote, weighted vote, best-of-N, random pick."""
+
+from __future__ import annotations
+
+import pytest
+
+from latentlit.aggregation import VoteResult, best_of_n, group_answers, majority_vote, random_pick, weighted_vote
+
+
+def test_majority_vote_winner_and_share():
+    r = majority_vote(["3", "5", "5", "7", "5"])
+    assert r == VoteResult("5", 1, pytest.approx(0.6), 3)
+
+
+def test_majority_tie_goes_to_earliest_first_occurrence():
+    assert majority_vote(["4", "9", "9", "4"]).answer == "4"
+    assert majority_vote(["4", "9", "9", "4"]).index == 0
+    r = majority_vote(["9", "4", "4", "9", "1"])
+    assert (r.answer, r.index) == ("9", 0)
+    # the group's first occurrence decides, not where its last vote came
+    r = majority_vote([None, "2", "1", "1", "2"])
+    assert (r.answer, r.index, r.share) == ("2", 1, pytest.approx(0.4))
+
+
+def test_none_never_votes():
+    r = majority_vote([None, None, None])
+    assert r == VoteResult(None, -1, 0.0, 0)
+    assert majority_vote([]) == VoteResult(None, -1, 0.0, 0)
+    r = majority_vote([None, None, None, "8"])
+    assert (r.answer, r.index, r.distinct) == ("8", 3, 1)
+    assert r.share == pytest.approx(0.25)  # None answers count in the total
+
+
+def test_numeric_equality_votes_together():
+    r = majority_vote(["18", "7", "18.0", "7", "18.00"])
+    assert (r.answer, r.index, r.distinct) == ("18", 0, 2)
+    assert r.share == pytest.approx(0.6)
+    assert group_answers(["18", None, "18.0", "7", "7.0", "18"]) == [[0, 2, 5], [3, 4]]
+
+
+def test_weighted_vote():
+    answers = ["1", "2", "2", None, "1"]
+    r = weighted_vote(answers, [0.5, 0.1, 0.2, 0.9, 0.1])
+    assert (r.answer, r.index, r.distinct) == ("1", 0, 2)
+    assert r.share == pytest.approx(0.6 / 1.8)
+    r = weighted_vote(answers, [0.1, 0.5, 0.5, 0.0, 0.1])
+    assert (r.answer, r.index) == ("2", 1)
+    assert r.share == pytest.approx(1.0 / 1.2)
+    # weight ties -> earliest group
+    assert weighted_vote(["a1", "2", "1"], [0.0, 1.0, 1.0]).answer == "2"
+    assert weighted_vote(["3", "2"], [1.0, 1.0]).answer == "3"
+    # all-zero weights: no division by zero, earliest answer wins with share 0
+    assert weighted_vote(["3", "2"], [0.0, 0.0]) == VoteResult("3", 0, 0.0, 2)
+
+
+def test_weighted_vote_errors():
+    with pytest.raises(ValueError, match="weights"):
+        weighted_vote(["1", "2"], [1.0])
+    with pytest.raises(ValueError, match=">= 0"):
+        weighted_vote(["1", "2"], [1.0, -0.5])
+
+
+def test_best_of_n():
+    assert best_of_n([0.1, 0.9, 0.3]) == 1
+    assert best_of_n([0.5, 0.9, 0.9, 0.2]) == 1  # tie -> earliest
+    assert best_of_n([-3.0, -1.0, -1.0]) == 1
+    assert best_of_n([7.0]) == 0
+    assert best_of_n([float("-inf"), -1e9]) == 1
+    with pytest.raises(ValueError):
+        best_of_n([])
+
+
+def test_random_pick():
+    for n in (1, 2, 5, 64):
+        picks = [random_pick(n, key) for key in range(300)]
+        assert all(0 <= p < n for p in picks)
+        assert picks == [random_pick(n, key) for key in range(300)]  # deterministic
+        if n <= 5:
+            assert set(picks) == set(range(n))  # every index reachable
+    counts = [sum(random_pick(4, key) == i for key in range(4000)) for i in range(4)]
+    assert all(abs(c - 1000) < 120 for c in counts), counts
+    assert random_pick(10, -12345) == random_pick(10, -12345)
+    with pytest.raises(ValueError):
+        random_pick(0, 1)
