@@ -25,7 +25,7 @@ import latentlit.lit  # noqa: E402,F401
 INFERENCE_TIME_KEYS = frozenset({
     "n_samples", "sampler", "aggregators", "max_trajectories", "seed", "output_dir", "num_latents",
     "max_new_tokens", "greedy_baseline", "save_latents", "latent_rm", "beam_width", "beam_candidates",
-    "rm_aggregation", "backbone",
+    "rm_score", "backbone", "answer_format", "dtype", "n_rollouts", "drop_all_correct", "drop_all_wrong",
 })
 
 

@@ -53,12 +53,14 @@ class RolloutLabeller(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if dm is not None:
-            dm.skip_ids = {line["id"] for line in read_index(self.hparams.output_dir)} if Path(self.hparams.output_dir).exists() else set()
+        out = Path(self.hparams.output_dir)
+        self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
         hp = self.hparams
+        batch = [(i, p) for i, p in batch if p.id not in self._skip]  # resume
+        if not batch:
+            return []
         start = time.perf_counter()
         groups, stats = label_problems(self.backbone, self.sampler, [p for _, p in batch], n_samples=hp.n_samples,
                                        n_rollouts=hp.n_rollouts, seed=hp.seed, drop_all_correct=hp.drop_all_correct,

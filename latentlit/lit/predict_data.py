@@ -34,7 +34,9 @@ class ProblemDataModule(L.LightningDataModule):
         batch_size: questions per ``predict_step`` (each expands to N trajectories; the model's
             ``max_trajectories`` bounds the rows actually run at once).
 
-    ``skip_ids`` (set by the predictor when resuming) removes finished questions.
+    Finished questions (resume) are skipped inside the modules' ``predict_step``, not here: under
+    DDP every rank must still receive batches, or Lightning's distributed sampler fails on a rank
+    left without work.
     """
 
     def __init__(self, problems: ProblemSource | None = None, batch_size: int = 16):
@@ -42,7 +44,6 @@ class ProblemDataModule(L.LightningDataModule):
         self.source = problems or SyntheticProblems("test")
         self.batch_size = batch_size
         self.problems: list[Problem] = []
-        self.skip_ids: set[str] = set()
 
     def setup(self, stage: str | None = None) -> None:
         if not self.problems:
@@ -54,8 +55,7 @@ class ProblemDataModule(L.LightningDataModule):
                 seen.add(p.id)
 
     def predict_dataloader(self) -> DataLoader:
-        items = [(i, p) for i, p in enumerate(self.problems) if p.id not in self.skip_ids]
-        return DataLoader(IndexedProblems(items), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)
+        return DataLoader(IndexedProblems(list(enumerate(self.problems))), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         # batches are lists of Problem records (frozen dataclasses Lightning cannot move);

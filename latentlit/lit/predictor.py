@@ -119,9 +119,7 @@ class TTSPredictor(L.LightningModule):
             if len(r["answers"]) != self.hparams.n_samples:
                 raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
                                  f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if dm is not None:
-            dm.skip_ids = {r["id"] for r in done}
+        self._skip = {r["id"] for r in done}
         self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
 
     def on_predict_start(self) -> None:
@@ -132,6 +130,9 @@ class TTSPredictor(L.LightningModule):
     @torch.no_grad()
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int) -> list[dict]:
         hp = self.hparams
+        batch = [(i, p) for i, p in batch if p.id not in self._skip]  # resume
+        if not batch:
+            return []
         start = time.perf_counter()
         problems = [p for _, p in batch]
         ids, questions = [p.id for p in problems], [p.question for p in problems]

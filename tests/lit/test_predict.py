@@ -279,8 +279,6 @@ def test_ckpt_path_does_not_override_inference_options(env):
     assert (out / "predictions.jsonl").read_bytes() == (_baseline(env) / "predictions.jsonl").read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="latentlit/cli.py INFERENCE_TIME_KEYS lacks 'answer_format': the "
-                                       "checkpoint's value (None -> the backbone's 'coconut') replaces the config's")
 def test_ckpt_path_does_not_override_answer_format(env):
     ckpt = env["root"] / "agn_default_format.ckpt"
     _save_agn_checkpoint(env, ckpt, answer_format=None)

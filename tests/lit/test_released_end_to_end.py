@@ -16,7 +16,8 @@ def _predict(backbone, out, *extra):
           "--model.n_samples", "4", "--model.max_new_tokens", "3", "--model.output_dir", str(out),
           "--data", "latentlit.lit.ProblemDataModule", "--data.problems", "latentlit.data.sources.SyntheticProblems",
           "--data.problems.n_train", "20", "--data.problems.n_val", "4", "--data.problems.n_test", "3",
-          "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", *extra])
+          "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+          "--trainer.default_root_dir", str(out.parent), *extra])
     lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     return lines, json.loads((out / "metrics.json").read_text())
 

@@ -61,6 +61,7 @@ def _label(backbone_dir, out, batch_size):
           "--data", "latentlit.lit.ProblemDataModule", "--data.problems", "latentlit.data.sources.SyntheticProblems",
           "--data.problems.split", "test", "--data.problems.n_train", "50", "--data.problems.n_val", "10",
           "--data.problems.n_test", "6", "--data.batch_size", str(batch_size), "--trainer.logger", "false",
+          "--trainer.default_root_dir", str(out.parent),
           "--trainer.enable_progress_bar", "false"])
 
 
