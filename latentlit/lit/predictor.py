@@ -224,7 +224,7 @@ class TTSPredictor(L.LightningModule):
     def finish_metrics(self) -> dict:
         """Compute (and reduce across processes) every metric; call on all ranks."""
         m = self.metrics
-        coverage, majority = m["coverage"].compute().tolist(), m["majority"].compute().tolist()
+        coverage, majority = m["coverage"].compute().reshape(-1).tolist(), m["majority"].compute().reshape(-1).tolist()
         n = self.hparams.n_samples
         count = torch.tensor([self._trajectories, self._new_questions], device=self.device, dtype=torch.float64)
         seconds = torch.tensor([self._seconds], device=self.device, dtype=torch.float64)
@@ -244,7 +244,7 @@ class TTSPredictor(L.LightningModule):
                 **{f"majority_vote@{k}": v for k, v in zip(self.ks, majority)},
                 **{f"{name}@{n}": float(m[name].compute()) for name in self.enabled_aggregators() if name != "majority_vote"},
                 "distinct_answers": float(m["distinct"].compute()),
-                "diversity_per_step": [round(x, 6) for x in m["diversity"].compute().tolist()],
+                "diversity_per_step": [round(x, 6) for x in m["diversity"].compute().reshape(-1).tolist()],
             },
             "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0])},
             "trajectories_per_second": round(float(count[0] / seconds[0]), 3) if float(seconds[0]) > 0 else None,

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+import pytest
+from pathlib import Path
+
+from latentlit.cli import main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("args,expect", [
+    (["--help"], ["fit", "validate", "test", "predict"]),
+    (["fit", "--help"], ["--model", "--data", "--trainer"]),
+    (["predict", "--help"], ["--ckpt_path", "--model"]),
+])
+def test_help_prints(capsys, args, expect):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for word in expect:
+        assert word in out
+
+
+def test_print_config_applies_overrides(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--config", str(CONFIGS / "quickstart" / "predict_agn.yaml"), "--model.init_args.n_samples", "3",
+              "--model.init_args.sampler.init_args.sigma", "0.25", "--print_config"])
+    out = capsys.readouterr().out
+    assert "n_samples: 3" in out and "sigma: 0.25" in out and "latentlit.sampling.AGN" in out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "latentlit.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "predict" in out.stdout
+
+
+def test_bad_sampler_value_is_reported(capsys):
+    with pytest.raises(ValueError, match="p=1.5"):
+        main(["predict", "--config", str(CONFIGS / "quickstart" / "predict_dropout.yaml"),
+              "--model.init_args.sampler.init_args.p", "1.5", "--model.init_args.backbone", "does-not-matter"])
