@@ -80,3 +80,37 @@ def test_labelling_job_resumes_after_interruption(tiny_backbone_dir, tmp_path):
     for a, b in zip(full, resumed):
         assert torch.equal(a.labels, b.labels)
         assert torch.allclose(a.latents, b.latents, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_labelling_under_ddp_equals_one_process(tiny_backbone_dir, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    _label(tiny_backbone_dir, tmp_path / "one", batch_size=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
+        env.pop(var, None)
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "latentlit.cli", "predict", "--model", "latentlit.lit.RolloutLabeller",
+           "--model.backbone", str(tiny_backbone_dir), "--model.sampler", "latentlit.sampling.AGN", "--model.n_samples", "2",
+           "--model.n_rollouts", "2", "--model.drop_all_wrong", "false", "--model.max_new_tokens", "3",
+           "--model.output_dir", str(out), "--data", "latentlit.lit.ProblemDataModule", "--data.problems",
+           "latentlit.data.sources.SyntheticProblems", "--data.problems.split", "test", "--data.problems.n_train", "50",
+           "--data.problems.n_val", "10", "--data.problems.n_test", "6", "--data.batch_size", "2", "--trainer.logger", "false",
+           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path),
+           "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert len(list(out.glob("index.r*.jsonl"))) == 2  # both ranks wrote
+    one, ddp = load_groups(tmp_path / "one"), load_groups(out)
+    assert [g.id for g in ddp] == [g.id for g in one]
+    for a, b in zip(one, ddp):
+        assert torch.equal(a.labels, b.labels)
+        assert torch.allclose(a.latents, b.latents, atol=1e-5)
+    assert json.loads((out / "summary.json").read_text())["questions_total"] == 6
