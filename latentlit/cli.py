@@ -33,6 +33,8 @@ class LatentLitCLI(LightningCLI):
     """LightningCLI whose ``--ckpt_path`` never overrides inference-time options."""
 
     def _parse_ckpt_path(self) -> None:
+        """Lightning's merge of checkpoint hyperparameters into the config, minus the
+        inference-time keys (which are reported when dropped)."""
         import torch
         from pathlib import Path
 
@@ -42,22 +44,21 @@ class LatentLitCLI(LightningCLI):
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
         hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
         dropped = sorted(k for k in hparams if k in INFERENCE_TIME_KEYS)
         if dropped:
             warnings.warn(f"--ckpt_path {ckpt_path}: ignoring the checkpoint's inference-time options {dropped}; "
                           "the config and command line decide them", stacklevel=2)
-        original = self.config
-        self.config = original.clone()
-        ckpt = self.config[self.config.subcommand]
-        # Let Lightning merge the rest, then put back what the user asked for.
-        saved = {k: ckpt.model.init_args.get(k) for k in dropped if "init_args" in ckpt.model and k in ckpt.model.init_args}
-        super()._parse_ckpt_path()
-        model = self.config[self.config.subcommand].model
-        for k, v in saved.items():
-            if "init_args" in model:
-                model.init_args[k] = v
-            elif "dict_kwargs" in model:
-                model.dict_kwargs[k] = v
+        hparams = {k: v for k, v in hparams.items() if k not in INFERENCE_TIME_KEYS}
+        if not hparams or set(hparams) == {"_class_path"}:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"Parsing of the hyperparameters stored in {ckpt_path} failed\n")
+            raise
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--quiet_transformers", type=bool, default=True,

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 # The reference data sets live next to the repository (../shared/data), never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -19,3 +20,12 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     from latentlit.testing.tiny import write_tiny_backbone
 
     return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "backbone")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # the tests run tiny matrices: one thread is as fast, and far faster when the cores are busy
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

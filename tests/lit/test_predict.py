@@ -36,15 +36,6 @@ TIMING_KEYS = {"trajectories_per_second"}
 THIS_RUN_COUNTS = {"questions_this_run", "trajectories_this_run"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matrices: one thread is as fast, and far faster when the machine's cores are busy
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _numeric_backbone(path: Path) -> Path:
     bb = tiny_backbone(num_latents=3)
     tok = bb.tokenizer

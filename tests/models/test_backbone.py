@@ -17,15 +17,6 @@ SHORT_Q = "3"
 LONG_Q = " ".join(["Tom has 55 books . buys 4 . loses 3 . gives away 2 ."] * 4) + " how many ?"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matrices: one thread is as fast, and far faster when the machine's cores are busy
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbone() -> LatentBackbone:
     return tiny_backbone(num_latents=3)

@@ -21,15 +21,6 @@ QUESTIONS = [
 IDS = ["q-a", "q-b", "q-c"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny matrices: one thread is as fast, and far faster when the machine's cores are busy
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backbone() -> LatentBackbone:
     return tiny_backbone(num_latents=3)
