@@ -53,6 +53,8 @@ class TTSPredictor(L.LightningModule):
             trajectory score) and weighted majority vote (votes weighted by softmax over the N
             trajectory scores).
         rm_score: trajectory score from step scores: ``sum`` (paper) | ``mean`` | ``last`` | ``min``.
+        save_latents: also write each question's (N, T, d) latent trajectories to
+            ``<output_dir>/latents/*.safetensors`` (one file per batch, keyed by question id).
         beam_width: B for latent beam search (needs ``latent_rm``); K = N // B candidates per
             beam, so beam search spends the same N trajectories' worth of latent steps.
 
@@ -63,7 +65,8 @@ class TTSPredictor(L.LightningModule):
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 16,
                  max_trajectories: int = 1024, seed: int = 0, num_latents: int | None = None, max_new_tokens: int = 8,
                  answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32",
-                 latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None):
+                 latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None,
+                 save_latents: bool = False):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
@@ -153,12 +156,22 @@ class TTSPredictor(L.LightningModule):
         for i, ((index, problem), g_text, s) in enumerate(zip(batch, greedy.answers_text, samples)):
             records.append(self._record(index, problem, g_text, s, None if scores is None else scores[i],
                                         None if beams is None else beams[i]))
+        if hp.save_latents:
+            self._save_latents(batch, samples)
         self._seconds += time.perf_counter() - start
         self._trajectories += len(problems) * hp.n_samples
         self._new_questions += len(problems)
         for r in records:
             self._update_metrics(r)
         return records
+
+    def _save_latents(self, batch, samples) -> None:
+        from safetensors.torch import save_file
+
+        folder = self._resolve_output_dir() / "latents"
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {p.id: s.latents.contiguous() for (_, p), s in zip(batch, samples)}
+        save_file(tensors, str(folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors"))
 
     def enabled_aggregators(self) -> list[str]:
         """Aggregators this configuration runs (same on every process)."""

@@ -79,3 +79,16 @@ def test_latentrm_with_misnamed_tensor_fails_naming_it(tmp_path):
     save_file(state, str(rm_dir / "model.safetensors"))
     with pytest.raises(KeyError, match="classifier.weight"):
         LatentRM.from_pretrained(rm_dir)
+
+
+def test_save_latents_writes_trajectories(tmp_path):
+    from safetensors.torch import load_file
+
+    ckpt = write_tiny_coconut(tmp_path / "coconut")
+    records, _ = _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN", "--model.save_latents", "true")
+    files = sorted((tmp_path / "out" / "latents").glob("*.safetensors"))
+    tensors = {k: v for f in files for k, v in load_file(str(f)).items()}
+    assert sorted(tensors) == sorted(r["id"] for r in records)
+    latents = next(iter(tensors.values()))
+    assert latents.shape == (4, 6, 32)  # N, T (COCONUT), width of the tiny checkpoint
+    assert latents[0].ne(latents[1]).any()  # AGN: the samples differ
