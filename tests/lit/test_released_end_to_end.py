@@ -92,3 +92,16 @@ def test_save_latents_writes_trajectories(tmp_path):
     latents = next(iter(tensors.values()))
     assert latents.shape == (4, 6, 32)  # N, T (COCONUT), width of the tiny checkpoint
     assert latents[0].ne(latents[1]).any()  # AGN: the samples differ
+
+
+def test_best_of_n_on_codi_with_a_latentrm_initialised_from_it(tmp_path):
+    from latentlit.models.released import load_backbone
+
+    ckpt = write_tiny_codi(tmp_path / "codi")
+    rm_dir = tmp_path / "rm"
+    LatentRM.from_backbone(load_backbone(ckpt)).save_pretrained(rm_dir)
+    records, metrics = _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN",
+                                "--model.sampler.sigma", "1.4", "--model.sampler.relative", "false",
+                                "--model.latent_rm", str(rm_dir))
+    assert all(len(r["rm_scores"]) == 4 for r in records)
+    assert "best_of_n@4" in metrics["metrics"]
