@@ -12,6 +12,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torchmetrics import MeanMetric, SumMetric
 
 from latentlit.aggregation import best_of_n, majority_vote, random_pick, weighted_vote
@@ -106,7 +107,6 @@ class TTSPredictor(L.LightningModule):
                 self.output_path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predict"
         return self.output_path
 
-
     def setup(self, stage: str) -> None:
         self.backbone.eval()
         self.sampler.bind(self.backbone)
@@ -144,10 +144,12 @@ class TTSPredictor(L.LightningModule):
                                    max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
         scores = beams = None
         if self.rm is not None:
-            lat = torch.stack([x.latents for x in samples])
-            steps = trajectory_score(self.rm.score_groups(questions, lat, torch.stack([x.latent_mask for x in samples])),
-                                     torch.stack([x.latent_mask for x in samples]).to(self.device), hp.rm_score)
-            scores = steps.cpu().tolist()
+            # with a dynamic latent stop (CoLaR) questions can run different numbers of steps
+            width = max(x.latents.shape[1] for x in samples)
+            latents = torch.stack([F.pad(x.latents, (0, 0, 0, width - x.latents.shape[1])) for x in samples])
+            masks = torch.stack([F.pad(x.latent_mask, (0, width - x.latent_mask.shape[1])) for x in samples])
+            steps = self.rm.score_groups(questions, latents, masks)
+            scores = trajectory_score(steps, masks.to(steps.device), hp.rm_score).cpu().tolist()
         if hp.beam_width:
             beams = latent_beam_search(self.backbone, self.sampler, ids, questions, self._beam_scorer(questions),
                                        beam_width=hp.beam_width, candidates=hp.n_samples // hp.beam_width, seed=hp.seed,
