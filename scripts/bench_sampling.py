@@ -137,7 +137,7 @@ def main() -> None:
     for name in ("backbone", "prompts", "sampler", "prefill"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--max_trajectories", type=int, default=128)
+    parser.add_argument("--max_trajectories", type=int, default=64)
     args = parser.parse_args()
     if args.point:
         print(json.dumps(run_point(args)))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 
+from latentlit.models.cache import LatentCache
 from latentlit.models.latent_head import LATENT_HEADS, build_latent_head
 from latentlit.sampling.base import Deterministic, Sampler
 
@@ -87,7 +88,7 @@ class LatentState:
     """The latent loop's state for R rows.
 
     Attributes:
-        cache: transformers ``DynamicCache`` of the R rows.
+        cache: KV cache of the R rows (``LatentCache`` at inference, ``DynamicCache`` in training).
         attention_mask: (R, S) long, 1 for real positions, 0 for padding (left padding, and
             masked steps of rows whose latent phase ended early).
         next_position: (R,) long position id of the next token of each row.
@@ -109,7 +110,7 @@ class LatentState:
         # A fresh cache: DynamicCache.batch_* mutate in place, and forks must not share storage.
         layers = [(layer.keys[index], layer.values[index]) for layer in self.cache.layers]
         return LatentState(
-            cache=DynamicCache(ddp_cache_data=layers),
+            cache=LatentCache(layers) if isinstance(self.cache, LatentCache) else DynamicCache(ddp_cache_data=layers),
             attention_mask=self.attention_mask[index],
             next_position=self.next_position[index],
             hidden=self.hidden[index],
@@ -251,7 +252,8 @@ class LatentBackbone(nn.Module):
         """Run the (left-padded) prompts (R, L) and return the state after them."""
         sampler = sampler or _DETERMINISTIC
         positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        cache = DynamicCache(config=self.lm.config)
+        # in-place cache writes would break autograd through the latent chain
+        cache = LatentCache() if not torch.is_grad_enabled() else DynamicCache(config=self.lm.config)
         with sampler.scope("prefill", _keys(keys, input_ids), 0, positions):
             hidden = self._forward(self.embed(input_ids), attention_mask, positions, cache)
         return LatentState(
