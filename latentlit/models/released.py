@@ -378,7 +378,16 @@ def load_backbone(path: str | Path, layout: str = "auto", *, num_latents: int | 
         raise ValueError(f"layout={layout!r}; expected 'auto' or one of {LAYOUTS}")
     path = resolve_path(path)
     if layout == "auto":
-        layout = detect_layout(path)
+        try:
+            layout = detect_layout(path)
+        except OSError as err:
+            if Path(path).exists() or isinstance(err, FileNotFoundError):
+                raise
+            # a relative path that is not there was taken for a hub id: say both
+            raise FileNotFoundError(
+                f"backbone {path!r} is not a local directory (looked for {Path(path).resolve()}) and could not be "
+                f"loaded as a hub id: {str(err).splitlines()[0]}"
+            ) from err
     if layout == "latentlit":
         backbone = load_latentlit_backbone(path, dtype=dtype)
         if num_latents is not None:

@@ -375,3 +375,17 @@ except FileNotFoundError:
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     assert "loaded 2" in lines and "hub-error" in " ".join(lines) and "missing-local" in lines, result.stdout
+
+
+def test_missing_relative_path_names_the_directory_offline(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from latentlit.models.released import load_backbone\n"
+            "try:\n    load_backbone('checkpoints/no-such-model')\n"
+            "except FileNotFoundError as e:\n    print('ERR', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert "ERR backbone 'checkpoints/no-such-model' is not a local directory" in out.stdout, out.stderr[-2000:]
+    assert str(tmp_path / "checkpoints" / "no-such-model") in out.stdout
