@@ -74,6 +74,7 @@ class LatentBackboneModule(L.LightningModule):
 
     # ------------------------------------------------------------------ curriculum
     def current_stage(self) -> int:
+        """Curriculum stage k (0 = chain of thought) at the current step or epoch."""
         hp = self.hparams
         clock = self.global_step if hp.schedule == "steps" else self.current_epoch
         if clock < hp.stage0_length:
@@ -134,6 +135,7 @@ class LatentBackboneModule(L.LightningModule):
 
     # ------------------------------------------------------------------ export
     def export_path(self) -> Path:
+        """Directory the trained backbone is saved to at the end of fit."""
         if self.hparams.export_dir:
             return Path(self.hparams.export_dir)
         return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "backbone"

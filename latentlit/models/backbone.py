@@ -79,6 +79,7 @@ class LatentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LatentConfig":
+        """Build from a dict (e.g. config.json's section), ignoring unknown keys."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -171,10 +172,12 @@ class LatentBackbone(nn.Module):
     # ------------------------------------------------------------------ construction / io
     @property
     def hidden_size(self) -> int:
+        """d, the width of hidden states and latent vectors."""
         return self.lm.config.hidden_size
 
     @property
     def device(self) -> torch.device:
+        """Device of the LM's weights."""
         return next(self.lm.parameters()).device
 
     @classmethod

@@ -43,6 +43,7 @@ class LatentRM(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Device of the RM's weights."""
         return self.classifier.weight.device
 
     @classmethod

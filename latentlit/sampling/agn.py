@@ -34,6 +34,7 @@ class AGN(Sampler):
 
     @property
     def stochastic(self) -> bool:
+        """True unless sigma is 0."""
         return self.sigma > 0
 
     def perturb(self, latent: torch.Tensor, keys: torch.Tensor, step: int) -> torch.Tensor:

@@ -60,6 +60,7 @@ class MCDropout(Sampler):
 
     @property
     def stochastic(self) -> bool:
+        """True unless p is 0."""
         return self.p > 0
 
     def _attach(self, backbone: nn.Module) -> None:
