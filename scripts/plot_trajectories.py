@@ -1,0 +1,52 @@
+"""Plot the latent trajectories of a predict run (paper Sec. 4's trajectory figures).
+
+Run predict with ``--model.init_args.save_latents true``, then::
+
+    python scripts/plot_trajectories.py OUTPUT_DIR [--questions 3]
+
+Writes ``OUTPUT_DIR/trajectories.png``: for the first questions whose N samples disagree, each
+trajectory h_1..h_T projected on two principal components, green when it reaches the gold
+answer, red when not; and ``OUTPUT_DIR/diversity.png``: mean pairwise cosine distance per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+from safetensors.torch import load_file
+
+from latentlit.plots import plot_trajectories
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("output_dir", type=Path)
+    parser.add_argument("--questions", type=int, default=3)
+    args = parser.parse_args()
+    files = sorted((args.output_dir / "latents").glob("*.safetensors"))
+    if not files:
+        raise SystemExit(f"no latents in {args.output_dir / 'latents'}: run predict with --model.init_args.save_latents true")
+    latents = {k: v for f in files for k, v in load_file(str(f)).items()}
+    records = [json.loads(line) for line in (args.output_dir / "predictions.jsonl").read_text().splitlines()]
+    mixed = [r for r in records if r["id"] in latents and 0 < sum(r["correct"]) < len(r["correct"])]
+    chosen = (mixed or [r for r in records if r["id"] in latents])[: args.questions]
+    fig = plot_trajectories([latents[r["id"]] for r in chosen], [r["correct"] for r in chosen],
+                            [f"{r['id']}: {sum(r['correct'])}/{len(r['correct'])} correct" for r in chosen])
+    fig.savefig(args.output_dir / "trajectories.png", dpi=120)
+    metrics = json.loads((args.output_dir / "metrics.json").read_text())["metrics"]
+    div = metrics["diversity_per_step"]
+    fig2, ax = plt.subplots(figsize=(4, 3))
+    ax.bar(range(1, len(div) + 1), div)
+    ax.set_xlabel("latent step t")
+    ax.set_ylabel("mean pairwise cosine distance")
+    ax.set_title("trajectory diversity")
+    fig2.tight_layout()
+    fig2.savefig(args.output_dir / "diversity.png", dpi=120)
+    print(f"wrote {args.output_dir / 'trajectories.png'} and {args.output_dir / 'diversity.png'}")
+
+
+if __name__ == "__main__":
+    main()
