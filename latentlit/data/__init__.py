@@ -10,6 +10,7 @@ from latentlit.data.loaders import (
     save_problems_jsonl,
 )
 from latentlit.data.problem import Problem
+from latentlit.data.sources import ProblemFile, ProblemSource, SyntheticProblems
 from latentlit.data.synthetic import generate_problems, synthetic_splits
 from latentlit.data.tokenizer import (
     END_LATENT,
@@ -26,6 +27,9 @@ from latentlit.data.tokenizer import (
 )
 
 __all__ = [
+    "ProblemFile",
+    "ProblemSource",
+    "SyntheticProblems",
     "ANSWER_FORMATS",
     "END_LATENT",
     "EOS",

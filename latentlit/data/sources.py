@@ -17,7 +17,7 @@ SPLITS = ("train", "val", "test")
 
 
 class ProblemSource:
-    """Base class of problem sources."""
+    """Base class of problem sources (``latentlit.data.SyntheticProblems``, ``latentlit.data.ProblemFile``)."""
 
     def load(self) -> list[Problem]:
         """Return the problems, in a fixed order."""
@@ -77,4 +77,7 @@ class ProblemFile(ProblemSource):
         problems = load_problems(Path(self.path), format=self.format, on_bad_answer=self.on_bad_answer)
         for other in self.exclude:
             problems = exclude_questions(problems, load_problems(Path(other), on_bad_answer="skip"))
-        return problems[: self.limit] if self.limit is not None else problems
+        problems = problems[: self.limit] if self.limit is not None else problems
+        if not problems:
+            raise ValueError(f"{self.path}: no problems to run (empty file, everything excluded, or limit=0)")
+        return problems

@@ -20,6 +20,7 @@ from latentlit.data.problem import Problem
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import LabelStats, label_problems
+from latentlit.lit.writer import check_run_settings, stop_on_sigterm
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
 
@@ -54,6 +55,11 @@ class RolloutLabeller(L.LightningModule):
     def setup(self, stage: str) -> None:
         self.backbone.eval()
         out = Path(self.hparams.output_dir)
+        zero = self._trainer is None or self.trainer.is_global_zero
+        hp = self.hparams
+        check_run_settings(out, {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
+                                 "n_rollouts": hp.n_rollouts, "seed": hp.seed, "drop_all_correct": hp.drop_all_correct,
+                                 "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens}, write=zero)
         self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
@@ -88,6 +94,7 @@ class GroupWriter(Callback):
             self.writer.add(o["index"], o["id"], o["question"], o["gold"], o["group"])
         # one shard per batch keeps progress on disk; shard_size caps very large batches
         self.writer.flush()
+        stop_on_sigterm(trainer)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         self.writer.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -72,6 +73,11 @@ class LatentRMDataModule(L.LightningDataModule):
         for group in load_groups(self.groups_dir):
             bucket = (question_key(self.seed, group.id) & 0xFFFF) / 0x10000
             (self.val_groups if bucket < self.val_fraction else self.train_groups).append(group)
+        if not self.train_groups:
+            raise ValueError(f"{self.groups_dir}: no training groups (label more questions, or lower val_fraction)")
+        if self.val_fraction > 0 and not self.val_groups:
+            warnings.warn(f"{self.groups_dir}: {len(self.train_groups)} groups and none fell in the validation split "
+                          f"(val_fraction={self.val_fraction}); recall@1 will not be measured", stacklevel=2)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_groups, batch_size=self.batch_size, shuffle=True, collate_fn=collate_groups)

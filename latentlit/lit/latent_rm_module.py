@@ -85,6 +85,11 @@ class LatentRMModule(L.LightningModule):
         path = Path(self.hparams.export_dir) if self.hparams.export_dir else Path(self.trainer.log_dir or self.trainer.default_root_dir) / "latent_rm"
         if self._best is not None:
             self.rm.load_state_dict(self._best[1])
+            what = f"best validation recall@1 {self._best[0]:.3f}"
+        elif self.global_step == 0:
+            what = "untrained head"
+        else:
+            what = f"last weights after {self.global_step} steps: no validation ran (no validation groups?)"
         self.rm.save_pretrained(path)
-        best = f" (best validation recall@1 {self._best[0]:.3f})" if self._best else " (untrained head)"
+        best = f" ({what})"
         print(f"[latentlit] LatentRM saved to {path}{best}", flush=True)

@@ -19,7 +19,7 @@ from latentlit.aggregation import best_of_n, majority_vote, random_pick, weighte
 from latentlit.aggregation.beam_search import latent_beam_search
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
-from latentlit.lit.writer import PredictionWriter, read_records
+from latentlit.lit.writer import PredictionWriter, check_run_settings, read_records
 from latentlit.metrics import CoverageAtK, MeanVector, coverage_ks, majority_at_k, trajectory_diversity
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
@@ -117,6 +117,8 @@ class TTSPredictor(L.LightningModule):
             "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
             **{name: MeanMetric() for name in AGGREGATORS if name != "majority_vote"},
         })
+        zero = self._trainer is None or self.trainer.is_global_zero
+        check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero)
         done = read_records(self._resolve_output_dir())
         for r in done:
             if len(r["answers"]) != self.hparams.n_samples:
@@ -124,6 +126,14 @@ class TTSPredictor(L.LightningModule):
                                  f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
         self._skip = {r["id"] for r in done}
         self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
+
+    def run_settings(self) -> dict:
+        """Everything that decides a question's record; a resumed run must match it."""
+        hp = self.hparams
+        return {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
+                "seed": hp.seed, "num_latents": self.backbone.latent_config.num_latents,
+                "max_new_tokens": hp.max_new_tokens, "answer_format": self.answer_format, "dtype": hp.dtype,
+                "latent_rm": hp.latent_rm, "rm_score": hp.rm_score, "beam_width": hp.beam_width}
 
     def on_predict_start(self) -> None:
         for r in self._resumed:
@@ -207,7 +217,8 @@ class TTSPredictor(L.LightningModule):
             "majority_vote": {"answer": vote.answer, "correct": answers_match(vote.answer, problem.answer)},
             "random": {"answer": answers[pick], "correct": correct[pick], "index": pick},
             "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
-            "diversity": [round(float(x), 6) for x in trajectory_diversity(s.latents, s.latent_mask)],
+            # 4 decimals: latents agree only to ~1e-7 across batch shapes (float summation order)
+            "diversity": [round(float(x), 4) for x in trajectory_diversity(s.latents, s.latent_mask)],
         }
         if scores is not None:
             best = best_of_n(scores)
@@ -259,11 +270,13 @@ class TTSPredictor(L.LightningModule):
                 **{f"majority_vote@{k}": v for k, v in zip(self.ks, majority)},
                 **{f"{name}@{n}": float(m[name].compute()) for name in self.enabled_aggregators() if name != "majority_vote"},
                 "distinct_answers": float(m["distinct"].compute()),
-                "diversity_per_step": [round(x, 6) for x in m["diversity"].compute().reshape(-1).tolist()],
+                "diversity_per_step": [round(x, 4) for x in m["diversity"].compute().reshape(-1).tolist()],
             },
             "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0])},
             "trajectories_per_second": round(float(count[0] / seconds[0]), 3) if float(seconds[0]) > 0 else None,
         }
+        # states are float64 sums; 6 decimals hide the float32 noise of compute() (0.6499999761...)
+        summary["metrics"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary["metrics"].items()}
         return summary
 
     def report(self, summary: dict, output_dir: Path) -> None:
@@ -274,8 +287,9 @@ class TTSPredictor(L.LightningModule):
         lines = [f"{'k':>6} {'coverage@k':>11} {'majority@k':>11}"]
         for k in self.ks:
             lines.append(f"{k:>6} {metrics[f'coverage@{k}']:>11.4f} {metrics[f'majority_vote@{k}']:>11.4f}")
+        speed = summary["trajectories_per_second"]
         lines.append(f"greedy accuracy {metrics['greedy_accuracy']:.4f}; questions {summary['counts']['questions']}; "
-                     f"{summary['trajectories_per_second']} trajectories/s this run")
+                     + (f"{speed} trajectories/s this run" if speed else "no new questions this run"))
         print("\n".join(lines))
         fig = plot_scaling(self.ks, [metrics[f"coverage@{k}"] for k in self.ks],
                            [metrics[f"majority_vote@{k}"] for k in self.ks], metrics["greedy_accuracy"],

@@ -82,6 +82,7 @@ class PredictionWriter(BasePredictionWriter):
         for record in prediction:
             self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        stop_on_sigterm(trainer, self._file)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._file is not None:
@@ -95,6 +96,45 @@ class PredictionWriter(BasePredictionWriter):
             (self.output_dir / METRICS).write_text(json.dumps(summary, indent=2))
             pl_module.report(summary, self.output_dir)
         trainer.strategy.barrier()
+
+
+RUN_FILE = "run.json"
+
+
+def check_run_settings(output_dir: Path, settings: dict, write: bool) -> None:
+    """Refuse to resume into ``output_dir`` if it was produced with other settings.
+
+    ``settings`` (JSON-able: backbone, sampler, N, seed, ...) is stored in ``run.json`` the first
+    time; a later run into the same directory must match it exactly, or its new questions would
+    be mixed with results of another configuration.
+
+    Raises:
+        ValueError: naming every setting that differs, with both values.
+    """
+    path = Path(output_dir) / RUN_FILE
+    settings = json.loads(json.dumps(settings))
+    if path.exists():
+        old = json.loads(path.read_text())
+        diffs = {k: {"stored": old.get(k), "now": v} for k, v in settings.items() if old.get(k) != v}
+        if diffs:
+            raise ValueError(f"{output_dir} holds results made with other settings: {json.dumps(diffs)}; "
+                             "use another output directory to run this configuration")
+    elif write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=2))
+
+
+def stop_on_sigterm(trainer, handle=None) -> None:
+    """End a prediction job after the batch just written when the process got SIGTERM.
+
+    Lightning notes SIGTERM (for SLURM requeueing) but its prediction loop goes on; a job told to
+    stop should stop, with everything finished so far on disk, ready to resume."""
+    if trainer.received_sigterm:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if handle is not None:
+            handle.close()
+        raise SIGTERMException(143)
 
 
 def merge_rank_files(output_dir: Path) -> None:

@@ -105,3 +105,43 @@ def test_best_of_n_on_codi_with_a_latentrm_initialised_from_it(tmp_path):
                                 "--model.latent_rm", str(rm_dir))
     assert all(len(r["rm_scores"]) == 4 for r in records)
     assert "best_of_n@4" in metrics["metrics"]
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    import pytest
+
+    ckpt = write_tiny_coconut(tmp_path / "coconut")
+    _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN", "--model.sampler.sigma", "1.0")
+    with pytest.raises(ValueError, match=r"other settings.*sigma"):
+        _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN", "--model.sampler.sigma", "0.5")
+    with pytest.raises(ValueError, match=r"other settings.*seed"):
+        _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN", "--model.sampler.sigma", "1.0",
+                 "--model.seed", "3")
+
+
+def test_sigterm_stops_predict_after_the_current_batch(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt = write_tiny_coconut(tmp_path / "coconut")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "latentlit.cli", "predict", "--model", "latentlit.lit.TTSPredictor",
+           "--model.backbone", str(ckpt), "--model.sampler", "latentlit.sampling.AGN", "--model.n_samples", "8",
+           "--model.max_new_tokens", "3", "--model.output_dir", str(out), "--data", "latentlit.lit.ProblemDataModule",
+           "--data.problems", "latentlit.data.SyntheticProblems", "--data.problems.n_train", "20",
+           "--data.problems.n_val", "4", "--data.problems.n_test", "400", "--data.batch_size", "1",
+           "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    path = out / "predictions.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    lines = path.read_text().splitlines()
+    assert proc.returncode != 0
+    assert 2 <= len(lines) < 400  # stopped early, every written line whole
+    assert all(json.loads(x)["id"] for x in lines)
