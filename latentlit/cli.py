@@ -71,6 +71,33 @@ def main(args: list[str] | None = None) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    try:
+        _run_cli(args)
+    except (ValueError, KeyError, FileNotFoundError, OSError, TypeError) as err:
+        root = _config_error_root(err)
+        if root is None or os.environ.get("LATENTLIT_DEBUG"):
+            raise
+        sys.stderr.write(f"latentlit: error: {type(root).__name__}: {root}\n"
+                         "(raised while building the objects of the config; LATENTLIT_DEBUG=1 shows the traceback)\n")
+        raise SystemExit(2) from None
+
+
+def _config_error_root(err: BaseException) -> BaseException | None:
+    """The innermost exception of ``err``'s chain when it arose while jsonargparse was building
+    the objects of the config (a bad value, a missing file), else None (a real failure)."""
+    tb, from_parser = err.__traceback__, False
+    while tb is not None:
+        from_parser |= "jsonargparse" in tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    if not from_parser:
+        return None
+    root = err
+    while (root.__cause__ or root.__context__) is not None:
+        root = root.__cause__ or root.__context__
+    return root
+
+
+def _run_cli(args: list[str] | None) -> None:
     LatentLitCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,

@@ -36,7 +36,19 @@ def test_console_script_is_installed():
     assert out.returncode == 0 and "predict" in out.stdout
 
 
-def test_bad_sampler_value_is_reported(capsys):
-    with pytest.raises(ValueError, match="p=1.5"):
+def test_bad_config_value_is_reported_in_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("LATENTLIT_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
         main(["predict", "--config", str(CONFIGS / "quickstart" / "predict_dropout.yaml"),
               "--model.init_args.sampler.init_args.p", "1.5", "--model.init_args.backbone", "does-not-matter"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "latentlit: error: ValueError: MCDropout p=1.5 must be in [0, 1)" in err
+    assert "Traceback" not in err
+
+
+def test_debug_env_keeps_the_traceback(monkeypatch):
+    monkeypatch.setenv("LATENTLIT_DEBUG", "1")
+    with pytest.raises(ValueError):
+        main(["predict", "--config", str(CONFIGS / "quickstart" / "predict_dropout.yaml"),
+              "--model.init_args.n_samples", "0"])
