@@ -26,15 +26,6 @@ class _LossRecorder(L.Callback):
         self.losses.append(float(outputs["loss"]))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny matrices: one thread is as fast, and far faster when the machine's cores are busy
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_short_training_lowers_loss(tmp_path):
     sizes = {"n_train": 256, "n_val": 32, "n_test": 32}
     dm = CurriculumDataModule(train=SyntheticProblems("train", **sizes), val=SyntheticProblems("val", **sizes), batch_size=32)
@@ -75,3 +66,45 @@ def test_short_training_lowers_loss(tmp_path):
     trained = model.backbone.lm.state_dict()
     for k, v in loaded.lm.state_dict().items():
         assert torch.equal(v, trained[k].cpu()), k
+
+
+def test_training_resumes_from_a_checkpoint(tmp_path):
+    """fit with ckpt_path restores weights and step, and continues the curriculum where it stopped."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    sizes = {"n_train": 128, "n_val": 16, "n_test": 16}
+
+    def run(max_steps, ckpt_path=None, ckpt_dir=None):
+        dm = CurriculumDataModule(train=SyntheticProblems("train", **sizes), val=SyntheticProblems("val", **sizes),
+                                  batch_size=32)
+        model = LatentBackboneModule(arch={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128, "resid_pdrop": 0.0,
+                                           "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+                                     num_stages=2, thoughts_per_step=1, stage0_length=6, stage_length=3, lr=3e-3,
+                                     export_dir=str(tmp_path / f"export{max_steps}{'r' if ckpt_path else ''}"), seed=0)
+        recorder = _LossRecorder()
+        callbacks = [recorder] + ([ModelCheckpoint(dirpath=ckpt_dir, save_last=True, every_n_train_steps=4)] if ckpt_dir else [])
+        L.seed_everything(0, verbose=False)
+        trainer = L.Trainer(max_steps=max_steps, logger=False, enable_checkpointing=bool(ckpt_dir), callbacks=callbacks,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                            accelerator="cpu", devices=1, default_root_dir=tmp_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        return trainer, model, recorder
+
+    run(8, ckpt_dir=tmp_path / "ckpt")  # "interrupted" after 8 steps (checkpoint at step 8)
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert ckpt["global_step"] == 8
+    trainer, resumed, recorder = run(12, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    assert trainer.global_step == 12
+    assert len(recorder.losses) == 4  # only the 4 missing steps ran
+    assert recorder.stages == [1, 2, 2, 2]  # steps 8..11: stage 1 ends at step 9
+    assert resumed.current_stage() == 2  # 6 steps of stage 0, 3 of stage 1, then stage 2
+    saved = {k[len("backbone."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("backbone.")}
+    now = resumed.backbone.state_dict()
+    assert saved.keys() <= now.keys()
+    # it trained on from the checkpoint: 4 more steps moved the weights, and not from scratch
+    moved = [float((now[k] - v).abs().max()) for k, v in saved.items() if v.is_floating_point()]
+    assert max(moved) > 0
+    exported = LatentBackbone.from_pretrained(tmp_path / "export12r")
+    assert exported.latent_config.num_latents == 2
