@@ -353,6 +353,17 @@ class LatentBackbone(nn.Module):
             return torch.zeros(rows, 0, dtype=torch.long, device=device), torch.zeros(rows, 0, device=device)
         return torch.stack(out, 1), first_logits
 
+    def prefill_samples(self, questions: list[str], n_samples: int, sampler: Sampler, keys: torch.Tensor) -> LatentState:
+        """The state of B*N rows (question-major) after the prompts: prefilled once per question
+        and copied N times (``sampler.prefill == "shared"``), or once per row inside the
+        sampler's scope (``"per_sample"``). ``keys``: (B*N,) row keys."""
+        input_ids, attention_mask = self.encode_prompts(questions)
+        if sampler.prefill == "per_sample" and n_samples > 1:
+            return self.prefill(input_ids.repeat_interleave(n_samples, 0), attention_mask.repeat_interleave(n_samples, 0),
+                                sampler=sampler, keys=keys)
+        state = self.prefill(input_ids, attention_mask, sampler=sampler, keys=keys[::n_samples])
+        return state.repeat_interleave(n_samples) if n_samples > 1 else state
+
     @torch.no_grad()
     def generate(self, questions: list[str], *, n_samples: int = 1, sampler: Sampler | None = None,
                  keys: torch.Tensor | None = None, num_latents: int | None = None,
@@ -384,14 +395,7 @@ class LatentBackbone(nn.Module):
         if keys.shape != (rows,):
             raise ValueError(f"keys must have shape ({rows},) for {len(questions)} questions x {n_samples} samples, got {tuple(keys.shape)}")
         keys = keys.to(self.device)
-        input_ids, attention_mask = self.encode_prompts(questions)
-        if sampler.prefill == "per_sample" and n_samples > 1:
-            state = self.prefill(input_ids.repeat_interleave(n_samples, 0), attention_mask.repeat_interleave(n_samples, 0),
-                                 sampler=sampler, keys=keys)
-        else:
-            state = self.prefill(input_ids, attention_mask, sampler=sampler, keys=keys[::n_samples])
-            if n_samples > 1:
-                state = state.repeat_interleave(n_samples)
+        state = self.prefill_samples(questions, n_samples, sampler, keys)
         state, latents, latent_mask = self.run_latents(state, num_latents, sampler=sampler, keys=keys)
         answer_ids, first_logits = self.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys,
                                                       first_step=latents.shape[1] + 1)

@@ -115,11 +115,9 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     start_tokens = backbone.forward_tokens
     q, n, m, T = len(problems), n_samples, n_rollouts, cfg.num_latents
     keys = trajectory_keys(seed, [p.id for p in problems], n).to(backbone.device)
-    ids, mask = backbone.encode_prompts([p.question for p in problems])
-    if sampler.prefill == "per_sample":
-        state = backbone.prefill(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), sampler=sampler, keys=keys)
-    else:
-        state = backbone.prefill(ids, mask, sampler=sampler, keys=keys[::n]).repeat_interleave(n)
+    state = backbone.prefill_samples([p.question for p in problems], n, sampler, keys)
+    # real prompt lengths, for the reference's re-prefill count
+    prompt_lens = backbone.encode_prompts([p.question for p in problems])[1].sum(1).tolist()
     snapshots, latents = [], []
     for t in range(1, T + 1):
         state, h = backbone.latent_step(state, t, sampler=sampler, keys=keys)
@@ -158,11 +156,11 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     groups: list[LabelledGroup | None] = []
     for i, p in enumerate(problems):
         # the reference samples the N trajectories the same way before its rollouts
-        stats.reference_forward_tokens += n * (int(mask[i].sum()) + T + answer_steps)
+        stats.reference_forward_tokens += n * (prompt_lens[i] + T + answer_steps)
         if not keep[i]:
             groups.append(None)
             continue
-        stats.reference_forward_tokens += reference_forward_tokens(int(mask[i].sum()), n, T, m, answer_steps)
+        stats.reference_forward_tokens += reference_forward_tokens(prompt_lens[i], n, T, m, answer_steps)
         stats.labels += labels[i].flatten().tolist()
         groups.append(LabelledGroup(p.id, p.question, p.answer, traj[i], torch.ones(n, T, dtype=torch.bool), labels[i], final[i]))
     return groups, stats
