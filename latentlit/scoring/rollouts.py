@@ -116,8 +116,8 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     q, n, m, T = len(problems), n_samples, n_rollouts, cfg.num_latents
     keys = trajectory_keys(seed, [p.id for p in problems], n).to(backbone.device)
     state = backbone.prefill_samples([p.question for p in problems], n, sampler, keys)
-    # real prompt lengths, for the reference's re-prefill count
-    prompt_lens = backbone.encode_prompts([p.question for p in problems])[1].sum(1).tolist()
+    # real prompt lengths (rows are question-major), for the reference's re-prefill count
+    prompt_lens = state.attention_mask[::n].sum(1).tolist()
     snapshots, latents = [], []
     for t in range(1, T + 1):
         state, h = backbone.latent_step(state, t, sampler=sampler, keys=keys)
