@@ -31,6 +31,18 @@ def test_print_config_applies_overrides(capsys):
     assert "n_samples: 3" in out and "sigma: 0.25" in out and "latentlit.sampling.AGN" in out
 
 
+def test_arch_override_keeps_numbers_numeric(capsys):
+    import yaml
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(CONFIGS / "quickstart" / "backbone.yaml"), "--model.init_args.arch.resid_pdrop", "0.3",
+              "--model.init_args.arch.n_layer", "3", "--print_config"])
+    arch = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["arch"]
+    # GPT2Config rejects the string "0.3", so a CLI override must arrive as a float.
+    assert arch["resid_pdrop"] == 0.3 and isinstance(arch["resid_pdrop"], float)
+    assert arch["n_layer"] == 3 and isinstance(arch["n_layer"], int)
+
+
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "latentlit.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "predict" in out.stdout

@@ -38,7 +38,7 @@ class LatentBackboneModule(L.LightningModule):
         val_max_new_tokens: answer tokens decoded in validation.
     """
 
-    def __init__(self, arch: dict | None = None, init_from: str | None = None, num_stages: int = 4,
+    def __init__(self, arch: dict[str, int | float | bool | str] | None = None, init_from: str | None = None, num_stages: int = 4,
                  thoughts_per_step: int = 1, schedule: str = "steps", stage0_length: int = 1000,
                  stage_length: int = 250, lr: float = 1e-3, weight_decay: float = 0.01,
                  reset_optimizer: bool = True, prompt_template: str = "{question} " + START_LATENT,
