@@ -9,6 +9,11 @@ the *output* of each targeted module by ``mask / (1 - p)``. On an ``nn.Dropout``
 (output == input) this is exactly dropout; on any other module (Llama has no dropout modules, so
 the default there is each MLP down-projection, as in the reference work) it is dropout applied
 to that module's output.
+
+Attention dropout (on the softmax probabilities, which transformers applies functionally) is
+reached through latentlit's own attention implementation (``latentlit.sampling.attention_dropout``)
+and is off by default: ``attention_p > 0`` turns it on, which also switches the model to eager
+attention. The reference code's ``model.train()`` enables it together with the other dropouts.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from fnmatch import fnmatch
 import torch
 from torch import nn
 
+from latentlit.sampling.attention_dropout import HOOK_ATTR, key_positions, use_keyed_attention
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.rng import hash_ints, keyed_uniform
 
@@ -25,7 +31,14 @@ DEFAULT_TARGETS = {
     "gpt2": ("*.attn.resid_dropout", "*.mlp.dropout"),
     "llama": ("*.mlp.down_proj",),
 }
+DEFAULT_ATTENTION_TARGETS = {
+    "gpt2": ("*.attn",),
+    "llama": ("*.self_attn",),
+}
 MASK_SCOPES = ("step", "trajectory")
+_ATTENTION_TAG = 19
+# Key positions are folded into one int64 element index; prompts + latents + answer stay far below.
+_KEY_SPAN = 1 << 16
 _PHASE_CODE = {"prefill": 11, "latent": 12, "answer": 13}
 
 
@@ -41,33 +54,51 @@ class MCDropout(Sampler):
         prefill: ``per_sample`` (default, as the reference code: each sample prefills the
             question with its own masks) or ``shared`` (prefill once, dropout only in latent steps).
         on_answer: keep dropout on while decoding the answer.
+        attention_p: drop probability of each attention probability (query, key pair, head) in
+            the attention modules ``attention_targets`` (default GPT-2 ``*.attn``, Llama
+            ``*.self_attn``); 0 (default) leaves attention untouched. Kept probabilities are
+            scaled by 1/(1 - attention_p), as in training-time attention dropout. With
+            ``mask_scope="trajectory"`` a (head, key token) pair is dropped for the whole
+            trajectory. Memory: one (rows, heads, queries, keys) mask per attention call.
 
     Raises:
-        ValueError: p outside [0, 1), unknown mask scope, or (at bind time) patterns that match
-            no module of the model.
+        ValueError: p or attention_p outside [0, 1), unknown mask scope, or (at bind time)
+            patterns that match no module of the model.
     """
 
     def __init__(self, p: float = 0.1, targets: list[str] | None = None, mask_scope: str = "step",
-                 prefill: str = "per_sample", on_answer: bool = False):
+                 prefill: str = "per_sample", on_answer: bool = False, attention_p: float = 0.0,
+                 attention_targets: list[str] | None = None):
         super().__init__(prefill=prefill, on_answer=on_answer)
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"MCDropout p={p} must be in [0, 1)")
+        for name, value in (("p", p), ("attention_p", attention_p)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"MCDropout {name}={value} must be in [0, 1)")
         if mask_scope not in MASK_SCOPES:
             raise ValueError(f"mask_scope={mask_scope!r}; expected one of {MASK_SCOPES}")
         self.p, self.targets, self.mask_scope = float(p), list(targets) if targets else None, mask_scope
+        self.attention_p = float(attention_p)
+        self.attention_targets = list(attention_targets) if attention_targets else None
         self._handles: list = []
+        self._attention_modules: list[nn.Module] = []
         self.target_names: list[str] = []
+        self.attention_names: list[str] = []
 
     @property
     def stochastic(self) -> bool:
-        """True unless p is 0."""
-        return self.p > 0
+        """True unless both p and attention_p are 0."""
+        return self.p > 0 or self.attention_p > 0
 
     def _attach(self, backbone: nn.Module) -> None:
         for h in self._handles:
             h.remove()
         self._handles.clear()
+        for module in self._attention_modules:
+            if hasattr(module, HOOK_ATTR):
+                delattr(module, HOOK_ATTR)
+        self._attention_modules.clear()
         lm = backbone.lm
+        if self.attention_p > 0:
+            self._attach_attention(lm)
         patterns = self.targets or DEFAULT_TARGETS.get(lm.config.model_type)
         if patterns is None:
             raise ValueError(f"MCDropout has no default targets for model_type={lm.config.model_type!r}; "
@@ -79,6 +110,43 @@ class MCDropout(Sampler):
         self.target_names = names
         for index, name in enumerate(names):
             self._handles.append(modules[name].register_forward_hook(self._make_hook(index)))
+
+    def _attach_attention(self, lm: nn.Module) -> None:
+        patterns = self.attention_targets or DEFAULT_ATTENTION_TARGETS.get(lm.config.model_type)
+        if patterns is None:
+            raise ValueError(f"MCDropout has no default attention_targets for model_type={lm.config.model_type!r}; "
+                             "set attention_targets (glob patterns over attention module names)")
+        named = [(n, m) for n, m in lm.named_modules() if n and any(fnmatch(n, pat) for pat in patterns)]
+        if not named:
+            raise ValueError(f"MCDropout attention_targets {list(patterns)} match no module of the "
+                             f"{lm.config.model_type} model")
+        use_keyed_attention(lm)
+        self.attention_names = [n for n, _ in named]
+        for index, (_, module) in enumerate(named):
+            setattr(module, HOOK_ATTR, self._make_attention_hook(index))
+            self._attention_modules.append(module)
+
+    def _make_attention_hook(self, module_index: int):
+        def hook(probs: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+            ctx = self._ctx
+            if ctx is None:
+                return probs
+            rows, heads, queries, kv_len = probs.shape
+            device = probs.device
+            kpos = key_positions(attention_mask, rows, kv_len, device)[:, None, None, :]
+            head = torch.arange(heads, device=device)[None, :, None, None]
+            if self.mask_scope == "trajectory":
+                counter = hash_ints(module_index, _ATTENTION_TAG)
+                index = (head * _KEY_SPAN + kpos).expand(rows, heads, queries, kv_len)
+            else:
+                counter = hash_ints(module_index, _ATTENTION_TAG, _PHASE_CODE[ctx.phase], ctx.step)
+                qpos = ctx.positions.to(device).reshape(rows, 1, queries, 1)
+                index = (qpos * heads + head) * _KEY_SPAN + kpos
+            u = keyed_uniform(ctx.keys.to(device), counter, index[0].numel(), index.reshape(rows, -1))
+            keep = (u >= self.attention_p).reshape(probs.shape).to(probs.dtype)
+            return probs * keep / (1.0 - self.attention_p)
+
+        return hook
 
     def _make_hook(self, module_index: int):
         def hook(module, inputs, output):
@@ -103,4 +171,5 @@ class MCDropout(Sampler):
 
     def describe(self) -> dict:
         return {**super().describe(), "p": self.p, "targets": self.targets or "default", "mask_scope": self.mask_scope,
-                "target_modules": len(self.target_names)}
+                "target_modules": len(self.target_names),
+                "attention_p": self.attention_p, "attention_modules": len(self.attention_names)}
