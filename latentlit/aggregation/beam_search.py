@@ -13,7 +13,7 @@ the same seams as plain sampling (prefill, latent_step, decode_answer). Candidat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 
@@ -35,17 +35,45 @@ class BeamResult:
     beam_scores: list[float]
 
 
-StepScorer = Callable[[list[int], torch.Tensor], torch.Tensor]
-"""(row -> question index list, latents so far (R, t, d)) -> cumulative scores (R,)."""
+class StepScorer(Protocol):
+    """What beam search needs from a scorer: incremental scores of growing prefixes.
+
+    ``reset(owners)`` starts R rows, row i belonging to question ``owners[i]``; each
+    ``extend(parents, latents)`` appends latent ``latents[i]`` (R', d) to the prefix of row
+    ``parents[i]`` of the previous call and returns the (R',) cumulative scores of the new rows.
+    :class:`latentlit.models.latent_rm.LatentRMStepScorer` does this with a KV cache.
+    """
+
+    def reset(self, owners: torch.Tensor) -> None: ...
+
+    def extend(self, parents: torch.Tensor, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+class HistoryScorer:
+    """A :class:`StepScorer` from a function of whole prefixes, ``fn(owners: list[int],
+    latents (R, t, d)) -> (R,)`` (recomputed from scratch at every step)."""
+
+    def __init__(self, fn: Callable[[list[int], torch.Tensor], torch.Tensor]):
+        self.fn = fn
+
+    def reset(self, owners: torch.Tensor) -> None:
+        self._owners, self._history = owners, None
+
+    def extend(self, parents: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        self._owners = self._owners[parents]
+        prefix = latents[:, None] if self._history is None else torch.cat([self._history[parents], latents[:, None]], 1)
+        self._history = prefix
+        return self.fn(self._owners.tolist(), prefix)
 
 
 @torch.no_grad()
-def latent_beam_search(backbone, sampler: Sampler, question_ids: list[str], questions: list[str], score_fn: StepScorer, *,
+def latent_beam_search(backbone, sampler: Sampler, question_ids: list[str], questions: list[str], scorer: StepScorer, *,
                        beam_width: int, candidates: int, seed: int = 0, max_new_tokens: int = 8) -> list[BeamResult]:
     """Beam search over latent steps for a batch of questions.
 
     Args:
-        score_fn: scores candidate prefixes; with a LatentRM, ``sum_{s<=t} r_s`` of each prefix.
+        scorer: scores candidate prefixes incrementally (:class:`StepScorer`); with a LatentRM,
+            ``sum_{s<=t} r_s`` of each prefix.
         beam_width: B. candidates: K per beam.
 
     Raises:
@@ -65,15 +93,17 @@ def latent_beam_search(backbone, sampler: Sampler, question_ids: list[str], ques
     owner = torch.arange(q, device=device).repeat_interleave(b * k)
     slots = torch.arange(b * k, device=device).repeat(q)
     scores = torch.zeros(q * b, device=device)
+    scorer.reset(torch.arange(q, device=device).repeat_interleave(b))
+    beams = torch.arange(q * b, device=device)  # each beam's row in the scorer's previous call
     for t in range(1, T + 1):
         cand = state.repeat_interleave(k)
         keys = derive_keys(derive_keys(qkeys[owner], _BEAM_STREAM, t) ^ slots)
         cand, h = backbone.latent_step(cand, t, sampler=sampler, keys=keys)
         cand_hist = torch.cat([history.repeat_interleave(k, 0), h[:, None].to(history.dtype)], dim=1)
-        cand_scores = score_fn(owner.tolist(), cand_hist).to(device).float()
+        cand_scores = scorer.extend(beams.repeat_interleave(k), h).to(device).float()
         top = cand_scores.view(q, b * k).topk(b, dim=1, sorted=True).indices  # ties -> lower slot first
-        pick = (top + torch.arange(q, device=device)[:, None] * (b * k)).flatten()
-        state, history, scores = cand.select(pick), cand_hist[pick], cand_scores[pick]
+        beams = (top + torch.arange(q, device=device)[:, None] * (b * k)).flatten()
+        state, history, scores = cand.select(beams), cand_hist[beams], cand_scores[beams]
     answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens)
     texts = backbone.decode(answer_ids)
     results = []

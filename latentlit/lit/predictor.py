@@ -195,13 +195,9 @@ class TTSPredictor(L.LightningModule):
         return names
 
     def _beam_scorer(self, questions: list[str]):
-        ids, mask = self.rm.encode_prompts(questions)
+        from latentlit.models.latent_rm import LatentRMStepScorer
 
-        def score(owners: list[int], latents: torch.Tensor) -> torch.Tensor:
-            steps = self.rm(ids[owners], mask[owners], latents.to(self.rm.device))
-            return trajectory_score(steps, how=self.hparams.rm_score)
-
-        return score
+        return LatentRMStepScorer(self.rm, questions, how=self.hparams.rm_score)
 
     def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None, beam=None) -> dict:
         fmt = self.answer_format

@@ -19,6 +19,8 @@ from torch import nn
 from transformers import AutoTokenizer, GPT2Config, GPT2Model
 
 from latentlit.models.backbone import left_pad
+from latentlit.models.cache import LatentCache
+from latentlit.scoring.losses import trajectory_score
 
 RM_CONFIG = "latent_rm.json"
 RM_WEIGHTS = "model.safetensors"
@@ -107,6 +109,16 @@ class LatentRM(nn.Module):
         fm = None if latent_mask is None else latent_mask.reshape(b * n, -1).to(self.device)
         return self(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fm).reshape(b, n, -1)
 
+    @torch.no_grad()
+    def encode_prefix(self, questions: list[str]) -> tuple[LatentCache, torch.Tensor]:
+        """Run the prompts once: their KV cache (B rows) and (B, L) left-padded mask, the start of
+        incremental scoring (:class:`LatentRMStepScorer`)."""
+        ids, mask = self.encode_prompts(questions)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        cache = LatentCache()
+        self.transformer(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        return cache, mask
+
     # ------------------------------------------------------------------ io
     def save_pretrained(self, path: str | Path) -> None:
         """Directory: GPT-2 ``config.json``, ``latent_rm.json``, ``model.safetensors``
@@ -148,3 +160,44 @@ class LatentRM(nn.Module):
             raise KeyError(f"{path}/{RM_WEIGHTS}: missing tensors {missing[:8]}, unexpected tensors {unexpected[:8]}")
         rm.load_state_dict(state, strict=False)
         return rm.eval()
+
+
+class LatentRMStepScorer:
+    """Incremental LatentRM scoring of growing trajectories, for latent beam search.
+
+    The prompts are encoded once; each :meth:`extend` feeds one latent per row through the RM's
+    KV cache, so scoring T steps costs T one-position passes instead of T passes over the whole
+    prompt and prefix (the r_t are the same: the RM is causal, ``r_t = g(x, h_1..h_t)``).
+
+    Args:
+        rm: the LatentRM (eval mode). questions: the B questions.
+        how: trajectory score from the step scores (``sum``, paper; ``mean``, ``last``, ``min``).
+    """
+
+    def __init__(self, rm: LatentRM, questions: list[str], how: str = "sum"):
+        self.rm, self.how = rm, how
+        self._cache, self._mask = rm.encode_prefix(questions)
+        self._steps = torch.zeros(len(questions), 0, device=rm.device)
+
+    def reset(self, owners: torch.Tensor) -> None:
+        """Start R rows, row i belonging to question ``owners[i]`` ((R,) long)."""
+        self._take(owners.to(self.rm.device))
+
+    def _take(self, rows: torch.Tensor) -> None:
+        self._cache = LatentCache([(layer.keys[rows], layer.values[rows]) for layer in self._cache.layers])
+        self._mask, self._steps = self._mask[rows], self._steps[rows]
+
+    @torch.no_grad()
+    def extend(self, parents: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Append latent ``latents[i]`` (R', d) to the prefix of row ``parents[i]`` of the
+        previous call (or of :meth:`reset`) and return the R' trajectory scores (float32)."""
+        self._take(parents.to(self.rm.device))
+        rows = latents.shape[0]
+        positions = self._mask.sum(-1, keepdim=True)
+        self._mask = torch.cat([self._mask, self._mask.new_ones(rows, 1)], dim=1)
+        embeds = latents[:, None].to(device=self.rm.device, dtype=self.rm.transformer.wte.weight.dtype)
+        hidden = self.rm.transformer(inputs_embeds=embeds, attention_mask=self._mask, position_ids=positions,
+                                     past_key_values=self._cache, use_cache=True).last_hidden_state[:, -1]
+        r = self.rm.classifier(self.rm.dropout(hidden)).squeeze(-1).float()
+        self._steps = torch.cat([self._steps, r[:, None]], dim=1)
+        return trajectory_score(self._steps, how=self.how)

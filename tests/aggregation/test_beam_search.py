@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from latentlit.aggregation.beam_search import _BEAM_STREAM, latent_beam_search
+from latentlit.aggregation.beam_search import _BEAM_STREAM, HistoryScorer, latent_beam_search
 from latentlit.sampling import AGN
 from latentlit.sampling.rng import derive_keys, question_key
 from latentlit.testing.tiny import tiny_backbone
@@ -14,8 +14,12 @@ def step_value(latent: torch.Tensor) -> torch.Tensor:
     return latent[..., 0]
 
 
-def scorer(owners, hist):
+def _sum_of_steps(owners, hist):
     return step_value(hist).sum(-1)
+
+
+def scorer():
+    return HistoryScorer(_sum_of_steps)
 
 
 def candidate_keys(qkey: int, t: int, slots: list[int]) -> torch.Tensor:
@@ -50,7 +54,7 @@ def test_beam_search_finds_best_path_of_exhaustive_tree(backbone, beam_width, ca
     best = int(torch.argmax(total))
     expected_latents = torch.stack([h1[order[best // k]], h2[best]])
 
-    result = latent_beam_search(backbone, sampler, ["q0"], [QUESTION], scorer, beam_width=b, candidates=k, seed=0,
+    result = latent_beam_search(backbone, sampler, ["q0"], [QUESTION], scorer(), beam_width=b, candidates=k, seed=0,
                                 max_new_tokens=3)[0]
     assert result.score == pytest.approx(float(total.max()), abs=1e-5)
     assert torch.allclose(result.latents, expected_latents, atol=1e-5)
@@ -60,14 +64,14 @@ def test_beam_search_finds_best_path_of_exhaustive_tree(backbone, beam_width, ca
 
 def test_beam_search_is_batch_invariant(backbone):
     sampler = AGN(sigma=1.0)
-    alone = latent_beam_search(backbone, sampler, ["q1"], ["Sam has 9 books . loses 4 . how many ?"], scorer,
+    alone = latent_beam_search(backbone, sampler, ["q1"], ["Sam has 9 books . loses 4 . how many ?"], scorer(),
                                beam_width=2, candidates=2, max_new_tokens=3)[0]
     both = latent_beam_search(backbone, sampler, ["q0", "q1"], [QUESTION, "Sam has 9 books . loses 4 . how many ?"],
-                              scorer, beam_width=2, candidates=2, max_new_tokens=3)[1]
+                              scorer(), beam_width=2, candidates=2, max_new_tokens=3)[1]
     assert torch.allclose(alone.latents, both.latents, atol=1e-5)
     assert alone.text == both.text
 
 
 def test_beam_search_rejects_bad_sizes(backbone):
     with pytest.raises(ValueError, match="beam_width"):
-        latent_beam_search(backbone, AGN(), ["q"], [QUESTION], scorer, beam_width=0, candidates=2)
+        latent_beam_search(backbone, AGN(), ["q"], [QUESTION], scorer(), beam_width=0, candidates=2)
