@@ -116,7 +116,7 @@ class LatentRM(nn.Module):
         ids, mask = self.encode_prompts(questions)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         cache = LatentCache()
-        self.transformer(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        self.transformer(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
         return cache, mask
 
     # ------------------------------------------------------------------ io
@@ -197,7 +197,7 @@ class LatentRMStepScorer:
         self._mask = torch.cat([self._mask, self._mask.new_ones(rows, 1)], dim=1)
         embeds = latents[:, None].to(device=self.rm.device, dtype=self.rm.transformer.wte.weight.dtype)
         hidden = self.rm.transformer(inputs_embeds=embeds, attention_mask=self._mask, position_ids=positions,
-                                     past_key_values=self._cache, use_cache=True).last_hidden_state[:, -1]
+                                     cache=self._cache, use_cache=True).last_hidden_state[:, -1]
         r = self.rm.classifier(self.rm.dropout(hidden)).squeeze(-1).float()
         self._steps = torch.cat([self._steps, r[:, None]], dim=1)
         return trajectory_score(self._steps, how=self.how)
