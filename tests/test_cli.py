@@ -64,3 +64,15 @@ def test_debug_env_keeps_the_traceback(monkeypatch):
     with pytest.raises(ValueError):
         main(["predict", "--config", str(CONFIGS / "quickstart" / "predict_dropout.yaml"),
               "--model.init_args.n_samples", "0"])
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_config_parses(config, capsys):
+    import yaml
+
+    model = yaml.safe_load(config.read_text())["model"]["class_path"]
+    command = "predict" if model.endswith(("TTSPredictor", "RolloutLabeller")) else "fit"
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["class_path"] == model
