@@ -32,7 +32,7 @@ class DataFormatError(ValueError):
 
 
 # A raw row before its gold is validated: (id, question, steps, raw gold text or None).
-_Row = tuple[str, str, tuple[str, ...], str | None]
+_Row = tuple[str, str, tuple[str, ...], str | None, str]  # id, question, steps, raw gold, where in the file
 
 
 def _check_policy(on_bad_answer: str) -> None:
@@ -81,14 +81,14 @@ def _gold_text(answer: Any) -> str | None:
 
 def _finish(rows: list[_Row], path: Path, on_bad_answer: str) -> list[Problem]:
     problems, bad = [], []
-    for pid, question, steps, raw in rows:
+    for pid, question, steps, raw, where in rows:
         gold = normalize_answer(raw) if raw is not None else None
         if gold is None:
-            bad.append((pid, raw))
+            bad.append((pid, raw, where))
         else:
             problems.append(Problem(id=pid, question=question, steps=steps, answer=gold))
     if bad:
-        shown = ", ".join(f"{pid}={raw!r}" for pid, raw in bad[:_MAX_REPORTED])
+        shown = ", ".join(f"{where} ({pid})={raw!r}" for pid, raw, where in bad[:_MAX_REPORTED])
         msg = f"{path}: {len(bad)} problem(s) with a non-numeric gold answer (first: {shown})"
         if on_bad_answer == "fail":
             raise DataFormatError(msg + "; pass on_bad_answer='skip' to drop them")
@@ -126,7 +126,7 @@ def load_gsm8k_jsonl(path: str | PathLike[str], *, on_bad_answer: str = "fail") 
         question = _field(obj, "question", p, where).strip()
         solution = _field(obj, "answer", p, where)
         raw = solution.rsplit("####", 1)[1] if "####" in solution else None
-        rows.append((f"{p.stem}-{index}", question, tuple(_CALCULATOR_RE.findall(solution)), raw))
+        rows.append((f"{p.stem}-{index}", question, tuple(_CALCULATOR_RE.findall(solution)), raw, where))
     return _finish(rows, p, on_bad_answer)
 
 
@@ -166,7 +166,7 @@ def load_coconut_json(path: str | PathLike[str], *, on_bad_answer: str = "fail")
         steps = tuple(_field(obj, "steps", p, where, list)) if "steps" in obj else ()
         if steps and all(isinstance(s, str) and _PLACEHOLDER_STEP_RE.fullmatch(s.strip()) for s in steps):
             steps = ()
-        rows.append((f"{p.stem}-{index}", question, tuple(str(s) for s in steps), _gold_text(obj["answer"])))
+        rows.append((f"{p.stem}-{index}", question, tuple(str(s) for s in steps), _gold_text(obj["answer"]), where))
     return _finish(rows, p, on_bad_answer)
 
 
@@ -181,7 +181,7 @@ def _load_latentlit_jsonl(path: Path, on_bad_answer: str) -> list[Problem]:
         seen.add(pid)
         steps = tuple(str(s) for s in _field(obj, "steps", path, where, list)) if "steps" in obj else ()
         _field(obj, "answer", path, where, object)
-        rows.append((pid, _field(obj, "question", path, where), steps, _gold_text(obj["answer"])))
+        rows.append((pid, _field(obj, "question", path, where), steps, _gold_text(obj["answer"]), where))
     return _finish(rows, path, on_bad_answer)
 
 

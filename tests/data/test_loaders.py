@@ -102,7 +102,7 @@ def test_missing_field_is_named(tmp_path):
 def test_non_numeric_gold_fail_and_skip(tmp_path):
     rows = [{"question": f"q{i}", "answer": a} for i, a in enumerate(["3", "three", "4", "n/a"])]
     path = _write(tmp_path / "bad.json", json.dumps(rows))
-    with pytest.raises(DataFormatError, match=r"2 problem\(s\).*bad-1='three'.*bad-3='n/a'"):
+    with pytest.raises(DataFormatError, match=r"2 problem\(s\).*row 1 \(0-based\) \(bad-1\)='three'.*row 3 \(0-based\) \(bad-3\)='n/a'"):
         load_problems(path)
     with pytest.warns(UserWarning, match=r"2 problem\(s\)"):
         kept = load_problems(path, on_bad_answer="skip")
@@ -111,7 +111,7 @@ def test_non_numeric_gold_fail_and_skip(tmp_path):
 
 def test_gsm8k_without_marker_is_a_bad_gold(tmp_path):
     path = _write(tmp_path / "nomark.jsonl", '{"question": "q", "answer": "just 5"}\n')
-    with pytest.raises(DataFormatError, match="1 problem"):
+    with pytest.raises(DataFormatError, match=r"1 problem.*line 1 \(nomark-0\)=None"):
         load_problems(path)
 
 
