@@ -172,4 +172,5 @@ class MCDropout(Sampler):
     def describe(self) -> dict:
         return {**super().describe(), "p": self.p, "targets": self.targets or "default", "mask_scope": self.mask_scope,
                 "target_modules": len(self.target_names),
-                "attention_p": self.attention_p, "attention_modules": len(self.attention_names)}
+                "attention_p": self.attention_p, "attention_targets": self.attention_targets or "default",
+                "attention_modules": len(self.attention_names)}
