@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 import warnings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -74,11 +75,15 @@ def main(args: list[str] | None = None) -> None:
     try:
         _run_cli(args)
     except (ValueError, KeyError, FileNotFoundError, OSError, TypeError) as err:
-        root = _config_error_root(err)
-        if root is None or os.environ.get("LATENTLIT_DEBUG"):
+        if os.environ.get("LATENTLIT_DEBUG"):
             raise
-        sys.stderr.write(f"latentlit: error: {type(root).__name__}: {root}\n"
-                         "(raised while building the objects of the config; LATENTLIT_DEBUG=1 shows the traceback)\n")
+        root = _config_error_root(err)
+        where = "raised while building the objects of the config"
+        if root is None and _raised_by_latentlit(err):
+            root, where = err, "raised while checking the run's input"
+        if root is None:
+            raise
+        sys.stderr.write(f"latentlit: error: {type(root).__name__}: {root}\n({where}; LATENTLIT_DEBUG=1 shows the traceback)\n")
         raise SystemExit(2) from None
 
 
@@ -95,6 +100,18 @@ def _config_error_root(err: BaseException) -> BaseException | None:
     while (root.__cause__ or root.__context__) is not None:
         root = root.__cause__ or root.__context__
     return root
+
+
+def _raised_by_latentlit(err: BaseException) -> bool:
+    """True when ``err`` was raised by latentlit's own checks of its input (a data file, a
+    sampler's targets, an output directory...), not inside torch/transformers/Lightning: such
+    messages name the bad file or value and need no traceback."""
+    tb = err.__traceback__
+    if tb is None or err.__cause__ is not None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(Path(__file__).resolve().parent)
 
 
 def _run_cli(args: list[str] | None) -> None:

@@ -29,3 +29,10 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _cli_raises(monkeypatch):
+    # main() turns input errors into one line and exit 2; tests assert the exception itself.
+    # The tests of that one-line report delete this variable.
+    monkeypatch.setenv("LATENTLIT_DEBUG", "1")

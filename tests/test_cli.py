@@ -59,6 +59,21 @@ def test_bad_config_value_is_reported_in_one_line(capsys, monkeypatch):
     assert "Traceback" not in err
 
 
+def test_input_error_at_run_time_is_reported_in_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("LATENTLIT_DEBUG", raising=False)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q1", "answer": "#### 3"}\n{"question": "q2"}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--config", str(CONFIGS / "quickstart" / "predict_dropout.yaml"),
+              "--data.init_args.problems", "latentlit.data.sources.ProblemFile",
+              "--data.init_args.problems.init_args.path", str(bad), "--trainer.logger", "false",
+              "--trainer.default_root_dir", str(tmp_path), "--model.init_args.output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"latentlit: error: DataFormatError: {bad}, line 2: missing required field 'answer'" in err
+    assert "Traceback" not in err
+
+
 def test_debug_env_keeps_the_traceback(monkeypatch):
     monkeypatch.setenv("LATENTLIT_DEBUG", "1")
     with pytest.raises(ValueError):

@@ -47,6 +47,7 @@ class LatentBackboneModule(L.LightningModule):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
+        check_arch(arch or {})
         self.save_hyperparameters()
         self.backbone: LatentBackbone | None = None
         self._tokenized: dict[str, TokenizedProblem] = {}
@@ -150,6 +151,26 @@ class LatentBackboneModule(L.LightningModule):
                    "global_step": int(self.global_step), "validation": self.history}
         (path / "training_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"[latentlit] trained backbone saved to {path}", flush=True)
+
+
+def check_arch(arch: dict) -> None:
+    """Check GPT-2 ``arch`` fields before training starts.
+
+    Raises:
+        ValueError: a field GPT2Config does not have (a typo would otherwise be stored and
+            ignored), or a dropout rate (``*_pdrop``) outside [0, 1).
+    """
+    import difflib
+
+    from transformers import GPT2Config
+
+    known = set(GPT2Config().to_dict()) | set(GPT2Config.attribute_map)
+    for key, value in arch.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            raise ValueError(f"arch field {key!r} is not a GPT-2 config field" + (f" (did you mean {close}?)" if close else ""))
+        if key.endswith("pdrop") and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise ValueError(f"arch {key}={value!r} must be a dropout rate in [0, 1)")
 
 
 def build_gpt2_backbone(tokenizer, arch: dict, num_latents: int, prompt_template: str, answer_format: str,

@@ -19,13 +19,13 @@ from latentlit.aggregation import best_of_n, majority_vote, random_pick, weighte
 from latentlit.aggregation.beam_search import latent_beam_search
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
-from latentlit.lit.writer import PredictionWriter, check_run_settings, read_records
+from latentlit.lit.writer import PredictionWriter, check_resumed_questions, check_run_settings, read_records
 from latentlit.metrics import CoverageAtK, MeanVector, coverage_ks, majority_at_k, trajectory_diversity
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.sampling.nway import sample_questions
 from latentlit.sampling.rng import question_key
-from latentlit.scoring.losses import trajectory_score
+from latentlit.scoring.losses import TRAJECTORY_SCORES, trajectory_score
 
 # aggregators whose per-question {"answer", "correct"} record fields become "<name>@N" metrics
 AGGREGATORS = ("majority_vote", "random", "best_of_n", "weighted_vote", "beam_search")
@@ -60,7 +60,8 @@ class TTSPredictor(L.LightningModule):
             beam, so beam search spends the same N trajectories' worth of latent steps.
 
     Raises:
-        ValueError: bad N / dtype, beam search without a LatentRM, or B not dividing N.
+        ValueError: bad N / dtype / rm_score, beam search without a LatentRM, or B not dividing N;
+            at setup, an output directory holding results of other settings or other questions.
     """
 
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 16,
@@ -75,6 +76,8 @@ class TTSPredictor(L.LightningModule):
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}; expected one of {sorted(DTYPES)}")
+        if rm_score not in TRAJECTORY_SCORES:
+            raise ValueError(f"rm_score={rm_score!r}; expected one of {TRAJECTORY_SCORES}")
         if beam_width is not None and (latent_rm is None or beam_width < 1 or n_samples % beam_width):
             raise ValueError(f"beam_width={beam_width} needs latent_rm and must divide n_samples={n_samples}")
         # Only plain values go into hyperparameters: a checkpoint must load with weights_only=True.
@@ -124,6 +127,9 @@ class TTSPredictor(L.LightningModule):
             if len(r["answers"]) != self.hparams.n_samples:
                 raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
                                  f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if done and getattr(datamodule, "problems", None):
+            check_resumed_questions(self.output_path, done, datamodule.problems)
         self._skip = {r["id"] for r in done}
         self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
 

@@ -113,6 +113,8 @@ def check_run_settings(output_dir: Path, settings: dict, write: bool) -> None:
     """
     path = Path(output_dir) / RUN_FILE
     settings = json.loads(json.dumps(settings))
+    if write and path.exists() and not read_records(Path(output_dir)):
+        path.unlink()  # a run that wrote no result (it failed at once) binds nothing
     if path.exists():
         old = json.loads(path.read_text())
         diffs = {k: {"stored": old.get(k), "now": v} for k, v in settings.items() if old.get(k) != v}
@@ -122,6 +124,35 @@ def check_run_settings(output_dir: Path, settings: dict, write: bool) -> None:
     elif write:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2))
+
+
+def check_resumed_questions(output_dir: Path, records: list[dict], problems: list) -> None:
+    """Refuse to resume into ``output_dir`` if its records are not for this run's problems.
+
+    Resume skips questions by id, and ids such as ``<file stem>-<index>`` repeat across data
+    files, so a directory filled from one problem set must not be continued with another.
+
+    Args:
+        records: the records already in ``predictions.jsonl``. problems: this run's problems.
+
+    Raises:
+        ValueError: records of ids not among ``problems`` (another data set, or a smaller
+            ``limit``), or of an id whose question or gold differs from this run's problem.
+    """
+    wanted = {p.id: p for p in problems}
+    foreign = [r["id"] for r in records if r["id"] not in wanted]
+    if foreign:
+        raise ValueError(f"{output_dir} holds results for {len(foreign)} question(s) that are not in this run's "
+                         f"problems (first: {foreign[:3]}); one output directory holds one problem set: use another "
+                         "output_dir")
+    changed = [r["id"] for r in records
+               if r["question"] != wanted[r["id"]].question or r["gold"] != wanted[r["id"]].answer]
+    if changed:
+        first = wanted[changed[0]]
+        stored = next(r for r in records if r["id"] == changed[0])
+        raise ValueError(f"{output_dir}: {len(changed)} question id(s) hold another question or gold than this run's "
+                         f"problem with that id (first: {changed[0]}: stored {stored['question'][:60]!r} / {stored['gold']!r}, "
+                         f"now {first.question[:60]!r} / {first.answer!r}); use another output_dir")
 
 
 def stop_on_sigterm(trainer, handle=None) -> None:

@@ -120,6 +120,12 @@ class MCDropout(Sampler):
         if not named:
             raise ValueError(f"MCDropout attention_targets {list(patterns)} match no module of the "
                              f"{lm.config.model_type} model")
+        # The probabilities hook only runs inside an attention module's call to the attention
+        # function; on any other module it would be attached and silently never run.
+        wrong = [f"{n} ({type(m).__name__})" for n, m in named if not type(m).__name__.endswith("Attention")]
+        if wrong:
+            raise ValueError(f"MCDropout attention_targets {list(patterns)} match modules that are not attention "
+                             f"modules: {wrong[:4]}; target the attention modules themselves (e.g. '*.attn')")
         use_keyed_attention(lm)
         self.attention_names = [n for n, _ in named]
         for index, (_, module) in enumerate(named):

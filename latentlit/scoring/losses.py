@@ -40,6 +40,9 @@ def step_bce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     return (loss * mask.bool()).sum()
 
 
+TRAJECTORY_SCORES = ("sum", "mean", "last", "min")
+
+
 def trajectory_score(step_scores: torch.Tensor, mask: torch.Tensor | None = None, how: str = "sum") -> torch.Tensor:
     """Trajectory score from step scores (..., T): ``sum`` (paper), ``mean``, ``last`` or ``min``
     over the unmasked steps. Returns (...,).

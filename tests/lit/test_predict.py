@@ -231,6 +231,25 @@ def test_resume_rejects_other_n(env):
         _predict(env, "other_n", n_samples=2)
 
 
+def test_resume_refuses_other_questions(env):
+    # a smaller problem set than the directory holds
+    out = env["root"] / "fewer"
+    shutil.copytree(_baseline(env), out)
+    with pytest.raises(ValueError, match=r"3 question\(s\) that are not in this run's problems"):
+        _predict(env, "fewer", limit=3)
+    # another file whose ids collide with the stored ones (ids are "<stem>-<index>" for GSM8K files)
+    out = env["root"] / "collide"
+    shutil.copytree(_baseline(env), out)
+    other = env["root"] / "other_problems.jsonl"
+    lines = [json.loads(x) for x in env["problems"].read_text().splitlines()]
+    other.write_text("".join(json.dumps({**x, "question": x["question"] + " again"}) + "\n" for x in lines))
+    cfg = yaml.safe_load(_config(env, out).read_text())
+    cfg["data"]["init_args"]["problems"]["init_args"]["path"] = str(other)
+    (env["root"] / "collide.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ValueError, match=r"6 question id\(s\) hold another question or gold.*first: p0"):
+        main(["predict", "--config", str(env["root"] / "collide.yaml")])
+
+
 # ---------------------------------------------------------------------- --ckpt_path
 def _save_agn_checkpoint(env, path: Path, answer_format: str | None) -> None:
     import lightning as L

@@ -131,4 +131,6 @@ def test_attention_dropout_validation(backbone):
         MCDropout(attention_p=1.0)
     with pytest.raises(ValueError, match="attention_targets"):
         MCDropout(attention_p=0.1, attention_targets=["*.nothing"]).bind(backbone)
+    with pytest.raises(ValueError, match=r"not attention modules.*transformer.h.0.mlp \(GPT2MLP\)"):
+        MCDropout(attention_p=0.1, attention_targets=["*.mlp"]).bind(backbone)
     assert not MCDropout(p=0.0).stochastic

@@ -1,0 +1,44 @@
+"""Guards that keep a prediction directory consistent and catch bad options before any work."""
+
+import json
+
+import pytest
+
+from latentlit.data.problem import Problem
+from latentlit.lit.backbone_module import LatentBackboneModule, check_arch
+from latentlit.lit.predictor import TTSPredictor
+from latentlit.lit.writer import RUN_FILE, check_resumed_questions, check_run_settings
+
+
+def test_run_settings_bind_a_directory_only_once_it_holds_results(tmp_path):
+    check_run_settings(tmp_path, {"rm_score": "bogus"}, write=True)
+    assert json.loads((tmp_path / RUN_FILE).read_text()) == {"rm_score": "bogus"}
+    # that run failed before writing any result: the next one is free to use the directory
+    check_run_settings(tmp_path, {"rm_score": "sum"}, write=True)
+    assert json.loads((tmp_path / RUN_FILE).read_text()) == {"rm_score": "sum"}
+    (tmp_path / "predictions.jsonl").write_text(json.dumps({"id": "a"}) + "\n")
+    with pytest.raises(ValueError, match=r'other settings: \{"rm_score": \{"stored": "sum", "now": "mean"\}\}'):
+        check_run_settings(tmp_path, {"rm_score": "mean"}, write=True)
+
+
+def test_resumed_records_must_be_this_runs_questions(tmp_path):
+    problems = [Problem(id="q1", question="Ann has 3 .", steps=(), answer="3"),
+                Problem(id="q2", question="Bob has 4 .", steps=(), answer="4")]
+    check_resumed_questions(tmp_path, [{"id": "q1", "question": "Ann has 3 .", "gold": "3"}], problems)
+    with pytest.raises(ValueError, match=r"1 question\(s\) that are not in this run's problems \(first: \['q9'\]\)"):
+        check_resumed_questions(tmp_path, [{"id": "q9", "question": "x", "gold": "1"}], problems)
+    with pytest.raises(ValueError, match=r"another question or gold.*q2.*'5'.*'4'"):
+        check_resumed_questions(tmp_path, [{"id": "q2", "question": "Bob has 4 .", "gold": "5"}], problems)
+
+
+def test_bad_rm_score_fails_before_loading_anything():
+    with pytest.raises(ValueError, match=r"rm_score='bogus'; expected one of \('sum', 'mean', 'last', 'min'\)"):
+        TTSPredictor(backbone="/nonexistent", rm_score="bogus")
+
+
+def test_arch_typos_and_bad_dropout_are_refused():
+    check_arch({"n_layer": 2, "n_embd": 64, "resid_pdrop": 0.0, "n_positions": 128})
+    with pytest.raises(ValueError, match=r"'n_lyer' is not a GPT-2 config field \(did you mean \['n_layer'"):
+        LatentBackboneModule(arch={"n_lyer": 3})
+    with pytest.raises(ValueError, match=r"resid_pdrop=1.5 must be a dropout rate"):
+        LatentBackboneModule(arch={"resid_pdrop": 1.5})
