@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    if min(args.questions, args.beam, args.k) < 1:
+        parser.error("--questions, --beam and --k must be >= 1")
     torch.set_grad_enabled(False)
     backbone = build_backbone("gpt2-small", args.data, args.device)
     rm = LatentRM.from_backbone(backbone).to(args.device).eval()

@@ -88,7 +88,8 @@ def _finish(rows: list[_Row], path: Path, on_bad_answer: str) -> list[Problem]:
         else:
             problems.append(Problem(id=pid, question=question, steps=steps, answer=gold))
     if bad:
-        shown = ", ".join(f"{where} ({pid})={raw!r}" for pid, raw, where in bad[:_MAX_REPORTED])
+        shown = ", ".join(f"{where} ({pid})={raw.strip() if isinstance(raw, str) else raw!r}"
+                          for pid, raw, where in bad[:_MAX_REPORTED])
         msg = f"{path}: {len(bad)} problem(s) with a non-numeric gold answer (first: {shown})"
         if on_bad_answer == "fail":
             raise DataFormatError(msg + "; pass on_bad_answer='skip' to drop them")

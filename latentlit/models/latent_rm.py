@@ -144,6 +144,8 @@ class LatentRM(nn.Module):
         from latentlit.models.io import resolve_path
 
         path = Path(resolve_path(path, kind="latent_rm"))
+        if not path.is_dir():
+            raise FileNotFoundError(f"LatentRM directory {path} does not exist")
         if not (path / RM_WEIGHTS).exists():
             raise FileNotFoundError(f"no {RM_WEIGHTS} in LatentRM directory {path}")
         meta = json.loads((path / RM_CONFIG).read_text()) if (path / RM_CONFIG).exists() else {
