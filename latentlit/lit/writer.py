@@ -84,6 +84,15 @@ class PredictionWriter(BasePredictionWriter):
         self._file.flush()
         stop_on_sigterm(trainer, self._file)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # interrupted (SIGTERM, Ctrl-C, a crash): what was written stays; say how to go on
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if trainer.is_global_zero:
+            print(f"[latentlit] stopped ({type(exception).__name__}); results written so far are in "
+                  f"{self.output_dir}: run the same command again to resume")
+
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._file is not None:
             self._file.close()

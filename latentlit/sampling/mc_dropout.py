@@ -18,6 +18,7 @@ attention. The reference code's ``model.train()`` enables it together with the o
 
 from __future__ import annotations
 
+import warnings
 from fnmatch import fnmatch
 
 import torch
@@ -76,6 +77,9 @@ class MCDropout(Sampler):
         if mask_scope not in MASK_SCOPES:
             raise ValueError(f"mask_scope={mask_scope!r}; expected one of {MASK_SCOPES}")
         self.p, self.targets, self.mask_scope = float(p), list(targets) if targets else None, mask_scope
+        if attention_targets and not attention_p:
+            warnings.warn("MCDropout attention_targets is set but attention_p is 0: attention is left untouched",
+                          stacklevel=2)
         self.attention_p = float(attention_p)
         self.attention_targets = list(attention_targets) if attention_targets else None
         self._handles: list = []

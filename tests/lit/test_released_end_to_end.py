@@ -134,14 +134,16 @@ def test_sigterm_stops_predict_after_the_current_batch(tmp_path):
            "--data.problems", "latentlit.data.SyntheticProblems", "--data.problems.n_train", "20",
            "--data.problems.n_val", "4", "--data.problems.n_test", "400", "--data.batch_size", "1",
            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     path = out / "predictions.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (path.exists() and path.read_text().count("\n") >= 2):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    stdout, _ = proc.communicate(timeout=60)
     lines = path.read_text().splitlines()
     assert proc.returncode != 0
+    assert f"stopped (SIGTERMException); results written so far are in {out}: run the same command again" in stdout
     assert 2 <= len(lines) < 400  # stopped early, every written line whole
     assert all(json.loads(x)["id"] for x in lines)

@@ -133,4 +133,6 @@ def test_attention_dropout_validation(backbone):
         MCDropout(attention_p=0.1, attention_targets=["*.nothing"]).bind(backbone)
     with pytest.raises(ValueError, match=r"not attention modules.*transformer.h.0.mlp \(GPT2MLP\)"):
         MCDropout(attention_p=0.1, attention_targets=["*.mlp"]).bind(backbone)
+    with pytest.warns(UserWarning, match="attention_p is 0"):
+        MCDropout(attention_targets=["*.attn"])
     assert not MCDropout(p=0.0).stochastic
