@@ -72,6 +72,8 @@ def main(args: list[str] | None = None) -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # Lightning 2.6 itself trips torch's LeafSpec deprecation on every batch; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
     try:
         _run_cli(args)
     except (ValueError, KeyError, FileNotFoundError, OSError, TypeError) as err:
