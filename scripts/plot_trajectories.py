@@ -2,10 +2,10 @@
 
 Run predict with ``--model.init_args.save_latents true``, then::
 
-    python scripts/plot_trajectories.py OUTPUT_DIR [--questions 3]
+    python scripts/plot_trajectories.py OUTPUT_DIR [--questions 3] [--projection pca|tsne]
 
-Writes ``OUTPUT_DIR/trajectories.png``: for the first questions whose N samples disagree, each
-trajectory h_1..h_T projected on two principal components, green when it reaches the gold
+Writes ``OUTPUT_DIR/trajectories.png`` (``trajectories_tsne.png`` with t-SNE): for the first questions whose N samples disagree, each
+trajectory h_1..h_T projected to 2-D (principal components, or t-SNE), green when it reaches the gold
 answer, red when not; and ``OUTPUT_DIR/diversity.png``: mean pairwise cosine distance per step.
 """
 
@@ -25,6 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("--questions", type=int, default=3)
+    parser.add_argument("--projection", choices=["pca", "tsne"], default="pca",
+                        help="2-D projection of each question's latent vectors (t-SNE: scikit-learn)")
     args = parser.parse_args()
     files = sorted((args.output_dir / "latents").glob("*.safetensors"))
     if not files:
@@ -34,8 +36,10 @@ def main() -> None:
     mixed = [r for r in records if r["id"] in latents and 0 < sum(r["correct"]) < len(r["correct"])]
     chosen = (mixed or [r for r in records if r["id"] in latents])[: args.questions]
     fig = plot_trajectories([latents[r["id"]] for r in chosen], [r["correct"] for r in chosen],
-                            [f"{r['id']}: {sum(r['correct'])}/{len(r['correct'])} correct" for r in chosen])
-    fig.savefig(args.output_dir / "trajectories.png", dpi=120)
+                            [f"{r['id']}: {sum(r['correct'])}/{len(r['correct'])} correct" for r in chosen],
+                            projection=args.projection)
+    name = "trajectories.png" if args.projection == "pca" else f"trajectories_{args.projection}.png"
+    fig.savefig(args.output_dir / name, dpi=120)
     metrics = json.loads((args.output_dir / "metrics.json").read_text())["metrics"]
     div = metrics["diversity_per_step"]
     fig2, ax = plt.subplots(figsize=(4, 3))
@@ -45,7 +49,7 @@ def main() -> None:
     ax.set_title("trajectory diversity")
     fig2.tight_layout()
     fig2.savefig(args.output_dir / "diversity.png", dpi=120)
-    print(f"wrote {args.output_dir / 'trajectories.png'} and {args.output_dir / 'diversity.png'}")
+    print(f"wrote {args.output_dir / name} and {args.output_dir / 'diversity.png'}")
 
 
 if __name__ == "__main__":

@@ -20,3 +20,33 @@ def test_trajectory_plot_draws_every_trajectory_coloured_by_correctness():
     assert all(len(line.get_xdata()) == 4 for line in fig.axes[0].lines)  # T points per trajectory
     colours = [line.get_color() for line in fig.axes[0].lines]
     assert colours.count("tab:green") == 3 and colours.count("tab:red") == 2
+
+
+def test_pca_projection_keeps_the_two_largest_directions():
+    import pytest
+
+    from latentlit.plots import project_2d
+
+    torch.manual_seed(0)
+    coords = torch.randn(40, 2) * torch.tensor([5.0, 2.0])
+    basis, _ = torch.linalg.qr(torch.randn(6, 6))
+    points = torch.cat([coords, 0.01 * torch.randn(40, 4)], dim=1) @ basis.T + 3.0
+    xy = project_2d(points, "pca")
+    # same pairwise distances as the planted 2-D coordinates, up to the small extra noise
+    torch.testing.assert_close(torch.cdist(xy, xy), torch.cdist(coords, coords), atol=0.1, rtol=0)
+    with pytest.raises(ValueError, match="projection='umap'"):
+        project_2d(points, "umap")
+
+
+def test_tsne_projection_separates_clusters_and_is_seeded():
+    from latentlit.plots import project_2d
+
+    torch.manual_seed(0)
+    points = torch.cat([torch.randn(12, 16), torch.randn(12, 16) + 20.0])
+    a, b = project_2d(points, "tsne"), project_2d(points, "tsne")
+    torch.testing.assert_close(a, b)
+    centre0, centre1 = a[:12].mean(0), a[12:].mean(0)
+    spread = max(a[:12].std(0).max(), a[12:].std(0).max())
+    assert (centre0 - centre1).norm() > 3 * spread
+    fig = plot_trajectories([points.reshape(6, 4, 16)], [[True] * 3 + [False] * 3], ["t"], projection="tsne")
+    assert fig.axes[0].get_xlabel() == "t-SNE 1" and len(fig.axes[0].lines) == 6
