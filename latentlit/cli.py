@@ -90,26 +90,29 @@ def main(args: list[str] | None = None) -> None:
 
 
 def _config_error_root(err: BaseException) -> BaseException | None:
-    """The innermost exception of ``err``'s chain when it arose while jsonargparse was building
-    the objects of the config (a bad value, a missing file), else None (a real failure)."""
+    """The exception to report when ``err`` arose while jsonargparse was building the objects of
+    the config (a bad value, a missing file): the innermost one latentlit raised (its message
+    names the value), else the innermost of the chain. None for a failure outside the parser."""
     tb, from_parser = err.__traceback__, False
     while tb is not None:
         from_parser |= "jsonargparse" in tb.tb_frame.f_code.co_filename
         tb = tb.tb_next
     if not from_parser:
         return None
-    root = err
-    while (root.__cause__ or root.__context__) is not None:
-        root = root.__cause__ or root.__context__
-    return root
+    chain, node = [], err
+    while node is not None:
+        chain.append(node)
+        node = node.__cause__ or node.__context__
+    ours = [e for e in chain if _raised_by_latentlit(e)]
+    return ours[-1] if ours else chain[-1]
 
 
 def _raised_by_latentlit(err: BaseException) -> bool:
-    """True when ``err`` was raised by latentlit's own checks of its input (a data file, a
-    sampler's targets, an output directory...), not inside torch/transformers/Lightning: such
-    messages name the bad file or value and need no traceback."""
+    """True when ``err`` was raised by latentlit's own code (its checks of data files, sampler
+    targets, output directories...), not inside torch/transformers/Lightning: such messages name
+    the bad file or value and need no traceback."""
     tb = err.__traceback__
-    if tb is None or err.__cause__ is not None:
+    if tb is None:
         return False
     while tb.tb_next is not None:
         tb = tb.tb_next

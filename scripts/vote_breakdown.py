@@ -27,7 +27,10 @@ def main() -> None:
     records = read_records(folder)
     if not records:
         parser.error(f"no prediction records in {folder}")
-    b = vote_breakdown(records, min(args.k, len(records[0]["answers"])))
+    n = len(records[0]["answers"])
+    if not 1 <= args.k <= n:
+        parser.error(f"--k {args.k}: the run has N = {n} samples per question")
+    b = vote_breakdown(records, args.k)
     print(f"{b['questions']} questions, k = {b['k']}: greedy {100 * b['greedy']:.1f}%, majority vote "
           f"{100 * b['majority']:.1f}% ({100 * (b['majority'] - b['greedy']):+.1f} points)")
     print(f"  the vote fixes {b['wrong_to_right']} greedy-wrong questions and breaks {b['right_to_wrong']} greedy-right ones")

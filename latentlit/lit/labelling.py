@@ -57,10 +57,12 @@ class RolloutLabeller(L.LightningModule):
         out = Path(self.hparams.output_dir)
         zero = self._trainer is None or self.trainer.is_global_zero
         hp = self.hparams
+        self.sampler.bind(self.backbone)  # describe() then counts the hooked modules
+        self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
         check_run_settings(out, {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
                                  "n_rollouts": hp.n_rollouts, "seed": hp.seed, "drop_all_correct": hp.drop_all_correct,
-                                 "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens}, write=zero)
-        self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
+                                 "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens},
+                           write=zero, has_results=bool(self._skip))
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
         hp = self.hparams
@@ -109,6 +111,9 @@ class GroupWriter(Callback):
             d = json.loads(p.read_text())
             seconds = max(seconds, d.pop("seconds"))
             total.merge(LabelStats(**d))
+        if total.summary()["questions"] == 0 and (self.output_dir / "summary.json").exists():
+            print(f"[latentlit] nothing left to label in {self.output_dir}; its summary.json is kept")
+            return
         summary = {"this_run": total.summary(), "seconds_this_run": round(seconds, 1),
                    "config": {k: v for k, v in pl_module.hparams.items()}, "sampler": pl_module.sampler.describe(),
                    "groups_total": sum(1 for line in read_index(self.output_dir) if line["kept"]),

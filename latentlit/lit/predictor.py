@@ -92,6 +92,9 @@ class TTSPredictor(L.LightningModule):
             from latentlit.models.latent_rm import LatentRM
 
             self.rm = LatentRM.from_pretrained(latent_rm).eval()
+            if self.rm.transformer.config.n_embd != self.backbone.hidden_size:
+                raise ValueError(f"latent_rm {latent_rm} reads {self.rm.transformer.config.n_embd}-dim latents but backbone "
+                                 f"{backbone} writes {self.backbone.hidden_size}-dim ones: use the RM trained on this backbone")
         self.ks = coverage_ks(n_samples)
         self.output_path: Path | None = None
         self._seconds = 0.0
@@ -121,8 +124,8 @@ class TTSPredictor(L.LightningModule):
             **{name: MeanMetric() for name in AGGREGATORS if name != "majority_vote"},
         })
         zero = self._trainer is None or self.trainer.is_global_zero
-        check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero)
         done = read_records(self._resolve_output_dir())
+        check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero, has_results=bool(done))
         for r in done:
             if len(r["answers"]) != self.hparams.n_samples:
                 raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "

@@ -89,7 +89,9 @@ class PredictionWriter(BasePredictionWriter):
         if self._file is not None:
             self._file.close()
             self._file = None
-        if trainer.is_global_zero:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if trainer.is_global_zero and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             print(f"[latentlit] stopped ({type(exception).__name__}); results written so far are in "
                   f"{self.output_dir}: run the same command again to resume")
 
@@ -110,29 +112,35 @@ class PredictionWriter(BasePredictionWriter):
 RUN_FILE = "run.json"
 
 
-def check_run_settings(output_dir: Path, settings: dict, write: bool) -> None:
+def check_run_settings(output_dir: Path, settings: dict, write: bool, has_results: bool) -> None:
     """Refuse to resume into ``output_dir`` if it was produced with other settings.
 
-    ``settings`` (JSON-able: backbone, sampler, N, seed, ...) is stored in ``run.json`` the first
-    time; a later run into the same directory must match it exactly, or its new questions would
-    be mixed with results of another configuration.
+    ``settings`` (JSON-able: backbone, sampler, N, seed, ...) is stored in ``run.json`` by the
+    process that writes (rank zero) while the directory holds no result yet, so a run that failed
+    before writing anything binds nothing. Once results exist, every later run must match it,
+    or its new work would be mixed with results of another configuration.
+
+    Args:
+        write: this process stores ``run.json`` (rank zero). has_results: the directory already
+            holds results (predictions, labelled groups).
 
     Raises:
         ValueError: naming every setting that differs, with both values.
     """
     path = Path(output_dir) / RUN_FILE
     settings = json.loads(json.dumps(settings))
-    if write and path.exists() and not read_records(Path(output_dir)):
-        path.unlink()  # a run that wrote no result (it failed at once) binds nothing
-    if path.exists():
-        old = json.loads(path.read_text())
-        diffs = {k: {"stored": old.get(k), "now": v} for k, v in settings.items() if old.get(k) != v}
-        if diffs:
-            raise ValueError(f"{output_dir} holds results made with other settings: {json.dumps(diffs)}; "
-                             "use another output directory to run this configuration")
-    elif write:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=2))
+    if not has_results or not path.exists():  # nothing to protect yet (or results from before run.json)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(settings, indent=2))
+            tmp.replace(path)  # atomic: another rank never reads a half-written file
+        return
+    old = json.loads(path.read_text())
+    diffs = {k: {"stored": old.get(k), "now": v} for k, v in settings.items() if old.get(k) != v}
+    if diffs:
+        raise ValueError(f"{output_dir} holds results made with other settings: {json.dumps(diffs)}; "
+                         "use another output directory to run this configuration")
 
 
 def check_resumed_questions(output_dir: Path, records: list[dict], problems: list) -> None:

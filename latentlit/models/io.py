@@ -52,7 +52,8 @@ def load_latentlit_backbone(path: str | Path, *, dtype: torch.dtype | None = Non
     from latentlit.data.tokenizer import require_latent_tokens
 
     path = resolve_path(path)
-    if path.startswith((".", "/", "~")) and not Path(path).exists():
+    local = Path(path)
+    if not local.exists() and (path.startswith((".", "/", "~")) or (len(local.parts) > 1 and Path(local.parts[0]).is_dir())):
         raise FileNotFoundError(f"backbone directory not found: {path}")
     config = AutoConfig.from_pretrained(path)
     section = getattr(config, CONFIG_KEY, None)

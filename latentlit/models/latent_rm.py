@@ -139,8 +139,9 @@ class LatentRM(nn.Module):
 
         Raises:
             FileNotFoundError: missing directory or weights. KeyError: missing/unexpected tensors
-            (named).
+            (named). ValueError: a tokenizer without the latent tokens.
         """
+        from latentlit.data.tokenizer import require_latent_tokens
         from latentlit.models.io import resolve_path
 
         path = Path(resolve_path(path, kind="latent_rm"))
@@ -151,7 +152,10 @@ class LatentRM(nn.Module):
         meta = json.loads((path / RM_CONFIG).read_text()) if (path / RM_CONFIG).exists() else {
             "prompt_template": "{question}\n<|start-latent|>", "add_bos": False, "head_dropout": 0.0}
         config = GPT2Config.from_pretrained(path)
-        rm = cls(config, AutoTokenizer.from_pretrained(path), prompt_template or meta["prompt_template"],
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        # without them the prompt's <|start-latent|> would be spelled out byte by byte, silently
+        require_latent_tokens(tokenizer, path)
+        rm = cls(config, tokenizer, prompt_template or meta["prompt_template"],
                  meta.get("add_bos", False), meta.get("head_dropout", 0.0))
         state = load_file(str(path / RM_WEIGHTS))
         expected = set(rm.state_dict())

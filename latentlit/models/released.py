@@ -84,6 +84,12 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 # ---------------------------------------------------------------------------------------- files
+def _under_local_dir(path: Path) -> bool:
+    """``outputs/model`` with an ``outputs`` folder here is a local path, not the hub id
+    ``outputs/model`` (which would cost a round of network retries before failing)."""
+    return len(path.parts) > 1 and Path(path.parts[0]).is_dir()
+
+
 def _locate(path: str | Path) -> tuple[str, bool]:
     """(path, is_local). Raises FileNotFoundError for a missing local-looking path."""
     text = str(path)
@@ -92,7 +98,7 @@ def _locate(path: str | Path) -> tuple[str, bool]:
         if not local.is_dir():
             raise NotADirectoryError(f"checkpoint path {text} is a file; expected a save_pretrained directory")
         return str(local), True
-    if local.is_absolute() or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text):
+    if local.is_absolute() or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text) or _under_local_dir(local):
         raise FileNotFoundError(f"checkpoint directory not found: {text}")
     return text, False
 

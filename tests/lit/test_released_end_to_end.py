@@ -1,6 +1,7 @@
 """Predict and best-of-N end to end on tiny checkpoints in the released layouts."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -79,6 +80,26 @@ def test_latentrm_with_misnamed_tensor_fails_naming_it(tmp_path):
     save_file(state, str(rm_dir / "model.safetensors"))
     with pytest.raises(KeyError, match="classifier.weight"):
         LatentRM.from_pretrained(rm_dir)
+
+
+def test_latentrm_without_latent_tokens_or_of_another_width_is_refused(tmp_path):
+    from latentlit.lit.predictor import TTSPredictor
+
+    rm_dir = write_tiny_released_latentrm(tmp_path / "rm")
+    plain = tmp_path / "rm_plain"
+    shutil.copytree(rm_dir, plain)
+    tok = json.loads((plain / "tokenizer.json").read_text())
+    tok["added_tokens"] = [t for t in tok["added_tokens"] if "latent" not in t["content"]]
+    (plain / "tokenizer.json").write_text(json.dumps(tok))
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    for key in ("extra_special_tokens", "additional_special_tokens", "added_tokens_decoder"):
+        config.pop(key, None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=str(plain)):
+        LatentRM.from_pretrained(plain)
+    # an RM for the 128-wide quickstart backbone cannot score the 32-wide tiny COCONUT latents
+    with pytest.raises(ValueError, match=r"reads 128-dim latents but backbone .* writes 32-dim"):
+        TTSPredictor(backbone=str(write_tiny_coconut(tmp_path / "coconut")), latent_rm="quickstart")
 
 
 def test_save_latents_writes_trajectories(tmp_path):

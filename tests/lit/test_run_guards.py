@@ -11,14 +11,17 @@ from latentlit.lit.writer import RUN_FILE, check_resumed_questions, check_run_se
 
 
 def test_run_settings_bind_a_directory_only_once_it_holds_results(tmp_path):
-    check_run_settings(tmp_path, {"rm_score": "bogus"}, write=True)
+    check_run_settings(tmp_path, {"rm_score": "bogus"}, write=True, has_results=False)
     assert json.loads((tmp_path / RUN_FILE).read_text()) == {"rm_score": "bogus"}
     # that run failed before writing any result: the next one is free to use the directory
-    check_run_settings(tmp_path, {"rm_score": "sum"}, write=True)
+    check_run_settings(tmp_path, {"rm_score": "sum"}, write=True, has_results=False)
     assert json.loads((tmp_path / RUN_FILE).read_text()) == {"rm_score": "sum"}
-    (tmp_path / "predictions.jsonl").write_text(json.dumps({"id": "a"}) + "\n")
+    # a process that does not write (DDP rank > 0) neither reads nor writes before results exist
+    check_run_settings(tmp_path, {"rm_score": "min"}, write=False, has_results=False)
+    assert json.loads((tmp_path / RUN_FILE).read_text()) == {"rm_score": "sum"}
     with pytest.raises(ValueError, match=r'other settings: \{"rm_score": \{"stored": "sum", "now": "mean"\}\}'):
-        check_run_settings(tmp_path, {"rm_score": "mean"}, write=True)
+        check_run_settings(tmp_path, {"rm_score": "mean"}, write=True, has_results=True)
+    check_run_settings(tmp_path, {"rm_score": "sum"}, write=False, has_results=True)
 
 
 def test_resumed_records_must_be_this_runs_questions(tmp_path):

@@ -54,7 +54,7 @@ def test_rollout_cost_beats_reprefill_baseline(backbone):
     assert reference_forward_tokens(10, 2, 3, 4, 5) == 2 * 3 * 4 * (10 + 3 + 5)
 
 
-def _label(backbone_dir, out, batch_size):
+def _label(backbone_dir, out, batch_size, *extra):
     main(["predict", "--model", "latentlit.lit.RolloutLabeller", "--model.backbone", str(backbone_dir),
           "--model.sampler", "latentlit.sampling.AGN", "--model.n_samples", "2", "--model.n_rollouts", "2",
           "--model.drop_all_wrong", "false", "--model.max_new_tokens", "3", "--model.output_dir", str(out),
@@ -62,7 +62,7 @@ def _label(backbone_dir, out, batch_size):
           "--data.problems.split", "test", "--data.problems.n_train", "50", "--data.problems.n_val", "10",
           "--data.problems.n_test", "6", "--data.batch_size", str(batch_size), "--trainer.logger", "false",
           "--trainer.default_root_dir", str(out.parent),
-          "--trainer.enable_progress_bar", "false"])
+          "--trainer.enable_progress_bar", "false", *extra])
 
 
 def test_labelling_job_resumes_after_interruption(tiny_backbone_dir, tmp_path):
@@ -80,6 +80,13 @@ def test_labelling_job_resumes_after_interruption(tiny_backbone_dir, tmp_path):
     for a, b in zip(full, resumed):
         assert torch.equal(a.labels, b.labels)
         assert torch.allclose(a.latents, b.latents, atol=1e-5)
+    # a finished directory re-run keeps its summary; other settings are refused, not mixed in
+    summary = (tmp_path / "part" / "summary.json").read_text()
+    _label(tiny_backbone_dir, tmp_path / "part", batch_size=3)
+    assert (tmp_path / "part" / "summary.json").read_text() == summary
+    assert json.loads((tmp_path / "part" / "run.json").read_text())["sampler"]["name"] == "AGN"
+    with pytest.raises(ValueError, match=r"other settings.*n_rollouts"):
+        _label(tiny_backbone_dir, tmp_path / "part", 3, "--model.n_rollouts", "4")
 
 
 @pytest.mark.slow
