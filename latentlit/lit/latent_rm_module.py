@@ -42,6 +42,14 @@ class LatentRMModule(L.LightningModule):
         self._val: list[torch.Tensor] = []
 
 
+    def on_fit_start(self) -> None:
+        groups = getattr(self.trainer.datamodule, "train_groups", None)
+        width = self.rm.transformer.config.n_embd
+        if groups and groups[0].latents.shape[-1] != width:
+            raise ValueError(f"the groups in {self.trainer.datamodule.groups_dir} hold {groups[0].latents.shape[-1]}-dim "
+                             f"latents but the RM built from backbone {self.hparams.backbone} reads {width}-dim ones: "
+                             "train from the backbone that labelled them")
+
     def _scores(self, batch: dict) -> torch.Tensor:
         g, n, t = batch["labels"].shape
         ids, mask = self.rm.encode_prompts(batch["questions"])

@@ -35,6 +35,14 @@ def test_label_fit_predict(tiny_backbone_dir, tmp_path):
           "--data.val_fraction", "0.25", "--data.batch_size", "4", "--trainer.max_steps", "6", "--trainer.logger", "false",
           "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
           "--trainer.default_root_dir", str(tmp_path)])
+    # groups of the 32-wide tiny backbone cannot train an RM of the 128-wide quickstart one
+    import pytest
+
+    with pytest.raises(ValueError, match=r"hold 32-dim latents but the RM built from backbone quickstart reads 128-dim"):
+        main(["fit", "--model", "latentlit.lit.LatentRMModule", "--model.backbone", "quickstart",
+              "--data", "latentlit.lit.LatentRMDataModule", "--data.groups_dir", str(groups), "--trainer.max_steps", "1",
+              "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
     rm = LatentRM.from_pretrained(rm_dir)
     scores = rm.score_groups(["Leo has 3 apples . buys 2 . how many ?"], torch.zeros(1, 2, 3, rm.transformer.config.n_embd))
     assert scores.shape == (1, 2, 3) and torch.isfinite(scores).all()
