@@ -293,6 +293,11 @@ class TTSPredictor(L.LightningModule):
         for k in self.ks:
             lines.append(f"{k:>6} {metrics[f'coverage@{k}']:>11.4f} {metrics[f'majority_vote@{k}']:>11.4f}")
         speed = summary["trajectories_per_second"]
+        n = self.hparams.n_samples
+        others = [f"{name} {metrics[f'{name}@{n}']:.4f}" for name in AGGREGATORS
+                  if name != "majority_vote" and f"{name}@{n}" in metrics]
+        if others:
+            lines.append(f"at N = {n}: " + ", ".join(others))
         lines.append(f"greedy accuracy {metrics['greedy_accuracy']:.4f}; questions {summary['counts']['questions']}; "
                      + (f"{speed} trajectories/s this run" if speed else "no new questions this run"))
         print("\n".join(lines))

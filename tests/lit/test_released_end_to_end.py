@@ -37,7 +37,7 @@ def test_predict_runs_on_released_layouts(tmp_path, writer, sampler):
     assert metrics["config"]["n_samples"] == 4 and "coverage@4" in metrics["metrics"]
 
 
-def test_best_of_n_and_beam_search_with_released_latentrm(tmp_path):
+def test_best_of_n_and_beam_search_with_released_latentrm(tmp_path, capsys):
     ckpt = write_tiny_coconut(tmp_path / "coconut")
     rm_dir = write_tiny_released_latentrm(tmp_path / "rm")
     rm = LatentRM.from_pretrained(rm_dir)
@@ -50,6 +50,9 @@ def test_best_of_n_and_beam_search_with_released_latentrm(tmp_path):
         assert "beam_search" in r and "weighted_vote" in r
     for key in ("best_of_n@4", "weighted_vote@4", "beam_search@4"):
         assert 0.0 <= metrics["metrics"][key] <= 1.0
+    m = metrics["metrics"]
+    assert (f"at N = 4: random {m['random@4']:.4f}, best_of_n {m['best_of_n@4']:.4f}, "
+            f"weighted_vote {m['weighted_vote@4']:.4f}, beam_search {m['beam_search@4']:.4f}") in capsys.readouterr().out
 
 
 def test_released_latentrm_scores_match_transformers_reference(tmp_path):
