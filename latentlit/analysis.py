@@ -9,10 +9,8 @@ records of ``predictions.jsonl`` (README, "Why majority vote barely beats greedy
 
 from __future__ import annotations
 
-from collections import Counter
-
-from latentlit.aggregation.vote import majority_vote
-from latentlit.data.answers import answers_match, normalize_answer
+from latentlit.aggregation.vote import group_answers, majority_vote
+from latentlit.data.answers import answers_match
 
 
 def vote_breakdown(records: list[dict], k: int) -> dict:
@@ -48,10 +46,12 @@ def vote_breakdown(records: list[dict], k: int) -> dict:
         fixes += (not g) and m
         breaks += g and not m
         half_rule += m == (2 * sum(correct) >= k)
-        wrong = Counter((normalize_answer(a) if a is not None else None) or a for a, c in zip(answers, correct) if not c)
+        wrong = [a for a, c in zip(answers, correct) if not c]
         if wrong and sum(correct):
-            distinct.append(len(wrong))
-            top_share.append(max(wrong.values()) / sum(wrong.values()))
+            # numerically equal answers are one answer, as in the vote; "no answer" is one more
+            sizes = [len(g) for g in group_answers(wrong)] + [n for n in [wrong.count(None)] if n]
+            distinct.append(len(sizes))
+            top_share.append(max(sizes) / len(wrong))
     n = len(records)
     return {"questions": n, "k": k, "greedy": greedy / n, "majority": majority / n, "wrong_to_right": fixes,
             "right_to_wrong": breaks, "vote_right_iff_half_right": half_rule, "mixed": len(distinct),

@@ -72,7 +72,7 @@ def plot_trajectories(latents: list[torch.Tensor], correct: list[list[bool]], ti
         a matplotlib Figure, one panel per question; each trajectory is a line h_1 -> h_T.
     """
     fig, axes = plt.subplots(1, len(latents), figsize=(4 * len(latents), 3.6), squeeze=False)
-    label = {"pca": "PC", "tsne": "t-SNE"}[projection] if projection in PROJECTIONS else projection
+    label = {"pca": "PC", "tsne": "t-SNE"}.get(projection, projection)
     for ax, lat, ok, title in zip(axes[0], latents, correct, titles):
         n, t, d = lat.shape
         xy = project_2d(lat.reshape(n * t, d), projection).reshape(n, t, 2)

@@ -111,7 +111,7 @@ class GroupWriter(Callback):
             d = json.loads(p.read_text())
             seconds = max(seconds, d.pop("seconds"))
             total.merge(LabelStats(**d))
-        if total.summary()["questions"] == 0 and (self.output_dir / "summary.json").exists():
+        if total.questions == 0 and (self.output_dir / "summary.json").exists():
             print(f"[latentlit] nothing left to label in {self.output_dir}; its summary.json is kept")
             return
         summary = {"this_run": total.summary(), "seconds_this_run": round(seconds, 1),

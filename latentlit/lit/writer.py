@@ -162,14 +162,12 @@ def check_resumed_questions(output_dir: Path, records: list[dict], problems: lis
         raise ValueError(f"{output_dir} holds results for {len(foreign)} question(s) that are not in this run's "
                          f"problems (first: {foreign[:3]}); one output directory holds one problem set: use another "
                          "output_dir")
-    changed = [r["id"] for r in records
-               if r["question"] != wanted[r["id"]].question or r["gold"] != wanted[r["id"]].answer]
+    changed = [r for r in records if (r["question"], r["gold"]) != (wanted[r["id"]].question, wanted[r["id"]].answer)]
     if changed:
-        first = wanted[changed[0]]
-        stored = next(r for r in records if r["id"] == changed[0])
+        stored, now = changed[0], wanted[changed[0]["id"]]
         raise ValueError(f"{output_dir}: {len(changed)} question id(s) hold another question or gold than this run's "
-                         f"problem with that id (first: {changed[0]}: stored {stored['question'][:60]!r} / {stored['gold']!r}, "
-                         f"now {first.question[:60]!r} / {first.answer!r}); use another output_dir")
+                         f"problem with that id (first: {stored['id']}: stored {stored['question'][:60]!r} / "
+                         f"{stored['gold']!r}, now {now.question[:60]!r} / {now.answer!r}); use another output_dir")
 
 
 def stop_on_sigterm(trainer, handle=None) -> None:

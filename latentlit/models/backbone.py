@@ -109,9 +109,12 @@ class LatentState:
 
     def _with_cache_rows(self, index: torch.Tensor) -> "LatentState":
         # A fresh cache: DynamicCache.batch_* mutate in place, and forks must not share storage.
-        layers = [(layer.keys[index], layer.values[index]) for layer in self.cache.layers]
+        if isinstance(self.cache, LatentCache):
+            cache = self.cache.select_rows(index)
+        else:
+            cache = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in self.cache.layers])
         return LatentState(
-            cache=LatentCache(layers) if isinstance(self.cache, LatentCache) else DynamicCache(ddp_cache_data=layers),
+            cache=cache,
             attention_mask=self.attention_mask[index],
             next_position=self.next_position[index],
             hidden=self.hidden[index],

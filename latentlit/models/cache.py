@@ -63,3 +63,8 @@ class LatentCache(DynamicCache):
             layer = PreallocatedLayer()
             layer.update(keys, values)
             self.layers.append(layer)
+
+    def select_rows(self, index: torch.Tensor) -> "LatentCache":
+        """A new cache holding rows ``index`` ((K,) long, repeats allowed) in that order, with its
+        own storage (a fork must not write into its parent)."""
+        return LatentCache([(layer.keys[index], layer.values[index]) for layer in self.layers])

@@ -28,6 +28,17 @@ def resolve_path(path: str | Path, kind: str = "backbone") -> str:
     return str((SHIPPED_RM if kind == "latent_rm" else SHIPPED).get(str(path), path))
 
 
+def missing_local_path(path: str | Path) -> bool:
+    """True when ``path`` does not exist and cannot be a hub id either: absolute, ``./``, ``~``,
+    or under a folder that exists here (``outputs/model`` with an ``outputs`` folder), which
+    would otherwise cost a round of network retries before failing."""
+    local = Path(path).expanduser()
+    if local.exists():
+        return False
+    text = str(path)
+    return local.is_absolute() or text.startswith((".", "~")) or (len(local.parts) > 1 and Path(local.parts[0]).is_dir())
+
+
 def save_latentlit_backbone(backbone: LatentBackbone, path: str | Path) -> None:
     """Write ``backbone`` to directory ``path`` (created if needed)."""
     path = Path(path)
@@ -52,8 +63,7 @@ def load_latentlit_backbone(path: str | Path, *, dtype: torch.dtype | None = Non
     from latentlit.data.tokenizer import require_latent_tokens
 
     path = resolve_path(path)
-    local = Path(path)
-    if not local.exists() and (path.startswith((".", "/", "~")) or (len(local.parts) > 1 and Path(local.parts[0]).is_dir())):
+    if missing_local_path(path):
         raise FileNotFoundError(f"backbone directory not found: {path}")
     config = AutoConfig.from_pretrained(path)
     section = getattr(config, CONFIG_KEY, None)

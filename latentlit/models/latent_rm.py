@@ -169,7 +169,8 @@ class LatentRM(nn.Module):
 
 
 class LatentRMStepScorer:
-    """Incremental LatentRM scoring of growing trajectories, for latent beam search.
+    """Incremental LatentRM scoring of growing trajectories, for latent beam search (paper
+    Sec. 3.2-3.3: step scores r_t, trajectory score = sum of r_t by default).
 
     The prompts are encoded once; each :meth:`extend` feeds one latent per row through the RM's
     KV cache, so scoring T steps costs T one-position passes instead of T passes over the whole
@@ -190,7 +191,7 @@ class LatentRMStepScorer:
         self._take(owners.to(self.rm.device))
 
     def _take(self, rows: torch.Tensor) -> None:
-        self._cache = LatentCache([(layer.keys[rows], layer.values[rows]) for layer in self._cache.layers])
+        self._cache = self._cache.select_rows(rows)
         self._mask, self._steps = self._mask[rows], self._steps[rows]
 
     @torch.no_grad()

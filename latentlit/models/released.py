@@ -57,6 +57,7 @@ from transformers.utils import logging as hf_logging
 
 from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT, require_latent_tokens
 from latentlit.models.backbone import CONFIG_KEY, LatentBackbone, LatentConfig
+from latentlit.models.io import missing_local_path
 
 RELEASED_LAYOUTS = ("coconut", "codi", "colar")
 LAYOUTS = ("latentlit", *RELEASED_LAYOUTS)
@@ -84,12 +85,6 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
 # ---------------------------------------------------------------------------------------- files
-def _under_local_dir(path: Path) -> bool:
-    """``outputs/model`` with an ``outputs`` folder here is a local path, not the hub id
-    ``outputs/model`` (which would cost a round of network retries before failing)."""
-    return len(path.parts) > 1 and Path(path.parts[0]).is_dir()
-
-
 def _locate(path: str | Path) -> tuple[str, bool]:
     """(path, is_local). Raises FileNotFoundError for a missing local-looking path."""
     text = str(path)
@@ -98,7 +93,7 @@ def _locate(path: str | Path) -> tuple[str, bool]:
         if not local.is_dir():
             raise NotADirectoryError(f"checkpoint path {text} is a file; expected a save_pretrained directory")
         return str(local), True
-    if local.is_absolute() or text.startswith((".", "~")) or not _HUB_ID.fullmatch(text) or _under_local_dir(local):
+    if missing_local_path(text) or not _HUB_ID.fullmatch(text):
         raise FileNotFoundError(f"checkpoint directory not found: {text}")
     return text, False
 

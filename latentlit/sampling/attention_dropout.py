@@ -1,4 +1,4 @@
-"""Keyed dropout on attention probabilities, for MC-dropout.
+"""Keyed dropout on attention probabilities, for MC-dropout (paper Sec. 3.1, epistemic sampling).
 
 transformers applies attention dropout inside its attention functions (``F.dropout`` on the
 softmax output when the module is in training mode), not through an ``nn.Dropout`` module, so
@@ -56,7 +56,12 @@ def keyed_eager_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
 
 def use_keyed_attention(lm: nn.Module) -> None:
     """Switch ``lm`` (a transformers ``PreTrainedModel``) to :data:`IMPLEMENTATION`, registering
-    it (and eager masks for it) with transformers on first use. Idempotent."""
+    it (and eager masks for it) with transformers on first use. Idempotent.
+
+    Raises:
+        ValueError: from transformers, if the model does not dispatch through
+            ``ALL_ATTENTION_FUNCTIONS`` (no ``set_attn_implementation`` support).
+    """
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 

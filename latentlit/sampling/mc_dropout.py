@@ -103,27 +103,14 @@ class MCDropout(Sampler):
         lm = backbone.lm
         if self.attention_p > 0:
             self._attach_attention(lm)
-        patterns = self.targets or DEFAULT_TARGETS.get(lm.config.model_type)
-        if patterns is None:
-            raise ValueError(f"MCDropout has no default targets for model_type={lm.config.model_type!r}; "
-                             "set targets (glob patterns over module names)")
-        names = [n for n, _ in lm.named_modules() if n and any(fnmatch(n, pat) for pat in patterns)]
-        if not names:
-            raise ValueError(f"MCDropout targets {list(patterns)} match no module of the {lm.config.model_type} model")
-        modules = dict(lm.named_modules())
-        self.target_names = names
-        for index, name in enumerate(names):
-            self._handles.append(modules[name].register_forward_hook(self._make_hook(index)))
+        named = _match_modules(lm, "targets", self.targets, DEFAULT_TARGETS)
+        self.target_names = [n for n, _ in named]
+        for index, (_, module) in enumerate(named):
+            self._handles.append(module.register_forward_hook(self._make_hook(index)))
 
     def _attach_attention(self, lm: nn.Module) -> None:
-        patterns = self.attention_targets or DEFAULT_ATTENTION_TARGETS.get(lm.config.model_type)
-        if patterns is None:
-            raise ValueError(f"MCDropout has no default attention_targets for model_type={lm.config.model_type!r}; "
-                             "set attention_targets (glob patterns over attention module names)")
-        named = [(n, m) for n, m in lm.named_modules() if n and any(fnmatch(n, pat) for pat in patterns)]
-        if not named:
-            raise ValueError(f"MCDropout attention_targets {list(patterns)} match no module of the "
-                             f"{lm.config.model_type} model")
+        named = _match_modules(lm, "attention_targets", self.attention_targets, DEFAULT_ATTENTION_TARGETS)
+        patterns = self.attention_targets or DEFAULT_ATTENTION_TARGETS[lm.config.model_type]
         # The probabilities hook only runs inside an attention module's call to the attention
         # function; on any other module it would be attached and silently never run.
         wrong = [f"{n} ({type(m).__name__})" for n, m in named if not type(m).__name__.endswith("Attention")]
@@ -184,3 +171,20 @@ class MCDropout(Sampler):
                 "target_modules": len(self.target_names),
                 "attention_p": self.attention_p, "attention_targets": self.attention_targets or "default",
                 "attention_modules": len(self.attention_names)}
+
+
+def _match_modules(lm: nn.Module, option: str, patterns: list[str] | None, defaults: dict) -> list[tuple[str, nn.Module]]:
+    """(name, module) of ``lm`` matching the glob ``patterns`` (default by model type).
+
+    Raises:
+        ValueError: no default for this model type, or no module matches (naming ``option``).
+    """
+    model_type = lm.config.model_type
+    patterns = patterns or defaults.get(model_type)
+    if patterns is None:
+        raise ValueError(f"MCDropout has no default {option} for model_type={model_type!r}; "
+                         f"set {option} (glob patterns over module names)")
+    named = [(n, m) for n, m in lm.named_modules() if n and any(fnmatch(n, pat) for pat in patterns)]
+    if not named:
+        raise ValueError(f"MCDropout {option} {list(patterns)} match no module of the {model_type} model")
+    return named

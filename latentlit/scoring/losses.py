@@ -63,4 +63,4 @@ def trajectory_score(step_scores: torch.Tensor, mask: torch.Tensor | None = None
     if how == "last":
         last = (mask.long().cumsum(-1) * mask).argmax(-1, keepdim=True)
         return s.gather(-1, last).squeeze(-1)
-    raise ValueError(f"trajectory score how={how!r}; expected sum, mean, last or min")
+    raise ValueError(f"trajectory score how={how!r}; expected one of {TRAJECTORY_SCORES}")
