@@ -116,3 +116,63 @@ def majority_at_k(answers: list, gold: str, ks: list[int]) -> list[float]:
     from latentlit.data.answers import answers_match
 
     return [float(answers_match(majority_vote(answers[:k]).answer, gold)) for k in ks]
+
+
+def distinct_mean(index: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over distinct items: rows sharing an ``index`` count once (the first).
+
+    Under DDP, Lightning's DistributedSampler pads validation data by repeating items so that
+    every process gets as many; a plain mean then counts the repeats twice (3 items on 2
+    processes become 4). Keyed by each item's dataset index, the repeats drop out.
+
+    Args:
+        index: (M,) integer item keys. values: (M,) or (M, K) per-item values.
+
+    Returns:
+        () or (K,) float64 mean over the distinct keys; NaN where there is no item.
+
+    Raises:
+        ValueError: index and values disagree on M.
+    """
+    if index.shape[0] != values.shape[0]:
+        raise ValueError(f"index has {index.shape[0]} rows but values {values.shape[0]}")
+    if index.numel() == 0:
+        return torch.full(values.shape[1:], float("nan"), dtype=torch.float64)
+    order = torch.argsort(index, stable=True)
+    key = index[order]
+    first = torch.ones_like(key, dtype=torch.bool)
+    first[1:] = key[1:] != key[:-1]
+    return values[order][first].to(torch.float64).mean(0)
+
+
+class DistinctMean(Metric):
+    """Mean over distinct items of a per-item value, exact under DDP (see :func:`distinct_mean`).
+
+    ``update(index (B,), values (B,))`` with integer item keys (< 2**53: states are float64, so
+    that a process left without items gathers an empty state of the same dtype); ``compute()``
+    gathers every process's items (torchmetrics ``cat`` reduction) and returns the float64 mean
+    over distinct indices (NaN with no item).
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("index", default=[], dist_reduce_fx="cat")
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+        self.set_dtype(torch.float64)
+
+    def update(self, index: torch.Tensor, values: torch.Tensor) -> None:
+        index = torch.as_tensor(index, device=self.device).reshape(-1)
+        values = torch.as_tensor(values, device=self.device).reshape(-1)
+        if index.shape != values.shape:
+            raise ValueError(f"DistinctMean.update: {index.numel()} indices but {values.numel()} values")
+        self.index.append(index.to(torch.float64))
+        self.values.append(values.to(torch.float64))
+
+    def compute(self) -> torch.Tensor:
+        from torchmetrics.utilities import dim_zero_cat
+
+        if isinstance(self.index, list) and not self.index:
+            return torch.tensor(float("nan"), dtype=torch.float64)
+        return distinct_mean(dim_zero_cat(self.index), dim_zero_cat(self.values))

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torchmetrics import MeanMetric
 
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.curriculum import TokenizedProblem, build_stage_batch, tokenize_problem
 from latentlit.data.problem import Problem
 from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT
+from latentlit.lit.resume import override_optimizer_options
+from latentlit.lit.step_mean import StepMean
+from latentlit.metrics import DistinctMean
 from latentlit.models.backbone import LatentBackbone, LatentConfig
 
 SCHEDULES = ("steps", "epochs")
@@ -53,7 +55,8 @@ class LatentBackboneModule(L.LightningModule):
         self._tokenized: dict[str, TokenizedProblem] = {}
         self._stage_seen = -1
         self._t0 = None
-        self.val_acc = MeanMetric()
+        self.val_acc = DistinctMean()
+        self.step_mean = StepMean()
         self.history: list[dict] = []
 
     # ------------------------------------------------------------------ model construction
@@ -106,19 +109,29 @@ class LatentBackboneModule(L.LightningModule):
         stage = self.current_stage()
         b = build_stage_batch(self._tokens(batch), stage, self.hparams.thoughts_per_step, cfg.end_latent_id, cfg.pad_id, self.device)
         loss_sum, n = self.backbone.forward_train(b["prompt_ids"], b["prompt_mask"], b["num_latents"], b["suffix_ids"], b["suffix_mask"])
-        loss = loss_sum / n.clamp_min(1)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/stage", float(stage), prog_bar=True, batch_size=len(batch))
-        return loss
+        # the summed loss: the gradient is divided by the whole step's target tokens in
+        # on_before_optimizer_step, so accumulation and DDP do not change it
+        return self.step_mean.add(loss_sum, n)
+
+    def on_fit_start(self) -> None:
+        StepMean.check(self.trainer)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        mean = self.step_mean.finish(self.trainer, optimizer)
+        if mean is not None:
+            # per target token over the whole optimiser step (all micro-batches and processes)
+            self.log("train/loss", mean.float(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=False)
 
     # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: list[Problem], batch_idx: int) -> None:
+    def validation_step(self, batch: list[tuple[int, Problem]], batch_idx: int) -> None:
         t = self.current_stage() * self.hparams.thoughts_per_step
-        out = self.backbone.generate([p.question for p in batch], num_latents=t,
+        out = self.backbone.generate([p.question for _, p in batch], num_latents=t,
                                      max_new_tokens=self.hparams.val_max_new_tokens)
         fmt = self.backbone.latent_config.answer_format
-        correct = [answers_match(extract_answer(text, fmt), p.answer) for text, p in zip(out.answers_text, batch)]
-        self.val_acc.update(torch.tensor(correct, dtype=torch.float32, device=self.device))
+        correct = [answers_match(extract_answer(text, fmt), p.answer) for text, (_, p) in zip(out.answers_text, batch)]
+        # keyed by problem index: DDP's padded repeats count once, so the accuracy is exact
+        self.val_acc.update(torch.tensor([i for i, _ in batch]), torch.tensor(correct, dtype=torch.float64))
 
     def on_validation_epoch_end(self) -> None:
         acc = float(self.val_acc.compute())
@@ -133,6 +146,15 @@ class LatentBackboneModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # ------------------------------------------------------------------ resume
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["latentlit"] = {"validation_history": list(self.history)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # options come from the config: the stored optimiser state must not bring back its lr
+        override_optimizer_options(checkpoint, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        self.history = list(checkpoint.get("latentlit", {}).get("validation_history", []))
 
     # ------------------------------------------------------------------ export
     def export_path(self) -> Path:

@@ -19,8 +19,9 @@ def _as_list(batch: list[Problem]) -> list[Problem]:
 class CurriculumDataModule(L.LightningDataModule):
     """Training and validation problems for the COCONUT curriculum.
 
-    Batches are plain lists of :class:`Problem`; the module builds the stage-dependent tensors,
-    since the stage is training state, not data.
+    Training batches are plain lists of :class:`Problem`; the module builds the stage-dependent
+    tensors, since the stage is training state, not data. Validation batches are lists of
+    (index in ``val_problems``, Problem) pairs.
 
     Args:
         train / val: problem sources.
@@ -64,7 +65,10 @@ class CurriculumDataModule(L.LightningDataModule):
         return DataLoader(self.train_problems, batch_size=self.batch_size, shuffle=True, collate_fn=_as_list, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_problems, batch_size=self.val_batch_size, shuffle=False, collate_fn=_as_list)
+        # (index, problem) pairs: under DDP the sampler repeats items to even out the processes,
+        # and the index lets the accuracy count each problem once
+        return DataLoader(list(enumerate(self.val_problems)), batch_size=self.val_batch_size, shuffle=False,
+                          collate_fn=_as_list)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -14,14 +14,21 @@ from latentlit.scoring.rollouts import LabelledGroup
 from latentlit.scoring.shards import load_groups
 
 
-def collate_groups(groups: list[LabelledGroup]) -> dict:
+def collate_groups(groups: list[LabelledGroup] | list[tuple[int, LabelledGroup]]) -> dict:
     """Stack whole groups into a batch, padding N and T.
+
+    Args:
+        groups: groups, or (index, group) pairs (then the batch also has ``index``).
 
     Returns:
         dict with ``questions`` (G,), ``ids`` (G,), ``latents`` (G, N, T, d), ``latent_mask``
         (G, N, T) bool (False = padding), ``labels`` (G, N, T), ``final_correct`` (G, N) bool,
-        ``candidate_mask`` (G, N) bool.
+        ``candidate_mask`` (G, N) bool; with pairs, ``index`` (G,) long.
     """
+    index = None
+    if groups and isinstance(groups[0], tuple):
+        index = torch.tensor([i for i, _ in groups], dtype=torch.long)
+        groups = [x for _, x in groups]
     g = len(groups)
     n = max(x.latents.shape[0] for x in groups)
     t = max(x.latents.shape[1] for x in groups)
@@ -38,8 +45,11 @@ def collate_groups(groups: list[LabelledGroup]) -> dict:
         labels[i, :ni, :ti] = x.labels
         final[i, :ni] = x.final_correct
         cand[i, :ni] = True
-    return {"questions": [x.question for x in groups], "ids": [x.id for x in groups], "latents": latents,
-            "latent_mask": mask, "labels": labels, "final_correct": final, "candidate_mask": cand}
+    batch = {"questions": [x.question for x in groups], "ids": [x.id for x in groups], "latents": latents,
+             "latent_mask": mask, "labels": labels, "final_correct": final, "candidate_mask": cand}
+    if index is not None:
+        batch["index"] = index
+    return batch
 
 
 class LatentRMDataModule(L.LightningDataModule):
@@ -83,4 +93,7 @@ class LatentRMDataModule(L.LightningDataModule):
         return DataLoader(self.train_groups, batch_size=self.batch_size, shuffle=True, collate_fn=collate_groups)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_groups, batch_size=max(self.batch_size, 64), shuffle=False, collate_fn=collate_groups)
+        # (index, group) pairs: under DDP the sampler repeats groups to even out the processes,
+        # and the index lets recall@1 and the loss count each group once
+        return DataLoader(list(enumerate(self.val_groups)), batch_size=max(self.batch_size, 64), shuffle=False,
+                          collate_fn=collate_groups)

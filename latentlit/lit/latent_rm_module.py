@@ -8,6 +8,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from latentlit.lit.resume import override_optimizer_options
+from latentlit.lit.step_mean import StepMean
+from latentlit.metrics import DistinctMean
 from latentlit.models.latent_rm import LatentRM
 from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss, trajectory_score
 
@@ -39,10 +42,13 @@ class LatentRMModule(L.LightningModule):
         self.rm = LatentRM.from_backbone(LatentBackbone.from_pretrained(backbone), n_layer=n_layer, seed=seed,
                                          head_dropout=head_dropout)
         self._best: tuple[float, dict] | None = None
-        self._val: list[torch.Tensor] = []
+        self.step_mean = StepMean()
+        self.val_recall, self.val_loss = DistinctMean(), DistinctMean()
+        self._val_seen = 0
 
 
     def on_fit_start(self) -> None:
+        StepMean.check(self.trainer)
         groups = getattr(self.trainer.datamodule, "train_groups", None)
         width = self.rm.transformer.config.n_embd
         if groups and groups[0].latents.shape[-1] != width:
@@ -57,32 +63,64 @@ class LatentRMModule(L.LightningModule):
         fmask = batch["latent_mask"].reshape(g * n, t)
         return self.rm(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fmask).reshape(g, n, t)
 
-    def _loss(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+    def _loss(self, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The loss summed over the groups of (G, N, T) inputs (the unit of the mean is the group)."""
         fn = step_contrastive_loss if self.hparams.loss == "contrastive" else step_bce_loss
-        return fn(scores, batch["labels"], batch["latent_mask"]) / scores.shape[0]
+        return fn(scores, labels, mask)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self._scores(batch), batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["questions"]))
-        return loss
+        # the summed loss: on_before_optimizer_step divides the gradient by the groups of the
+        # whole optimiser step (all micro-batches and processes)
+        loss = self._loss(self._scores(batch), batch["labels"], batch["latent_mask"])
+        return self.step_mean.add(loss, len(batch["questions"]))
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        mean = self.step_mean.finish(self.trainer, optimizer)
+        if mean is not None:
+            self.log("train/loss", mean.float(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         scores = self._scores(batch)
-        self.log("val/loss", self._loss(scores, batch), batch_size=len(batch["questions"]))
+        # per group, keyed by its index: DDP's padded repeats count once (exact under any cut)
+        labels, mask = batch["labels"], batch["latent_mask"]
+        losses = torch.stack([self._loss(scores[i:i + 1], labels[i:i + 1], mask[i:i + 1]) for i in range(scores.shape[0])])
         traj = trajectory_score(scores, batch["latent_mask"], self.hparams.score)
         traj = traj.masked_fill(~batch["candidate_mask"], float("-inf"))
         top = traj.argmax(1)
-        self._val.append(batch["final_correct"].gather(1, top[:, None]).squeeze(1).float())
+        hit = batch["final_correct"].gather(1, top[:, None]).squeeze(1)
+        if "index" in batch:
+            index = batch["index"]
+        else:  # groups without their dataset index (another datamodule): distinct keys, no deduplication
+            index = (self._val_seen + torch.arange(scores.shape[0])) * self.trainer.world_size + self.global_rank
+            self._val_seen += scores.shape[0]
+        self.val_recall.update(index, hit)
+        self.val_loss.update(index, losses.detach())
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val:
+        if self.val_recall.update_count == 0:
             return
-        recall = torch.cat(self._val).mean()
-        self._val.clear()
-        recall = self.trainer.strategy.reduce(recall, reduce_op="mean")
-        self.log("val/recall@1", recall, prog_bar=True)
-        if not self.trainer.sanity_checking and (self._best is None or float(recall) > self._best[0]):
-            self._best = (float(recall), copy.deepcopy({k: v.detach().cpu() for k, v in self.rm.state_dict().items()}))
+        recall, loss = float(self.val_recall.compute()), float(self.val_loss.compute())
+        self.val_recall.reset()
+        self.val_loss.reset()
+        self._val_seen = 0
+        # the same on every process (gathered and deduplicated): no sync_dist
+        self.log("val/recall@1", recall, prog_bar=True, sync_dist=False)
+        self.log("val/loss", loss, sync_dist=False)
+        if not self.trainer.sanity_checking and (self._best is None or recall > self._best[0]):
+            self._best = (recall, copy.deepcopy({k: v.detach().cpu() for k, v in self.rm.state_dict().items()}))
+
+    # ------------------------------------------------------------------ resume
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # the best RM so far, so that a resumed run still exports the best, not the last weights
+        if self._best is not None:
+            checkpoint["latentlit"] = {"best_recall": self._best[0], "best_rm": self._best[1]}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # options come from the config: the stored optimiser state must not bring back its lr
+        override_optimizer_options(checkpoint, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        stored = checkpoint.get("latentlit", {})
+        if "best_rm" in stored:
+            self._best = (float(stored["best_recall"]), dict(stored["best_rm"]))
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

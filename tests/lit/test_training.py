@@ -23,7 +23,8 @@ class _LossRecorder(L.Callback):
         self.stages.append(pl_module.current_stage())  # the stage this step trains at
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses.append(float(outputs["loss"]))
+        # the step's mean loss per target token (training_step returns the summed loss)
+        self.losses.append(float(trainer.callback_metrics["train/loss"]))
 
 
 def test_short_training_lowers_loss(tmp_path):

@@ -1,0 +1,34 @@
+"""What a resumed run (``--ckpt_path``) takes from its checkpoint and what from its config.
+
+The rule (every subcommand): the config and command line decide every option; the checkpoint
+provides weights, optimiser state and loop state (step, epoch) and training state the modules
+store themselves (the best LatentRM so far, the validation history). ``latentlit.cli`` warns
+about options whose stored value differs; the functions here keep the optimiser state from
+bringing the stored options back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def override_optimizer_options(checkpoint: dict, **options: Any) -> list[str]:
+    """Set ``options`` (``lr``, ``weight_decay``...) in every parameter group of the optimiser
+    states of a Lightning ``checkpoint`` dict, in place, before Lightning restores them.
+
+    torch's ``Optimizer.load_state_dict`` restores each group's hyperparameters along with its
+    moments, so without this a resumed run would train with the checkpoint's learning rate
+    whatever the command line says.
+
+    Returns:
+        ``"name: stored -> now"`` for each option whose stored value differed (once per name).
+    """
+    changed: dict[str, str] = {}
+    for state in checkpoint.get("optimizer_states", []):
+        for group in state.get("param_groups", []):
+            for name, value in options.items():
+                if name in group and group[name] != value:
+                    changed.setdefault(name, f"{name}: {group[name]} -> {value}")
+                if name in group:
+                    group[name] = value
+    return list(changed.values())
