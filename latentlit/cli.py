@@ -4,9 +4,9 @@ Models and data modules are chosen by ``class_path`` in YAML (subclass mode), ev
 overridden on the command line, TensorBoard is the default logger.
 
 Lightning 2.6 lays the hyperparameters stored in a ``--ckpt_path`` checkpoint over the config
-and command line without a word. Inference-time options (N, sampler, sigma, p, aggregation,
-budget, seed, output directory) must always come from the config the user ran, so they are
-removed from the checkpoint's hyperparameters before that merge, with a note of what was dropped.
+and command line without a word. latentlit does not: the checkpoint gives weights, optimiser
+and loop state; every option comes from the config and command line, with a warning naming
+those that differ from the checkpoint's (``latentlit.lit.resume``).
 """
 
 from __future__ import annotations
@@ -23,43 +23,36 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 # imported so that short class names resolve on the command line
 import latentlit.lit  # noqa: E402,F401
 
-INFERENCE_TIME_KEYS = frozenset({
-    "n_samples", "sampler", "aggregators", "max_trajectories", "seed", "output_dir", "num_latents",
-    "max_new_tokens", "greedy_baseline", "save_latents", "latent_rm", "beam_width", "beam_candidates",
-    "rm_score", "backbone", "answer_format", "dtype", "n_rollouts", "drop_all_correct", "drop_all_wrong",
-})
-
 
 class LatentLitCLI(LightningCLI):
-    """LightningCLI whose ``--ckpt_path`` never overrides inference-time options."""
+    """LightningCLI whose ``--ckpt_path`` restores state, never options."""
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning's merge of checkpoint hyperparameters into the config, minus the
-        inference-time keys (which are reported when dropped)."""
+        """``--ckpt_path`` (fit, validate, test, predict): the checkpoint provides weights,
+        optimiser state and loop state (step, epoch); the config and command line decide every
+        option. Lightning 2.6 would lay the hyperparameters stored in the checkpoint over them (a
+        resumed ``fit`` then kept the old ``export_dir``, ``loss`` and ``lr``, and overwrote the
+        old export); here they are only compared, with one warning naming each option whose
+        stored value differs."""
         import torch
-        from pathlib import Path
+
+        from latentlit.lit.resume import option_differences
 
         if not self.config.get("subcommand"):
             return
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        config = self.config[self.config.subcommand]
+        ckpt_path = config.get("ckpt_path")
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
-        hparams = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
-        hparams.pop("_instantiator", None)
-        dropped = sorted(k for k in hparams if k in INFERENCE_TIME_KEYS)
-        if dropped:
-            warnings.warn(f"--ckpt_path {ckpt_path}: ignoring the checkpoint's inference-time options {dropped}; "
-                          "the config and command line decide them", stacklevel=2)
-        hparams = {k: v for k, v in hparams.items() if k not in INFERENCE_TIME_KEYS}
-        if not hparams or set(hparams) == {"_class_path"}:
-            return
-        if "_class_path" in hparams:
-            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
-        try:
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
-        except SystemExit:
-            sys.stderr.write(f"Parsing of the hyperparameters stored in {ckpt_path} failed\n")
-            raise
+        stored = torch.load(ckpt_path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        model = config.get("model")
+        model = model.as_dict() if hasattr(model, "as_dict") else dict(model or {})
+        diffs = option_differences(stored, model)
+        if diffs:
+            listed = "; ".join(f"{k}: checkpoint {v[0]!r}, now {v[1]!r}" for k, v in sorted(diffs.items()))
+            warnings.warn(f"--ckpt_path {ckpt_path}: the checkpoint gives weights, optimiser and step only; these "
+                          f"options come from the config and command line and differ from the checkpoint's: {listed}",
+                          stacklevel=2)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--quiet_transformers", type=bool, default=True,

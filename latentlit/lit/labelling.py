@@ -66,7 +66,7 @@ class RolloutLabeller(L.LightningModule):
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
         hp = self.hparams
-        batch = [(i, p) for i, p in batch if p.id not in self._skip]  # resume
+        batch = [(i, p) for i, p in batch if p is not None and p.id not in self._skip]  # placeholders, resume
         if not batch:
             return []
         start = time.perf_counter()

@@ -10,7 +10,10 @@ from latentlit.data.sources import ProblemSource, SyntheticProblems
 
 
 class IndexedProblems(Dataset):
-    """(index in the full problem list, Problem) pairs; the index orders merged outputs."""
+    """(index in the full problem list, Problem) pairs; the index orders merged outputs.
+
+    Items ``(-1, None)`` are placeholders (see :meth:`ProblemDataModule.predict_dataloader`):
+    ``predict_step`` skips them."""
 
     def __init__(self, items: list[tuple[int, Problem]]):
         self.items = items
@@ -55,7 +58,13 @@ class ProblemDataModule(L.LightningDataModule):
                 seen.add(p.id)
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(IndexedProblems(list(enumerate(self.problems))), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)
+        items = list(enumerate(self.problems))
+        # Lightning's predict sampler under DDP asserts that every process gets an item: with fewer
+        # problems than processes, placeholders give the idle processes one to skip, so that they
+        # run the loop (and its collective metric reduction) to the end with the others
+        world = self.trainer.world_size if self.trainer is not None else 1
+        items += [(-1, None)] * max(0, world - len(items)) if items else []
+        return DataLoader(IndexedProblems(items), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         # batches are lists of Problem records (frozen dataclasses Lightning cannot move);

@@ -152,7 +152,7 @@ class TTSPredictor(L.LightningModule):
     @torch.no_grad()
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int) -> list[dict]:
         hp = self.hparams
-        batch = [(i, p) for i, p in batch if p.id not in self._skip]  # resume
+        batch = [(i, p) for i, p in batch if p is not None and p.id not in self._skip]  # placeholders, resume
         if not batch:
             return []
         start = time.perf_counter()

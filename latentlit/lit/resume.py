@@ -32,3 +32,34 @@ def override_optimizer_options(checkpoint: dict, **options: Any) -> list[str]:
                 if name in group:
                     group[name] = value
     return list(changed.values())
+
+
+def option_differences(stored: dict, config: dict) -> dict[str, tuple[Any, Any]]:
+    """Options of a checkpoint's stored hyperparameters whose value differs from the config's.
+
+    Args:
+        stored: ``checkpoint["hyper_parameters"]`` (Lightning's bookkeeping keys, those starting
+            with ``_``, are skipped, except ``_class_path``, compared as ``class_path``).
+        config: the model's options as parsed now: ``{"class_path": ..., "init_args": {...}}``
+            (subclass mode) or the options themselves.
+
+    Returns:
+        {name: (stored value, value now)}; an option stored but absent from the config has
+        value now ``None``; options the checkpoint does not store (the sampler object) are not
+        compared. Values are compared in their JSON form (a path and its string are equal).
+    """
+    import json
+
+    def plain(value):
+        return json.loads(json.dumps(value, default=str))
+
+    now = dict(config.get("init_args") or {}) if "init_args" in config or "class_path" in config else dict(config)
+    diffs: dict[str, tuple[Any, Any]] = {}
+    if "_class_path" in stored and "class_path" in config and stored["_class_path"] != config["class_path"]:
+        diffs["class_path"] = (stored["_class_path"], config["class_path"])
+    for name, value in stored.items():
+        if name.startswith("_"):
+            continue
+        if plain(value) != plain(now.get(name)):
+            diffs[name] = (value, now.get(name))
+    return diffs

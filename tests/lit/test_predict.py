@@ -277,8 +277,13 @@ def _save_agn_checkpoint(env, path: Path, answer_format: str | None) -> None:
 def test_ckpt_path_does_not_override_inference_options(env):
     ckpt = env["root"] / "agn.ckpt"
     _save_agn_checkpoint(env, ckpt, answer_format="last_number")
-    with pytest.warns(UserWarning, match="ignoring the checkpoint's inference-time options"):
+    with pytest.warns(UserWarning, match="options come from the config and command line") as caught:
         out = _predict(env, "from_ckpt", "--ckpt_path", str(ckpt))
+    message = next(str(w.message) for w in caught if str(w.message).startswith("--ckpt_path"))
+    for differing in ("n_samples: checkpoint 2, now 4", "seed: checkpoint 5, now 0", "max_trajectories: checkpoint 7, now 64",
+                      "max_new_tokens: checkpoint 2, now 3", "output_dir: checkpoint"):
+        assert differing in message, message
+    assert "backbone:" not in message and "answer_format:" not in message  # the same in both
     records = _records(out)
     assert len(records) == 6 and all(len(r["answers"]) == N for r in records)
     cfg = _metrics(out)["config"]
