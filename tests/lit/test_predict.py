@@ -10,11 +10,7 @@ that correctness, votes and coverage take non-trivial values.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +25,7 @@ from latentlit.metrics import pass_at_k
 from latentlit.models.backbone import LatentBackbone
 from latentlit.sampling import MCDropout
 from latentlit.sampling.nway import sample_questions
+from latentlit.testing.ddp import run_cli_ddp
 from latentlit.testing.tiny import tiny_backbone
 
 N, SEED, MAX_NEW = 4, 0, 3
@@ -302,24 +299,11 @@ def test_ckpt_path_does_not_override_answer_format(env):
 
 
 # ---------------------------------------------------------------------- DDP on CPU
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_ddp_two_cpu_processes_match_one(env):
     single = _predict(env, "single_bs2", batch_size=2)
     out = env["root"] / "ddp"
-    cfg = _config(env, out, batch_size=2)
-    envvars = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "PL_GLOBAL_SEED": "0",
-               "OMP_NUM_THREADS": "1"}
-    for var in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "RANK"):
-        envvars.pop(var, None)
-    cmd = [sys.executable, "-m", "latentlit.cli", "predict", "--config", str(cfg), "--trainer.strategy", "ddp",
-           "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-    proc = subprocess.run(cmd, cwd=env["root"], env=envvars, capture_output=True, text=True, timeout=300)
+    proc = run_cli_ddp("predict", _config(env, out, batch_size=2), env["root"])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "world_size=2" in proc.stderr or "distributed_backend=gloo" in proc.stderr, proc.stderr[-3000:]
     assert not list(out.glob("predictions.rank*.jsonl"))  # merged and removed
@@ -328,3 +312,19 @@ def test_ddp_two_cpu_processes_match_one(env):
     ddp, one = _metrics(out), _metrics(single)
     assert ddp["counts"]["questions"] == 6 and ddp["counts"]["trajectories_this_run"] == 6 * N
     _assert_same_metrics(ddp, one)
+
+
+@pytest.mark.slow
+def test_ddp_fewer_questions_than_processes(env):
+    """One question on two processes: the idle process runs to the end with the other (it used to
+    stop on a bare AssertionError in Lightning's sampler, and the other on a gloo disconnect)."""
+    single = _predict(env, "single_limit1", limit=1)
+    out = env["root"] / "ddp_limit1"
+    proc = run_cli_ddp("predict", _config(env, out, limit=1), env["root"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "AssertionError" not in proc.stderr
+    assert [r["id"] for r in _records(out)] == ["p0"]
+    _assert_same_records(out, single)
+    ddp = _metrics(out)
+    assert ddp["counts"]["questions"] == 1 and ddp["counts"]["trajectories_this_run"] == N
+    _assert_same_metrics(ddp, _metrics(single))
