@@ -109,3 +109,34 @@ def test_training_resumes_from_a_checkpoint(tmp_path):
     assert max(moved) > 0
     exported = LatentBackbone.from_pretrained(tmp_path / "export12r")
     assert exported.latent_config.num_latents == 2
+
+
+def test_validation_accuracy_counts_each_problem_once(tmp_path):
+    """val/acc is the mean over the validation problems of the answer's correctness, recomputed
+    here from the backbone's own greedy answers; three golds are made wrong so it is neither 0
+    nor 1. (Batches are (index, problem) pairs: under DDP the padded repeat counts once, as
+    tests/lit/test_latent_rm_validation.py checks on two processes.)"""
+    from latentlit.data.answers import answers_match, extract_answer
+    from latentlit.data.sources import ProblemFile
+
+    problems = SyntheticProblems("val", n_train=16, n_val=7, n_test=4).load()
+    rows = [{"id": p.id, "question": p.question, "answer": str(int(p.answer) + 1) if i % 2 else p.answer}
+            for i, p in enumerate(problems)]
+    path = tmp_path / "val.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    dm = CurriculumDataModule(train=SyntheticProblems("train", n_train=16, n_val=7, n_test=4), val=ProblemFile(str(path)),
+                              val_batch_size=3)
+    # stage 1 at step 0 with 4 thoughts per step: the quickstart backbone's T = 4
+    model = LatentBackboneModule(init_from="quickstart", num_stages=1, thoughts_per_step=4, stage0_length=0,
+                                 val_max_new_tokens=8)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+                        default_root_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (result,) = trainer.validate(model, datamodule=dm)
+    bb = LatentBackbone.from_pretrained("quickstart")
+    texts = bb.generate([r["question"] for r in rows], num_latents=4, max_new_tokens=8).answers_text
+    correct = [answers_match(extract_answer(t, bb.latent_config.answer_format), r["answer"]) for t, r in zip(texts, rows)]
+    assert 0 < sum(correct) < len(rows)
+    assert result["val/acc"] == pytest.approx(sum(correct) / len(rows), abs=1e-7)
+    assert model.history[-1]["val_acc"] == pytest.approx(sum(correct) / len(rows), abs=1e-7)
