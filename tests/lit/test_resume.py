@@ -110,3 +110,11 @@ def test_resumed_fit_takes_options_from_the_command_line_and_exports_the_stored_
     last = torch.load(ckpt_path, weights_only=True)
     assert last["global_step"] == 4 and last["latentlit"]["best_recall"] == 1.0
     assert any(not torch.equal(last["state_dict"]["rm." + k], v) for k, v in best.items())
+    # validate (like test and predict) follows the same rule: checkpoint weights, config options
+    with pytest.warns(UserWarning, match=r"score: checkpoint 'sum', now 'last'"):
+        validated = LatentLitCLI(subclass_mode_model=True, subclass_mode_data=True, auto_configure_optimizers=False,
+                                 save_config_kwargs={"overwrite": True}, args=["validate", "--config", str(tmp_path / "second.yaml"), "--ckpt_path", str(ckpt_path),
+                                       "--model.init_args.score", "last"])
+    assert validated.model.hparams.score == "last" and validated.model.hparams.loss == "bce"
+    for k, v in validated.model.rm.state_dict().items():
+        assert torch.equal(v, last["state_dict"]["rm." + k]), k
