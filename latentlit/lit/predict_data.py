@@ -63,7 +63,8 @@ class ProblemDataModule(L.LightningDataModule):
         # problems than processes, placeholders give the idle processes one to skip, so that they
         # run the loop (and its collective metric reduction) to the end with the others
         world = self.trainer.world_size if self.trainer is not None else 1
-        items += [(-1, None)] * max(0, world - len(items)) if items else []
+        if items:
+            items += [(-1, None)] * max(0, world - len(items))
         return DataLoader(IndexedProblems(items), batch_size=self.batch_size, shuffle=False, collate_fn=_as_list)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
