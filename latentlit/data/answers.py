@@ -1,72 +1,176 @@
 """Answer normalisation, numeric comparison and extraction from generated text.
 
-"No answer" is always ``None``: a model that emits garbage must be scored as
-wrong, never as having answered ``0``.
+"No answer" is always ``None``: a model that emits garbage must be scored as wrong, never as
+having answered ``0``.
+
+**What counts as one number** (:func:`normalize_answer`, :func:`extract_answer`):
+
+- an optional sign (``-``, ``+``, ``\u2212``) and currency (``$`` or TeX's ``\\$``), in either
+  order: ``-$5``, ``$-5``, ``\\$460``;
+- digits with optional thousands groups of exactly three digits, separated by ``,``, TeX's
+  ``{,}`` or ``\\,``: ``1,234``, ``9{,}500``; then optional decimals and exponent (``2.5``,
+  ``.5``, ``5.158e-07``);
+- or a fraction of two integers, ``1/2``, ``\\frac{1}{2}`` (also ``\\dfrac``, ``\\tfrac``): one
+  number, 0.5; a zero denominator is no answer;
+- or a mixed number, an integer, one space and a proper fraction: ``2 1/2`` = 2.5 (``2 3/2`` is
+  no answer);
+- an optional ``%`` (or ``\\%``) after it, which is dropped: ``50%`` is 50, not 0.5, because
+  GSM8K-style golds give a percentage as its number of percent ("What percent...?" ``#### 25``);
+- a sentence-ending ``.`` after it is not part of it.
+
+A number glued to more digit-like text (``12,34``, ``9{,}50``, ``1.5/3``, ``3.5.6``) is
+malformed and gives *no answer*, never its first part: a truncated number would be scored as
+if the model had written it.
+
+**When two answers match** (:func:`answers_match`): both parse, and their exact rational
+values x, y satisfy ``x == y`` when both are integers below 2**53 in magnitude, else
+``|x - y| <= REL_TOL * max(|x|, |y|)`` with ``REL_TOL = 2**-50`` (four units in the last
+place of a float64; above 2**53 a float64 holds only every other integer, so an integral gold
+there may be a float artefact too). The tolerance is there only for float artefacts in golds computed in
+floating point (GSM-Hard's ``3244047.0999999996`` == ``3244047.1``, ``0.30000000000000004`` ==
+``0.3``; every such gold in gsm_hard.json is within 2 units in the last place of its short
+decimal or small fraction). Consequences: two different integers below 2**53 (9.0e15) never
+match, and two different numbers with at most 15 significant digits never match (their relative difference
+is at least 1e-15 > 2**-50). A gold rounded to fewer digits (GSM-Hard's ``5.3333333333`` for
+16/3) matches only a prediction with those digits.
 """
 
 from __future__ import annotations
 
-import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from fractions import Fraction
+from functools import lru_cache
 
 ANSWER_FORMATS: tuple[str, ...] = ("auto", "coconut", "gsm8k", "colar", "last_number")
 
-# A number as it appears in prose: optional sign, digits with optional
-# thousands separators, optional decimals and exponent. The look-behind keeps
-# the "-" of "16-3" (a binary minus) and digits glued to words ("x2") out.
-_NUMBER = r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|(?<![\w.])-?\.\d+(?:[eE][-+]?\d+)?"
-_NUMBER_RE = re.compile(_NUMBER)
-# What normalize_answer accepts once separators and currency are stripped.
-_PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-# Markers are matched exactly ("###" must not match inside "####" and vice versa);
-# the number may be preceded by "$" and spaces.
-_MARKERS = {
-    "coconut": re.compile(r"(?<!#)###(?!#)\s*\$?\s*"),
-    "gsm8k": re.compile(r"(?<!#)####(?!#)\s*\$?\s*"),
-    "colar": re.compile(r"\banswer\s*:\s*\$?\s*", re.IGNORECASE),
-}
-# Beyond this many digits a fixed-point rendering is pointless (and "1e999999"
-# would build a megabyte string), so keep scientific notation.
+# Four float64 units in the last place (eps = 2**-52): room for the rounding of a short chain of
+# float operations, far below the 1e-15 that separates two numbers of 15 significant digits.
+REL_TOL = Fraction(1, 2**50)
+# Below this every integer is a float64, so an integral answer is what was meant: compared exactly.
+_EXACT_INTEGERS = 2**53
+# Beyond this decimal exponent no float (or model) means the value; it also keeps "1e999999"
+# from building a million-digit integer.
+_MAX_EXPONENT = 1000
+# Integral values beyond this many digits keep scientific notation in the canonical string.
 _MAX_FIXED_EXPONENT = 40
 
+_SEP = r"(?:,|\{,\}|\\,)"
+_INT = rf"(?:\d{{1,3}}(?:{_SEP}\d{{3}})+|\d+)"
+_EXP = r"(?:[eE][-+]?\d+)"
+_SIGN = "[-+\u2212]"
+_CURRENCY = r"\\?\$"
+# The look-behind keeps the "-" of "16-3" (a binary minus) and digits glued to words ("x2") out.
+_TOKEN = re.compile(
+    rf"(?<![\w.])(?P<prefix>{_SIGN}(?:{_CURRENCY} ?)?|{_CURRENCY} ?{_SIGN}?)?"
+    rf"(?:(?P<whole>\d+) (?P<mnum>\d+)/(?P<mden>\d+)"
+    rf"|(?P<num>{_INT})/(?P<den>{_INT})"
+    rf"|\\[dt]?frac\{{(?P<tnum>\d+)\}}\{{(?P<tden>\d+)\}}"
+    rf"|(?P<dec>{_INT}(?:\.\d+)?{_EXP}?|\.\d+{_EXP}?))"
+    r"(?:\\?%)?"
+)
+# Digit-like text right after a number: the number was cut short (malformed).
+_GLUE = re.compile(rf"\d|[.,/]\d|{_SEP}\d|[eE][-+]?\d")
+# The rest of a malformed run, skipped so that no number starts inside it.
+_RUN = re.compile(rf"(?:[\d.,/eE+\-]|{_SEP})*")
+# Markers are matched exactly ("###" must not match inside "####" and vice versa).
+_MARKERS = {
+    "coconut": re.compile(r"(?<!#)###(?!#)\s*"),
+    "gsm8k": re.compile(r"(?<!#)####(?!#)\s*"),
+    "colar": re.compile(r"\banswer\s*:\s*", re.IGNORECASE),
+}
+_MALFORMED = object()
 
-def _canonical(value: Decimal) -> str:
-    if value == value.to_integral_value():
-        return str(int(value)) if abs(value.adjusted()) <= _MAX_FIXED_EXPONENT else str(value.normalize())
-    if abs(value.adjusted()) > _MAX_FIXED_EXPONENT:
-        return str(value.normalize())
-    text = format(value, "f")
+
+def _int(text: str) -> int:
+    return int(re.sub(_SEP, "", text))
+
+
+def _token_value(m: re.Match) -> Fraction | None:
+    """Exact value of a :data:`_TOKEN` match, None when it is no number (zero denominator,
+    improper mixed fraction, absurd exponent)."""
+    if m["whole"] is not None:
+        num, den = int(m["mnum"]), int(m["mden"])
+        if den == 0 or num >= den:
+            return None
+        value = int(m["whole"]) + Fraction(num, den)
+    elif m["num"] is not None or m["tnum"] is not None:
+        num, den = (_int(m["num"]), _int(m["den"])) if m["num"] is not None else (int(m["tnum"]), int(m["tden"]))
+        if den == 0:
+            return None
+        value = Fraction(num, den)
+    else:
+        dec = Decimal(re.sub(_SEP, "", m["dec"]))
+        if abs(dec.adjusted()) > _MAX_EXPONENT:
+            return None
+        value = Fraction(dec)
+    prefix = m["prefix"] or ""
+    return -value if ("-" in prefix or "\u2212" in prefix) else value
+
+
+def _number_at(text: str, pos: int):
+    """The number starting exactly at ``pos``: (end, value) with value a Fraction, None (not a
+    number) or ``_MALFORMED``; None when no number starts there."""
+    m = _TOKEN.match(text, pos)
+    if m is None:
+        return None
+    if _GLUE.match(text, m.end()):
+        return _RUN.match(text, m.end()).end(), _MALFORMED
+    return m.end(), _token_value(m)
+
+
+def _canonical(value: Fraction) -> str:
+    """``"18"``, ``"-2.5"``, ``"0.0000005158"``, ``"1E+50"``, or ``"p/q"`` when the value has
+    no finite decimal expansion (``"1/3"``)."""
+    den, rest, twos, fives = value.denominator, value.denominator, 0, 0
+    while rest % 2 == 0:
+        rest, twos = rest // 2, twos + 1
+    while rest % 5 == 0:
+        rest, fives = rest // 5, fives + 1
+    if rest != 1:
+        return f"{value.numerator}/{den}"
+    scale = max(twos, fives)
+    dec = Decimal(f"{value.numerator * 10**scale // den}E-{scale}")
+    if value.denominator == 1:
+        return str(value.numerator) if abs(dec.adjusted()) <= _MAX_FIXED_EXPONENT else str(dec.normalize())
+    if abs(dec.adjusted()) > _MAX_FIXED_EXPONENT:
+        return str(dec.normalize())
+    text = format(dec, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@lru_cache(maxsize=1 << 16)
+def _value(text: str) -> Fraction | None:
+    """Exact value of an answer string that is one number (module docstring), else None."""
+    cleaned = text.strip()
+    if cleaned.endswith("."):
+        cleaned = cleaned[:-1]
+    found = _number_at(cleaned, 0)
+    if found is None or found[0] != len(cleaned) or found[1] is _MALFORMED:
+        return None
+    return found[1]
 
 
 def normalize_answer(text: str) -> str | None:
     """Canonicalise a numeric answer string.
 
-    Strips surrounding whitespace, all ``,`` and ``$`` characters and a trailing
-    ``.``; integral values lose their fraction (``"18.0"`` -> ``"18"``), other
-    decimals keep their digits (``"3.3333333333333335"`` unchanged) and
-    scientific notation is expanded (``"5.158e-07"`` -> ``"0.0000005158"``).
+    Integral values lose their fraction (``"18.0"`` -> ``"18"``), decimals keep their digits
+    (``"3.3333333333333335"`` unchanged), scientific notation is expanded (``"5.158e-07"`` ->
+    ``"0.0000005158"``), fractions become decimals when exact (``"1/2"`` -> ``"0.5"``) and
+    ``"p/q"`` in lowest terms otherwise (``"2/6"`` -> ``"1/3"``); separators, currency, ``%``
+    and a trailing ``.`` go (``"$1,234."`` -> ``"1234"``).
 
     Args:
         text: Candidate answer, e.g. ``"$1,234."``.
 
     Returns:
-        The canonical string (``"1234"``), or ``None`` if ``text`` is not a
-        single number (``"18 apples"``, ``""``, ``"nan"``). Never raises.
+        The canonical string, or ``None`` if ``text`` is not a single number as the module
+        docstring defines it (``"18 apples"``, ``""``, ``"nan"``, ``"12,34"``). Never raises.
     """
     if not isinstance(text, str):
         return None
-    cleaned = text.strip().replace(",", "").replace("$", "").replace(" ", "")
-    if cleaned.endswith("."):
-        cleaned = cleaned[:-1]
-    if not _PLAIN_NUMBER_RE.fullmatch(cleaned):
-        return None
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation:
-        return None
-    return _canonical(value + 0)  # "+ 0" turns "-0" into "0"
+    value = _value(text)
+    return None if value is None else _canonical(value)
 
 
 def parse_number(text: str | None) -> float | None:
@@ -76,53 +180,63 @@ def parse_number(text: str | None) -> float | None:
         text: Anything :func:`normalize_answer` accepts; ``None`` is allowed.
 
     Returns:
-        The value as a float, or ``None`` if ``text`` is not a number or the
+        The value as a float (the nearest one), or ``None`` if ``text`` is not a number or the
         value does not fit a finite float.
     """
-    if text is None:
+    if not isinstance(text, str):
         return None
-    canonical = normalize_answer(text)
-    if canonical is None:
+    value = _value(text)
+    if value is None:
         return None
-    value = float(canonical)
-    return value if math.isfinite(value) else None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
-def answers_match(a: str | None, b: str | None, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
-    """Compare two answers numerically.
-
-    Uses :func:`math.isclose` so GSM-Hard golds such as ``"3244047.0999999996"``
-    match ``"3244047.1"``.
+def answers_match(a: str | None, b: str | None, *, rel_tol: float | Fraction = REL_TOL) -> bool:
+    """Compare two answers by value (the rule is in the module docstring).
 
     Args:
-        a, b: Answer strings (any form :func:`normalize_answer` accepts) or
-            ``None`` for "no answer".
-        rel_tol: Relative tolerance (fraction of the larger magnitude).
-        abs_tol: Absolute tolerance.
+        a, b: Answer strings (any form :func:`normalize_answer` accepts) or ``None`` for "no
+            answer".
+        rel_tol: Relative tolerance (default :data:`REL_TOL` = 2**-50, float artefacts only);
+            two integers below 2**53 are always compared exactly.
 
     Returns:
-        ``True`` only if both parse as numbers and are close. ``None`` or an
+        ``True`` only if both parse as numbers and are equal under the rule. ``None`` or an
         unparseable answer never matches anything, not even another ``None``.
     """
-    x, y = parse_number(a), parse_number(b)
+    if not (isinstance(a, str) and isinstance(b, str)):
+        return False
+    x, y = _value(a), _value(b)
     if x is None or y is None:
         return False
-    return math.isclose(x, y, rel_tol=rel_tol, abs_tol=abs_tol)
+    if x == y:
+        return True
+    if x.denominator == 1 and y.denominator == 1 and max(abs(x), abs(y)) < _EXACT_INTEGERS:
+        return False
+    return abs(x - y) <= Fraction(rel_tol) * max(abs(x), abs(y))
 
 
-def _after_marker(text: str, fmt: str) -> str | None:
-    # The first marker followed by a number wins: models trained without a
-    # hard stop often keep generating after the answer.
+def _after_marker(text: str, fmt: str):
+    """The value after the first marker of ``fmt`` that a number follows; ``_MALFORMED`` when
+    that number is malformed; None when no marker is followed by a number."""
+    # The first marker followed by a number wins: models trained without a hard stop often keep
+    # generating after the answer.
     for marker in _MARKERS[fmt].finditer(text):
-        number = _NUMBER_RE.match(text, marker.end())
-        if number:
-            return normalize_answer(number.group())
+        found = _number_at(text, marker.end())
+        if found is not None:
+            return found[1] if found[1] is not None else _MALFORMED
     return None
 
 
-def _last_number(text: str) -> str | None:
-    numbers = _NUMBER_RE.findall(text)
-    return normalize_answer(numbers[-1]) if numbers else None
+def _last_number(text: str):
+    last, pos = None, 0
+    while (m := _TOKEN.search(text, pos)) is not None:
+        end, value = _number_at(text, m.start())
+        last, pos = (value if value is not None else _MALFORMED), max(end, m.start() + 1)
+    return last
 
 
 def extract_answer(text: str, fmt: str = "auto") -> str | None:
@@ -135,17 +249,18 @@ def extract_answer(text: str, fmt: str = "auto") -> str | None:
         ``"last_number"``: the last number anywhere in the text.
         ``"auto"``: the marked formats in the order above, then the last number.
 
-    Numbers may be negative, decimal, use thousands separators (``"1,234"``),
-    be preceded by ``$`` or followed by a sentence-ending period.
+    A number is what the module docstring says (``-1,234.``, ``\\$460``, ``9{,}500``, ``1/2``,
+    ``2 1/2``, ``50%``); the first marker that a number follows wins. A malformed number there
+    (``### 12,34``) gives ``None``, not ``12``.
 
     Args:
-        text: The generated text only (not the prompt, whose numbers would be
-            picked up by the fallback).
+        text: The generated text only (not the prompt, whose numbers would be picked up by the
+            fallback).
         fmt: One of :data:`ANSWER_FORMATS`.
 
     Returns:
-        The normalised answer, or ``None`` if there is none. Never raises on
-        garbage input; a non-string ``text`` also gives ``None``.
+        The normalised answer, or ``None`` if there is none. Never raises on garbage input; a
+        non-string ``text`` also gives ``None``.
 
     Raises:
         ValueError: ``fmt`` is not one of :data:`ANSWER_FORMATS`.
@@ -155,11 +270,14 @@ def extract_answer(text: str, fmt: str = "auto") -> str | None:
     if not isinstance(text, str):
         return None
     if fmt == "last_number":
-        return _last_number(text)
-    if fmt != "auto":
-        return _after_marker(text, fmt)
-    for marked in ("coconut", "gsm8k", "colar"):
-        found = _after_marker(text, marked)
-        if found is not None:
-            return found
-    return _last_number(text)
+        found = _last_number(text)
+    elif fmt != "auto":
+        found = _after_marker(text, fmt)
+    else:
+        for marked in ("coconut", "gsm8k", "colar"):
+            found = _after_marker(text, marked)
+            if found is not None:
+                break
+        else:
+            found = _last_number(text)
+    return None if found is None or found is _MALFORMED else _canonical(found)
