@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from latentlit.aggregation.scores import ranking_scores_tensor
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.rng import derive_keys, question_key
 
@@ -26,13 +27,16 @@ _BEAM_STREAM = 0xBEA
 @dataclass
 class BeamResult:
     """Per question: the winning beam's answer text, its latents (T, d) and score, and every
-    final beam's text and score (best first)."""
+    final beam's text and score (best first); ``nonfinite``: candidate scores that were NaN/inf
+    over all steps (ranked as -inf, :mod:`latentlit.aggregation.scores`; a winner whose score is
+    -inf means no candidate had a finite score)."""
 
     text: str
     latents: torch.Tensor
     score: float
     beam_texts: list[str]
     beam_scores: list[float]
+    nonfinite: int = 0
 
 
 class StepScorer(Protocol):
@@ -95,12 +99,16 @@ def latent_beam_search(backbone, sampler: Sampler, question_ids: list[str], ques
     scores = torch.zeros(q * b, device=device)
     scorer.reset(torch.arange(q, device=device).repeat_interleave(b))
     beams = torch.arange(q * b, device=device)  # each beam's row in the scorer's previous call
+    nonfinite = torch.zeros(q, dtype=torch.long, device=device)
     for t in range(1, T + 1):
         cand = state.repeat_interleave(k)
         keys = derive_keys(derive_keys(qkeys[owner], _BEAM_STREAM, t) ^ slots)
         cand, h = backbone.latent_step(cand, t, sampler=sampler, keys=keys)
         cand_hist = torch.cat([history.repeat_interleave(k, 0), h[:, None].to(history.dtype)], dim=1)
         cand_scores = scorer.extend(beams.repeat_interleave(k), h).to(device).float()
+        # non-finite scores rank as -inf: a NaN or +inf candidate never displaces a finite one
+        nonfinite += (~torch.isfinite(cand_scores)).view(q, b * k).sum(1)
+        cand_scores = ranking_scores_tensor(cand_scores)
         top = cand_scores.view(q, b * k).topk(b, dim=1, sorted=True).indices  # ties -> lower slot first
         beams = (top + torch.arange(q, device=device)[:, None] * (b * k)).flatten()
         state, history, scores = cand.select(beams), cand_hist[beams], cand_scores[beams]
@@ -112,5 +120,5 @@ def latent_beam_search(backbone, sampler: Sampler, question_ids: list[str], ques
         order = sorted(rows, key=lambda r: (-float(scores[r]), r))
         best = order[0]
         results.append(BeamResult(texts[best], history[best].float().cpu(), float(scores[best]),
-                                  [texts[r] for r in order], [float(scores[r]) for r in order]))
+                                  [texts[r] for r in order], [float(scores[r]) for r in order], int(nonfinite[i])))
     return results

@@ -4,18 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
+from latentlit.aggregation.scores import ranking_scores
 from latentlit.sampling.rng import hash_ints
 
 
-def best_of_n(scores: Sequence[float]) -> int:
+def best_of_n(scores: Sequence[float]) -> int | None:
     """Index of the highest-scored trajectory (paper Sec. 3.2, best-of-N); ties -> earliest.
+
+    Non-finite scores (NaN, +-inf) rank as ``-inf`` and never win
+    (:mod:`latentlit.aggregation.scores`).
+
+    Returns:
+        The index, or None when no score is finite (no trajectory can be chosen).
 
     Raises:
         ValueError: empty ``scores``.
     """
     if len(scores) == 0:
         raise ValueError("best_of_n needs at least one score")
-    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+    ranked = ranking_scores(scores)
+    best = max(range(len(ranked)), key=lambda i: (ranked[i], -i))
+    return best if math.isfinite(ranked[best]) else None
 
 
 def random_pick(n: int, key: int) -> int:

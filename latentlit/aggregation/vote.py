@@ -6,6 +6,7 @@ vote together, None never votes, ties go to the answer whose first vote came ear
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,19 +50,27 @@ def group_answers(answers: Sequence[str | None]) -> list[list[int]]:
 def weighted_vote(answers: Sequence[str | None], weights: Sequence[float]) -> VoteResult:
     """Vote where sample i carries ``weights[i]`` (>= 0).
 
+    A non-finite weight (NaN, inf: from a non-finite RM score) counts as 0, as the one policy of
+    :mod:`latentlit.aggregation.scores` says; a group whose weight is 0 cannot win, so with no
+    positive weight there is no answer (``VoteResult(None, -1, 0.0, distinct)``).
+
     Raises:
         ValueError: lengths differ or a negative weight.
     """
     if len(weights) != len(answers):
         raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    weights = [float(w) if math.isfinite(float(w)) else 0.0 for w in weights]
     if any(w < 0 for w in weights):
         raise ValueError("vote weights must be >= 0 (turn RM scores into weights first, e.g. with a softmax)")
     groups = group_answers(answers)
-    total = float(sum(weights)) or 1.0
+    total = math.fsum(weights)
     if not groups:
         return VoteResult(None, -1, 0.0, 0)
-    best = max(groups, key=lambda g: (sum(weights[i] for i in g), -g[0]))
-    return VoteResult(answers[best[0]], best[0], sum(weights[i] for i in best) / total, len(groups))
+    best = max(groups, key=lambda g: (math.fsum(weights[i] for i in g), -g[0]))
+    won = math.fsum(weights[i] for i in best)
+    if won <= 0:
+        return VoteResult(None, -1, 0.0, len(groups))
+    return VoteResult(answers[best[0]], best[0], won / total, len(groups))
 
 
 def majority_vote(answers: Sequence[str | None]) -> VoteResult:

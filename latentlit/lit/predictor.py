@@ -7,18 +7,21 @@ a LatentRM is given) and coverage@k / vote accuracy are measured against a greed
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric, SumMetric
 
-from latentlit.aggregation import best_of_n, majority_vote, random_pick, weighted_vote
+from latentlit.aggregation import best_of_n, majority_vote, random_pick, rm_vote_weights, weighted_vote
 from latentlit.aggregation.beam_search import latent_beam_search
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
+from latentlit.lit.run_checks import COUNTS, answer_format_warning, record_counts, summary_warnings
 from latentlit.lit.writer import PredictionWriter, check_resumed_questions, check_run_settings, read_records
 from latentlit.metrics import CoverageAtK, MeanVector, coverage_ks, majority_at_k, trajectory_diversity
 from latentlit.sampling.base import Sampler
@@ -87,6 +90,8 @@ class TTSPredictor(L.LightningModule):
         if num_latents is not None:
             self.backbone.set_num_latents(num_latents)
         self.answer_format = answer_format or self.backbone.latent_config.answer_format
+        if (warning := answer_format_warning(answer_format, self.backbone.latent_config.answer_format)) is not None:
+            rank_zero_warn(warning)
         self.rm = None
         if latent_rm is not None:
             from latentlit.models.latent_rm import LatentRM
@@ -122,6 +127,7 @@ class TTSPredictor(L.LightningModule):
             "coverage": CoverageAtK(self.ks), "majority": MeanVector(len(self.ks)), "greedy": MeanMetric(),
             "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
             **{name: MeanMetric() for name in AGGREGATORS if name != "majority_vote"},
+            **{name: SumMetric() for name in COUNTS},
         })
         zero = self._trainer is None or self.trainer.is_global_zero
         done = read_records(self._resolve_output_dir())
@@ -226,16 +232,18 @@ class TTSPredictor(L.LightningModule):
             "diversity": [round(float(x), 4) for x in trajectory_diversity(s.latents, s.latent_mask)],
         }
         if scores is not None:
+            # non-finite scores never win and carry no weight (latentlit.aggregation.scores)
             best = best_of_n(scores)
-            weights = torch.softmax(torch.tensor(scores, dtype=torch.float64), 0).tolist()
-            wv = weighted_vote(answers, weights)
-            record["rm_scores"] = [round(x, 5) for x in scores]
-            record["best_of_n"] = {"answer": answers[best], "correct": correct[best], "index": best}
+            wv = weighted_vote(answers, rm_vote_weights(scores))
+            record["rm_scores"] = [round(x, 5) if math.isfinite(x) else None for x in scores]
+            record["best_of_n"] = ({"answer": None, "correct": False, "index": None} if best is None
+                                   else {"answer": answers[best], "correct": correct[best], "index": best})
             record["weighted_vote"] = {"answer": wv.answer, "correct": answers_match(wv.answer, problem.answer)}
         if beam is not None:
-            ans = extract_answer(beam.text, fmt)
+            finite = math.isfinite(beam.score)
+            ans = extract_answer(beam.text, fmt) if finite else None
             record["beam_search"] = {"answer": ans, "correct": answers_match(ans, problem.answer), "text": beam.text,
-                                     "score": round(beam.score, 5)}
+                                     "score": round(beam.score, 5) if finite else None, "nonfinite_scores": beam.nonfinite}
         return record
 
     # ------------------------------------------------------------------ metrics
@@ -249,6 +257,8 @@ class TTSPredictor(L.LightningModule):
                 m[name].update(torch.tensor(float(r[name]["correct"]), device=dev))
         m["distinct"].update(torch.tensor(float(r["distinct_answers"]), device=dev))
         m["questions"].update(torch.tensor(1.0, device=dev))
+        for name, value in record_counts(r).items():
+            m[name].update(torch.tensor(float(value), device=dev))
         if r["diversity"]:
             m["diversity"].update(torch.tensor([r["diversity"]], device=dev))
 
@@ -262,6 +272,7 @@ class TTSPredictor(L.LightningModule):
         count = self.trainer.strategy.reduce(count, reduce_op="sum") if self._trainer is not None else count
         seconds = self.trainer.strategy.reduce(seconds, reduce_op="max") if self._trainer is not None else seconds
         questions = int(m["questions"].compute())
+        tally = {name: int(m[name].compute()) for name in COUNTS}
         summary = {
             "config": {"backbone": str(self.hparams.backbone), "sampler": self.sampler.describe(), "n_samples": n,
                        "seed": self.hparams.seed, "num_latents": self.backbone.latent_config.num_latents,
@@ -275,13 +286,19 @@ class TTSPredictor(L.LightningModule):
                 **{f"majority_vote@{k}": v for k, v in zip(self.ks, majority)},
                 **{f"{name}@{n}": float(m[name].compute()) for name in self.enabled_aggregators() if name != "majority_vote"},
                 "distinct_answers": float(m["distinct"].compute()),
+                "no_answer_greedy": tally["no_answer_greedy"] / max(questions, 1),
+                "no_answer_samples": tally["no_answer_samples"] / max(questions * n, 1),
                 "diversity_per_step": [round(x, 4) for x in m["diversity"].compute().reshape(-1).tolist()],
             },
-            "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0])},
+            "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0]),
+                       "nonfinite_rm_scores": tally["nonfinite_rm_scores"],
+                       "nonfinite_beam_scores": tally["nonfinite_beam_scores"]},
             "trajectories_per_second": round(float(count[0] / seconds[0]), 3) if float(seconds[0]) > 0 else None,
         }
         # states are float64 sums; 6 decimals hide the float32 noise of compute() (0.6499999761...)
         summary["metrics"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary["metrics"].items()}
+        for warning in summary_warnings(summary["metrics"], summary["counts"]):
+            rank_zero_warn(warning)
         return summary
 
     def report(self, summary: dict, output_dir: Path) -> None:

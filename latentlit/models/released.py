@@ -51,13 +51,12 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoTokenizer
 from transformers.utils import cached_file
-from transformers.utils import logging as hf_logging
 
 from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT, require_latent_tokens
 from latentlit.models.backbone import CONFIG_KEY, LatentBackbone, LatentConfig
-from latentlit.models.io import missing_local_path
+from latentlit.models.io import load_lm_strict, missing_local_path
 
 RELEASED_LAYOUTS = ("coconut", "codi", "colar")
 LAYOUTS = ("latentlit", *RELEASED_LAYOUTS)
@@ -79,6 +78,7 @@ DETECT_KEYS: tuple[tuple[str, str], ...] = (
 )
 HEAD_PREFIXES = {"coconut": (), "codi": ("projector.",), "colar": ("lt_head.",)}
 SINGLE_WEIGHTS = "model.safetensors"
+RM_CONFIG_FILE = "latent_rm.json"  # latentlit's LatentRM directories (latentlit.models.latent_rm.RM_CONFIG)
 SHARD_INDEX = "model.safetensors.index.json"
 # "name" or "owner/name": what the hub accepts. Anything else that does not exist is a local path.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -151,6 +151,28 @@ def _read_tensors(files: list[str], prefixes: tuple[str, ...]) -> dict[str, torc
 
 
 # ---------------------------------------------------------------------------------------- detect
+def latent_rm_evidence(path: str, local: bool) -> str | None:
+    """Why checkpoint ``path`` is a LatentRM (a step scorer, not a backbone), or None.
+
+    A LatentRM directory carries ``latent_rm.json`` (latentlit's) or, in the released layout,
+    weights ``transformer.*`` plus a scalar ``classifier.*`` head and no LM head; its config.json
+    may still be the backbone's (with a ``latentlit`` section or COCONUT's ``latent_id``).
+    """
+    if _file(path, local, RM_CONFIG_FILE) is not None:
+        return f"it holds {RM_CONFIG_FILE}"
+    try:
+        files = _weight_files(path, local)
+    except (FileNotFoundError, OSError):
+        return None
+    keys: set[str] = set()
+    for name in files:
+        with safe_open(name, framework="pt") as fh:
+            keys.update(fh.keys())
+    if "classifier.weight" in keys and any(k.startswith("transformer.") for k in keys) and "lm_head.weight" not in keys:
+        return "its weights are transformer.* plus a classifier.* scoring head, with no LM head"
+    return None
+
+
 def detect_layout(path: str | Path) -> str:
     """The layout of checkpoint ``path`` from the keys of its config.json.
 
@@ -160,12 +182,15 @@ def detect_layout(path: str | Path) -> str:
 
     Raises:
         FileNotFoundError: a local-looking path that does not exist, or no config.json.
-        ValueError: none of those keys is present (naming the file and the keys looked for).
+        ValueError: ``path`` is a LatentRM (:func:`latent_rm_evidence`; the message says so and
+            where a LatentRM goes), or none of those keys is present (naming the file and the
+            keys looked for).
     """
     from latentlit.models.io import resolve_path
 
     path, local = _locate(resolve_path(path))
     raw, config_file = _read_config(path, local)
+    refuse_latent_rm(path, local)
     for layout, key in DETECT_KEYS:
         if key in raw:
             return layout
@@ -173,38 +198,15 @@ def detect_layout(path: str | Path) -> str:
     raise ValueError(f"cannot tell the checkpoint layout of {config_file}: it has none of the keys {looked}")
 
 
+def refuse_latent_rm(path: str, local: bool) -> None:
+    """Raise ValueError when checkpoint ``path`` is a LatentRM given where a backbone belongs."""
+    why = latent_rm_evidence(path, local)
+    if why is not None:
+        raise ValueError(f"{path} is a LatentRM ({why}), not a latent reasoning backbone: pass it as the LatentRM "
+                         "(--model.init_args.latent_rm), and the backbone it was trained on as the backbone")
+
+
 # ---------------------------------------------------------------------------------------- load
-def _load_lm(path: str, head_keys: set[str], dtype: torch.dtype | None) -> PreTrainedModel:
-    """The LM via ``from_pretrained``, failing on any missing, unexpected or mis-shaped tensor
-    (transformers would otherwise initialise a missing tensor at random, silently)."""
-    kwargs = {"dtype": dtype} if dtype is not None else {}
-    # transformers logs the latent-head tensors as UNEXPECTED; every key is checked below instead.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        lm, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **kwargs)
-    except RuntimeError as err:  # e.g. size mismatches
-        raise ValueError(f"{path}: the LM weights do not fit its config.json: {err}") from err
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    missing = sorted(info.get("missing_keys", ()))
-    unexpected = sorted(set(info.get("unexpected_keys", ())) - head_keys)
-    mismatched = sorted(str(m) for m in info.get("mismatched_keys", ()))
-    errors = list(info.get("error_msgs", ()))
-    if missing or unexpected or mismatched or errors:
-        parts = []
-        if missing:
-            parts.append(f"missing LM tensor(s) {missing}")
-        if unexpected:
-            parts.append(f"unexpected tensor(s) {unexpected}")
-        if mismatched:
-            parts.append(f"shape-mismatched tensor(s) {mismatched}")
-        if errors:
-            parts.append(f"errors {errors}")
-        raise ValueError(f"{path}: strict weight loading failed: " + "; ".join(parts))
-    return lm
-
-
 def _config_id(raw: dict, config_file: str, key: str) -> int:
     if key not in raw:
         raise ValueError(f"{config_file} lacks the key {key!r}")
@@ -324,7 +326,7 @@ def load_released(path: str | Path, layout: str = "auto", *, num_latents: int | 
 
     prefixes = HEAD_PREFIXES[layout]
     head_tensors = _read_tensors(_weight_files(path, local), prefixes)
-    lm = _load_lm(path, set(head_tensors), dtype)
+    lm = load_lm_strict(path, set(head_tensors), dtype)
 
     vocab = lm.get_input_embeddings().num_embeddings
     used = {"eos_id": latent_config.eos_id, "pad_id": latent_config.pad_id, "end_latent_id": latent_config.end_latent_id,
@@ -389,6 +391,8 @@ def load_backbone(path: str | Path, layout: str = "auto", *, num_latents: int | 
                 f"backbone {path!r} is not a local directory (looked for {Path(path).resolve()}) and could not be "
                 f"loaded as a hub id: {str(err).splitlines()[0]}"
             ) from err
+    else:
+        refuse_latent_rm(*_locate(path))
     if layout == "latentlit":
         backbone = load_latentlit_backbone(path, dtype=dtype)
         if num_latents is not None:

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -75,3 +77,32 @@ def test_beam_search_is_batch_invariant(backbone):
 def test_beam_search_rejects_bad_sizes(backbone):
     with pytest.raises(ValueError, match="beam_width"):
         latent_beam_search(backbone, AGN(), ["q"], [QUESTION], scorer(), beam_width=0, candidates=2)
+
+
+@torch.no_grad()
+def test_non_finite_scores_never_win_beam_search(backbone):
+    """A scorer that gives NaN to the best candidate and +inf to another: both rank as -inf, the
+    finite ones win, and the result counts them."""
+    sampler = AGN(sigma=2.0)
+
+    def poisoned(owners, hist):
+        s = step_value(hist).sum(-1).clone()
+        s[0] = float("nan")
+        s[1] = float("inf")
+        return s
+
+    clean = latent_beam_search(backbone, sampler, ["q0"], [QUESTION], HistoryScorer(_sum_of_steps), beam_width=2,
+                               candidates=3, seed=0, max_new_tokens=3)[0]
+    result = latent_beam_search(backbone, sampler, ["q0"], [QUESTION], HistoryScorer(poisoned), beam_width=2,
+                                candidates=3, seed=0, max_new_tokens=3)[0]
+    assert math.isfinite(result.score)
+    assert all(math.isfinite(x) for x in result.beam_scores)
+    assert result.nonfinite == 2 * backbone.latent_config.num_latents  # rows 0 and 1 at each of T steps
+    assert clean.nonfinite == 0
+
+    def all_nan(owners, hist):
+        return torch.full((hist.shape[0],), float("nan"))
+
+    none = latent_beam_search(backbone, sampler, ["q0"], [QUESTION], HistoryScorer(all_nan), beam_width=2,
+                              candidates=3, seed=0, max_new_tokens=3)[0]
+    assert none.score == float("-inf") and none.nonfinite == 6 * backbone.latent_config.num_latents

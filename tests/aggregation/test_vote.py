@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from latentlit.aggregation import VoteResult, best_of_n, group_answers, majority_vote, random_pick, weighted_vote
+import math
+
+from latentlit.aggregation import (VoteResult, best_of_n, count_nonfinite, group_answers, majority_vote, random_pick,
+                                   ranking_scores, rm_vote_weights, weighted_vote)
+
+NAN, INF = math.nan, math.inf
 
 
 def test_majority_vote_winner_and_share():
@@ -49,8 +54,9 @@ def test_weighted_vote():
     # weight ties -> earliest group
     assert weighted_vote(["a1", "2", "1"], [0.0, 1.0, 1.0]).answer == "2"
     assert weighted_vote(["3", "2"], [1.0, 1.0]).answer == "3"
-    # all-zero weights: no division by zero, earliest answer wins with share 0
-    assert weighted_vote(["3", "2"], [0.0, 0.0]) == VoteResult("3", 0, 0.0, 2)
+    # all-zero weights: no division by zero, and no answer (a zero-weight group cannot win)
+    assert weighted_vote(["3", "2"], [0.0, 0.0]) == VoteResult(None, -1, 0.0, 2)
+    assert weighted_vote(["3", "2"], [0.0, 1e-300]) == VoteResult("2", 1, 1.0, 2)
 
 
 def test_weighted_vote_errors():
@@ -82,3 +88,36 @@ def test_random_pick():
     assert random_pick(10, -12345) == random_pick(10, -12345)
     with pytest.raises(ValueError):
         random_pick(0, 1)
+
+
+# ---------------------------------------------------------------- non-finite scores: one policy
+def test_best_of_n_never_picks_a_non_finite_score():
+    assert best_of_n([NAN, 1.0, 2.0]) == 2  # was 0: NaN compared False against everything
+    assert best_of_n([2.0, NAN, 1.0]) == 0
+    assert best_of_n([INF, 1.0, 0.5]) == 1  # +inf (an fp16 overflow) is no evidence either
+    assert best_of_n([-INF, -5.0]) == 1
+    assert best_of_n([NAN, NAN]) is None  # nothing the RM said anything about: no pick
+    assert best_of_n([INF, -INF, NAN]) is None
+    assert ranking_scores([NAN, INF, -INF, 3.0]) == [-INF, -INF, -INF, 3.0]
+    assert count_nonfinite([NAN, INF, -INF, 3.0, 0.0]) == 3
+
+
+def test_rm_vote_weights_drop_non_finite_scores():
+    w = rm_vote_weights([NAN, 0.0, math.log(3.0), INF])
+    assert w == pytest.approx([0.0, 0.25, 0.75, 0.0])
+    assert rm_vote_weights([NAN, INF]) == [0.0, 0.0]
+    assert sum(rm_vote_weights([1000.0, 999.0, -INF])) == pytest.approx(1.0)  # no overflow
+
+
+def test_weighted_vote_with_non_finite_weights_and_scores():
+    # a NaN weight used to make the share NaN; now it carries no weight
+    r = weighted_vote(["1", "2", "2"], [NAN, 0.3, 0.2])
+    assert (r.answer, r.index, r.distinct) == ("2", 1, 2)
+    assert r.share == pytest.approx(1.0)
+    r = weighted_vote(["1", "2"], [INF, 0.5])
+    assert (r.answer, r.share) == ("2", pytest.approx(1.0))
+    assert weighted_vote(["1", "2"], [NAN, NAN]) == VoteResult(None, -1, 0.0, 2)
+    # from scores: the NaN-scored trajectory with the majority answer does not decide the vote
+    answers = ["7", "7", "7", "9"]
+    r = weighted_vote(answers, rm_vote_weights([NAN, NAN, NAN, -2.0]))
+    assert (r.answer, r.share) == ("9", pytest.approx(1.0))
