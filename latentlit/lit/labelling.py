@@ -59,6 +59,10 @@ class RolloutLabeller(L.LightningModule):
         hp = self.hparams
         self.sampler.bind(self.backbone)  # describe() then counts the hooked modules
         self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        if getattr(datamodule, "problems", None):  # every question, before any work
+            self.backbone.check_lengths([p.id for p in datamodule.problems], [p.question for p in datamodule.problems],
+                                        hp.max_new_tokens)
         check_run_settings(out, {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
                                  "n_rollouts": hp.n_rollouts, "seed": hp.seed, "drop_all_correct": hp.drop_all_correct,
                                  "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens},
@@ -69,6 +73,7 @@ class RolloutLabeller(L.LightningModule):
         batch = [(i, p) for i, p in batch if p is not None and p.id not in self._skip]  # placeholders, resume
         if not batch:
             return []
+        self.backbone.check_lengths([p.id for _, p in batch], [p.question for _, p in batch], hp.max_new_tokens)
         start = time.perf_counter()
         groups, stats = label_problems(self.backbone, self.sampler, [p for _, p in batch], n_samples=hp.n_samples,
                                        n_rollouts=hp.n_rollouts, seed=hp.seed, drop_all_correct=hp.drop_all_correct,

@@ -139,6 +139,9 @@ class TTSPredictor(L.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if done and getattr(datamodule, "problems", None):
             check_resumed_questions(self.output_path, done, datamodule.problems)
+        if getattr(datamodule, "problems", None):  # every question, before any work
+            self.backbone.check_lengths([p.id for p in datamodule.problems], [p.question for p in datamodule.problems],
+                                        self.hparams.max_new_tokens)
         self._skip = {r["id"] for r in done}
         self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
 
@@ -164,6 +167,7 @@ class TTSPredictor(L.LightningModule):
         start = time.perf_counter()
         problems = [p for _, p in batch]
         ids, questions = [p.id for p in problems], [p.question for p in problems]
+        self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
         greedy = self.backbone.generate(questions, max_new_tokens=hp.max_new_tokens)
         samples = sample_questions(self.backbone, self.sampler, ids, questions, hp.n_samples, hp.seed,
                                    max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)

@@ -217,6 +217,40 @@ class LatentBackbone(nn.Module):
 
         save_latentlit_backbone(self, path)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The LM's position limit (GPT-2 ``n_positions``, else ``max_position_embeddings``), or
+        None when its config names none."""
+        for key in ("n_positions", "max_position_embeddings"):
+            value = getattr(self.lm.config, key, None)
+            if value:
+                return int(value)
+        return None
+
+    def check_lengths(self, question_ids: list[str], questions: list[str], max_new_tokens: int) -> None:
+        """Refuse questions whose prompt + latent steps + answer tokens exceed the position limit.
+
+        A question needs ``prompt tokens + T + max_new_tokens`` positions (prompt at 0..L-1, the
+        T latent steps, then ``end_latent_id`` and the answer tokens fed one per position; with a
+        dynamic stop T is ``max_latents``). Beyond the limit GPT-2's position embedding fails
+        with a bare IndexError mid-run; this check runs before any work.
+
+        Raises:
+            ValueError: naming the first such question's id, its token count and the limit.
+        """
+        limit = self.max_positions
+        if limit is None:
+            return
+        cfg = self.latent_config
+        steps = cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents
+        for qid, question in zip(question_ids, questions):
+            tokens = len(self.tokenizer(cfg.prompt_template.format(question=question), add_special_tokens=cfg.add_bos)["input_ids"])
+            if tokens + steps + max_new_tokens > limit:
+                raise ValueError(
+                    f"question {qid}: its prompt is {tokens} tokens, + {steps} latent steps + max_new_tokens "
+                    f"{max_new_tokens} = {tokens + steps + max_new_tokens} positions, but the model holds {limit}; "
+                    "leave that question out, or lower max_new_tokens / num_latents")
+
     # ------------------------------------------------------------------ tokens
     def encode_prompts(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts of ``questions``, left-padded.
