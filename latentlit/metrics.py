@@ -110,6 +110,37 @@ class MeanVector(Metric):
         return (self.total / self.count.clamp_min(1)).float()
 
 
+class KeyedMean(Metric):
+    """Means over questions of a fixed list of named per-question values (every accuracy of
+    ``metrics.json``): ``update({key: value})`` for one question -> ``compute() -> (K,)`` float64
+    in ``keys`` order. States are float64 sums and a count, summed across processes, so the
+    result is exact under DDP.
+
+    Raises:
+        KeyError: an update lacking one of ``keys``.
+    """
+
+    full_state_update = False
+
+    def __init__(self, keys: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.keys = list(keys)
+        self.add_state("total", default=torch.zeros(len(self.keys), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values: dict[str, float]) -> None:
+        row = torch.tensor([float(values[k]) for k in self.keys], dtype=torch.float64, device=self.total.device)
+        self.total += row
+        self.count += 1
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count.clamp_min(1)
+
+    def as_dict(self) -> dict[str, float]:
+        """``compute()`` keyed by name."""
+        return dict(zip(self.keys, self.compute().tolist()))
+
+
 def majority_at_k(answers: list, gold: str, ks: list[int]) -> list[float]:
     """Majority-vote correctness (0/1) using the first k of the N samples, for each k."""
     from latentlit.aggregation.vote import majority_vote

@@ -1,32 +1,132 @@
-"""Plots: scaling curves (coverage@k and majority vote vs k) and latent trajectories."""
+"""Plots: scaling curves (every method against k), selective prediction (risk-coverage,
+reliability), accuracy against compute, and latent trajectories."""
 
 from __future__ import annotations
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 
-def plot_scaling(ks: list[int], coverage: list[float], majority: list[float], greedy: float, title: str = ""):
-    """Coverage@k and majority vote@k (in %) against k on a log-2 axis, greedy as a reference.
+def plot_scaling(ks: list[int], curves: dict[str, dict], greedy: dict, title: str = "",
+                 points: dict[str, dict] | None = None):
+    """Accuracy (%) of every method against k on a log-2 axis, with 95% intervals as bands.
+
+    Args:
+        curves: label -> ``{"values": [...], "low": [...], "high": [...]}`` over ``ks`` (fractions;
+            ``low``/``high`` optional), e.g. coverage@k, majority vote@k, best-of-N@k.
+        greedy: ``{"value", "low", "high"}``: a horizontal line (and band).
+        points: label -> ``{"k", "value", "low", "high"}``: methods reported at one k only
+            (beam search at k = N), drawn as a point with an error bar.
 
     Returns:
         a matplotlib Figure (caller saves/closes it).
     """
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(ks, [100 * c for c in coverage], "o-", label="coverage@k")
-    ax.plot(ks, [100 * m for m in majority], "s-", label="majority vote@k")
-    ax.axhline(100 * greedy, color="gray", ls="--", label="greedy")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    markers = "os^vDPX*"
+    for i, (label, c) in enumerate(curves.items()):
+        (line,) = ax.plot(ks, [100 * v for v in c["values"]], markers[i % len(markers)] + "-", ms=4, label=label)
+        if c.get("low") is not None and c.get("high") is not None:
+            ax.fill_between(ks, [100 * v for v in c["low"]], [100 * v for v in c["high"]], color=line.get_color(),
+                            alpha=0.15, lw=0)
+    for label, p in (points or {}).items():
+        err = None
+        if p.get("low") is not None:
+            err = [[100 * (p["value"] - p["low"])], [100 * (p["high"] - p["value"])]]
+        ax.errorbar([p["k"]], [100 * p["value"]], yerr=err, fmt="k*", ms=9, capsize=3, label=label)
+    ax.axhline(100 * greedy["value"], color="gray", ls="--", label="greedy")
+    if greedy.get("low") is not None:
+        ax.axhspan(100 * greedy["low"], 100 * greedy["high"], color="gray", alpha=0.1, lw=0)
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks)
     ax.set_xticklabels([str(k) for k in ks])
     ax.set_xlabel("k (samples)")
-    ax.set_ylabel("accuracy (%)")
+    ax.set_ylabel("accuracy (%), 95% bootstrap bands")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_risk_coverage(curves: dict[str, dict], title: str = ""):
+    """Selective prediction: accuracy (%) of the answered questions against the fraction answered
+    (most confident first), one line per confidence.
+
+    Args:
+        curves: label -> ``{"coverage": [...], "accuracy": [...]}`` (fractions).
+    """
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label, c in curves.items():
+        ax.plot([100 * x for x in c["coverage"]], [100 * y for y in c["accuracy"]], "o-", ms=3, label=label)
+    ax.set_xlabel("questions answered (%), most confident first")
+    ax.set_ylabel("accuracy of the answered (%)")
+    ax.set_xlim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_reliability(diagrams: dict[str, dict], title: str = ""):
+    """Reliability diagrams: per confidence bin, accuracy against mean confidence, one panel per
+    confidence, the diagonal as perfect calibration.
+
+    Args:
+        diagrams: label -> ``{"ece": float, "bins": [{"lower", "upper", "count", "accuracy",
+            "confidence"}]}``.
+    """
+    fig, axes = plt.subplots(1, len(diagrams), figsize=(3.6 * len(diagrams), 3.4), squeeze=False)
+    for ax, (label, d) in zip(axes[0], diagrams.items()):
+        bins = [b for b in d["bins"] if b["count"]]
+        ax.bar([100 * b["lower"] for b in bins], [100 * b["accuracy"] for b in bins],
+               width=[100 * (b["upper"] - b["lower"]) for b in bins], align="edge", alpha=0.6, edgecolor="k", lw=0.5)
+        ax.plot([100 * b["confidence"] for b in bins], [100 * b["accuracy"] for b in bins], "k.", ms=5)
+        ax.plot([0, 100], [0, 100], "r--", lw=1)
+        for b in bins:
+            ax.annotate(str(b["count"]), (100 * (b["lower"] + b["upper"]) / 2, 2), ha="center", fontsize=6)
+        ax.set_xlim(0, 100)
+        ax.set_ylim(0, 100)
+        ax.set_xlabel("confidence (%)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{label}\nECE {100 * d['ece']:.1f}%", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_compute(rows: list[dict], title: str = ""):
+    """Accuracy (%) against compute per question: trajectories (log 2) and forward FLOPs (log 10).
+
+    Args:
+        rows: dicts with ``method``, ``label``, ``accuracy``, ``trajectories`` and ``flops`` (None
+            where unknown); rows of one method form a line in order, single rows a point.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    methods: dict[str, list[dict]] = {}
+    for r in rows:
+        methods.setdefault(r["method"], []).append(r)
+    markers = "os^vDPX<>p"
+    for i, (method, rs) in enumerate(methods.items()):
+        style = markers[i % len(markers)] + ("-" if len(rs) > 1 else "")
+        for ax, key in zip(axes, ("trajectories", "flops")):
+            pts = [(r[key], 100 * r["accuracy"]) for r in rs if r.get(key) is not None]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=5, label=rs[0]["label"])
+    axes[0].set_xscale("log", base=2)
+    axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    axes[0].set_xlabel("trajectories per question")
+    axes[1].set_xscale("log")
+    axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[1].set_xlabel("forward FLOPs per question (backbone + LatentRM)")
+    for ax in axes:
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig
 
 

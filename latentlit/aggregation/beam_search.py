@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 import torch
 
 from latentlit.aggregation.scores import ranking_scores_tensor
+from latentlit.reporting.compute import answer_positions
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.rng import derive_keys, question_key
 
@@ -29,7 +30,8 @@ class BeamResult:
     """Per question: the winning beam's answer text, its latents (T, d) and score, and every
     final beam's text and score (best first); ``nonfinite``: candidate scores that were NaN/inf
     over all steps (ranked as -inf, :mod:`latentlit.aggregation.scores`; a winner whose score is
-    -inf means no candidate had a finite score)."""
+    -inf means no candidate had a finite score); ``beam_answer_positions``: forward passes that
+    decoded each final beam's answer (best first; for compute accounting)."""
 
     text: str
     latents: torch.Tensor
@@ -37,6 +39,7 @@ class BeamResult:
     beam_texts: list[str]
     beam_scores: list[float]
     nonfinite: int = 0
+    beam_answer_positions: list[int] | None = None
 
 
 class StepScorer(Protocol):
@@ -114,11 +117,13 @@ def latent_beam_search(backbone, sampler: Sampler, question_ids: list[str], ques
         state, history, scores = cand.select(beams), cand_hist[beams], cand_scores[beams]
     answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens)
     texts = backbone.decode(answer_ids)
+    positions = answer_positions(answer_ids, backbone.latent_config.eos_id, max_new_tokens)
     results = []
     for i in range(q):
         rows = range(i * b, (i + 1) * b)
         order = sorted(rows, key=lambda r: (-float(scores[r]), r))
         best = order[0]
         results.append(BeamResult(texts[best], history[best].float().cpu(), float(scores[best]),
-                                  [texts[r] for r in order], [float(scores[r]) for r in order], int(nonfinite[i])))
+                                  [texts[r] for r in order], [float(scores[r]) for r in order], int(nonfinite[i]),
+                                  [positions[r] for r in order]))
     return results

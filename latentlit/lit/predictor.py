@@ -17,21 +17,19 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric, SumMetric
 
-from latentlit.aggregation import best_of_n, majority_vote, random_pick, rm_vote_weights, weighted_vote
+from latentlit.aggregation import majority_vote, registry
 from latentlit.aggregation.beam_search import latent_beam_search
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
 from latentlit.lit.run_checks import COUNTS, answer_format_warning, record_counts, summary_warnings
 from latentlit.lit.writer import PredictionWriter, check_resumed_questions, check_run_settings, read_records
-from latentlit.metrics import CoverageAtK, MeanVector, coverage_ks, majority_at_k, trajectory_diversity
+from latentlit.metrics import KeyedMean, MeanVector, coverage_ks, trajectory_diversity
+from latentlit.reporting.compute import answer_positions
+from latentlit.reporting.values import metric_keys, question_values, question_view
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.sampling.nway import sample_questions
-from latentlit.sampling.rng import question_key
 from latentlit.scoring.losses import TRAJECTORY_SCORES, trajectory_score
-
-# aggregators whose per-question {"answer", "correct"} record fields become "<name>@N" metrics
-AGGREGATORS = ("majority_vote", "random", "best_of_n", "weighted_vote", "beam_search")
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -123,10 +121,10 @@ class TTSPredictor(L.LightningModule):
         self.sampler.bind(self.backbone)
         t = self.backbone.latent_config.num_latents
         steps = t if self.backbone.latent_config.latent_stop_id is None else self.backbone.latent_config.max_latents
+        self.aggregators = registry.enabled(self.run_settings())
         self.metrics = torch.nn.ModuleDict({
-            "coverage": CoverageAtK(self.ks), "majority": MeanVector(len(self.ks)), "greedy": MeanMetric(),
+            "accuracy": KeyedMean(metric_keys(self.ks, self.hparams.n_samples, self.aggregators)),
             "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
-            **{name: MeanMetric() for name in AGGREGATORS if name != "majority_vote"},
             **{name: SumMetric() for name in COUNTS},
         })
         zero = self._trainer is None or self.trainer.is_global_zero
@@ -169,6 +167,11 @@ class TTSPredictor(L.LightningModule):
         ids, questions = [p.id for p in problems], [p.question for p in problems]
         self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
         greedy = self.backbone.generate(questions, max_new_tokens=hp.max_new_tokens)
+        # what each question costs, counted from its own sizes (latentlit.reporting.compute)
+        prompts = self.backbone.encode_prompts(questions)[1].sum(1).tolist()
+        greedy_steps = list(zip(greedy.latent_mask.sum(1).tolist(),
+                                answer_positions(greedy.answer_ids, self.backbone.latent_config.eos_id, hp.max_new_tokens)))
+        rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
         samples = sample_questions(self.backbone, self.sampler, ids, questions, hp.n_samples, hp.seed,
                                    max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
         scores = beams = None
@@ -185,8 +188,12 @@ class TTSPredictor(L.LightningModule):
                                        max_new_tokens=hp.max_new_tokens)
         records = []
         for i, ((index, problem), g_text, s) in enumerate(zip(batch, greedy.answers_text, samples)):
+            compute = {"prompt": int(prompts[i]), "latents": [int(x) for x in s.latent_mask.sum(1).tolist()],
+                       "answers": list(s.answer_positions), "greedy": [int(x) for x in greedy_steps[i]]}
+            if rm_prompts is not None:
+                compute["rm_prompt"] = int(rm_prompts[i])
             records.append(self._record(index, problem, g_text, s, None if scores is None else scores[i],
-                                        None if beams is None else beams[i]))
+                                        None if beams is None else beams[i], compute))
         if hp.save_latents:
             self._save_latents(batch, samples)
         self._seconds += time.perf_counter() - start
@@ -205,60 +212,56 @@ class TTSPredictor(L.LightningModule):
         save_file(tensors, str(folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors"))
 
     def enabled_aggregators(self) -> list[str]:
-        """Aggregators this configuration runs (same on every process)."""
-        names = ["majority_vote", "random"]
-        if self.rm is not None:
-            names += ["best_of_n", "weighted_vote"]
-        if self.hparams.beam_width:
-            names.append("beam_search")
-        return names
+        """Names of the aggregators this configuration runs (``latentlit.aggregation.registry``;
+        same on every process)."""
+        return [a.name for a in registry.enabled(self.run_settings())]
 
     def _beam_scorer(self, questions: list[str]):
         from latentlit.models.latent_rm import LatentRMStepScorer
 
         return LatentRMStepScorer(self.rm, questions, how=self.hparams.rm_score)
 
-    def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None, beam=None) -> dict:
+    def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None, beam=None,
+                compute: dict | None = None) -> dict:
         fmt = self.answer_format
         answers = [extract_answer(t, fmt) for t in s.texts]
         correct = [answers_match(a, problem.answer) for a in answers]
         vote = majority_vote(answers)
         greedy = extract_answer(greedy_text, fmt)
-        pick = random_pick(len(answers), question_key(self.hparams.seed, problem.id))
         record = {
             "index": index, "id": problem.id, "question": problem.question, "gold": problem.answer,
             "greedy": {"answer": greedy, "correct": answers_match(greedy, problem.answer), "text": greedy_text},
             "answers": answers, "correct": correct, "texts": s.texts,
-            "majority_vote": {"answer": vote.answer, "correct": answers_match(vote.answer, problem.answer)},
-            "random": {"answer": answers[pick], "correct": correct[pick], "index": pick},
             "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
             # 4 decimals: latents agree only to ~1e-7 across batch shapes (float summation order)
             "diversity": [round(float(x), 4) for x in trajectory_diversity(s.latents, s.latent_mask)],
         }
         if scores is not None:
-            # non-finite scores never win and carry no weight (latentlit.aggregation.scores)
-            best = best_of_n(scores)
-            wv = weighted_vote(answers, rm_vote_weights(scores))
+            # non-finite scores are stored as null, never win and carry no weight
+            # (latentlit.aggregation.scores); the aggregators choose on the stored (rounded)
+            # scores, so that every choice can be recomputed from predictions.jsonl alone
             record["rm_scores"] = [round(x, 5) if math.isfinite(x) else None for x in scores]
-            record["best_of_n"] = ({"answer": None, "correct": False, "index": None} if best is None
-                                   else {"answer": answers[best], "correct": correct[best], "index": best})
-            record["weighted_vote"] = {"answer": wv.answer, "correct": answers_match(wv.answer, problem.answer)}
+        view = question_view(record, self.hparams.seed)
+        for agg in self.aggregators:
+            if agg.choose is not None:
+                record[agg.name] = agg.choose(view)
         if beam is not None:
             finite = math.isfinite(beam.score)
             ans = extract_answer(beam.text, fmt) if finite else None
             record["beam_search"] = {"answer": ans, "correct": answers_match(ans, problem.answer), "text": beam.text,
                                      "score": round(beam.score, 5) if finite else None, "nonfinite_scores": beam.nonfinite}
+            if compute is not None:
+                compute["beam_search"] = {"width": self.hparams.beam_width,
+                                          "candidates": self.hparams.n_samples // self.hparams.beam_width,
+                                          "answers": list(beam.beam_answer_positions)}
+        if compute is not None:
+            record["compute"] = compute
         return record
 
     # ------------------------------------------------------------------ metrics
     def _update_metrics(self, r: dict) -> None:
         m, dev = self.metrics, self.device
-        m["coverage"].update(torch.tensor([sum(r["correct"])], device=dev), len(r["correct"]))
-        m["majority"].update(torch.tensor([majority_at_k(r["answers"], r["gold"], self.ks)], device=dev))
-        m["greedy"].update(torch.tensor(float(r["greedy"]["correct"]), device=dev))
-        for name in AGGREGATORS:
-            if name != "majority_vote" and name in r:
-                m[name].update(torch.tensor(float(r[name]["correct"]), device=dev))
+        m["accuracy"].update(question_values(r, self.ks, self.aggregators, self.hparams.seed).values)
         m["distinct"].update(torch.tensor(float(r["distinct_answers"]), device=dev))
         m["questions"].update(torch.tensor(1.0, device=dev))
         for name, value in record_counts(r).items():
@@ -269,7 +272,6 @@ class TTSPredictor(L.LightningModule):
     def finish_metrics(self) -> dict:
         """Compute (and reduce across processes) every metric; call on all ranks."""
         m = self.metrics
-        coverage, majority = m["coverage"].compute().reshape(-1).tolist(), m["majority"].compute().reshape(-1).tolist()
         n = self.hparams.n_samples
         count = torch.tensor([self._trajectories, self._new_questions], device=self.device, dtype=torch.float64)
         seconds = torch.tensor([self._seconds], device=self.device, dtype=torch.float64)
@@ -285,10 +287,7 @@ class TTSPredictor(L.LightningModule):
                        "latent_rm": self.hparams.latent_rm, "rm_score": self.hparams.rm_score,
                        "beam_width": self.hparams.beam_width},
             "metrics": {
-                "greedy_accuracy": float(m["greedy"].compute()),
-                **{f"coverage@{k}": v for k, v in zip(self.ks, coverage)},
-                **{f"majority_vote@{k}": v for k, v in zip(self.ks, majority)},
-                **{f"{name}@{n}": float(m[name].compute()) for name in self.enabled_aggregators() if name != "majority_vote"},
+                **m["accuracy"].as_dict(),
                 "distinct_answers": float(m["distinct"].compute()),
                 "no_answer_greedy": tally["no_answer_greedy"] / max(questions, 1),
                 "no_answer_samples": tally["no_answer_samples"] / max(questions * n, 1),
@@ -306,34 +305,19 @@ class TTSPredictor(L.LightningModule):
         return summary
 
     def report(self, summary: dict, output_dir: Path) -> None:
-        """Print the summary table, save the scaling plot, log both to TensorBoard."""
-        from latentlit.plots import plot_scaling
+        """Rank zero, after the merge: add intervals, selective prediction and compute from the
+        records on disk, then write ``metrics.json``, print the table, save the PNGs and log them
+        to TensorBoard (``latentlit.reporting.report``)."""
+        from latentlit.reporting.report import add_report, write_report
 
-        metrics = summary["metrics"]
-        lines = [f"{'k':>6} {'coverage@k':>11} {'majority@k':>11}"]
-        for k in self.ks:
-            lines.append(f"{k:>6} {metrics[f'coverage@{k}']:>11.4f} {metrics[f'majority_vote@{k}']:>11.4f}")
-        speed = summary["trajectories_per_second"]
-        n = self.hparams.n_samples
-        others = [f"{name} {metrics[f'{name}@{n}']:.4f}" for name in AGGREGATORS
-                  if name != "majority_vote" and f"{name}@{n}" in metrics]
-        if others:
-            lines.append(f"at N = {n}: " + ", ".join(others))
-        lines.append(f"greedy accuracy {metrics['greedy_accuracy']:.4f}; questions {summary['counts']['questions']}; "
-                     + (f"{speed} trajectories/s this run" if speed else "no new questions this run"))
-        print("\n".join(lines))
-        fig = plot_scaling(self.ks, [metrics[f"coverage@{k}"] for k in self.ks],
-                           [metrics[f"majority_vote@{k}"] for k in self.ks], metrics["greedy_accuracy"],
-                           title=f"{summary['config']['sampler']['name']}, N={self.hparams.n_samples}")
-        fig.savefig(output_dir / "scaling.png", dpi=120, bbox_inches="tight")
-        logger = self.logger
-        if logger is not None and hasattr(logger, "experiment") and hasattr(logger.experiment, "add_figure"):
-            logger.experiment.add_figure("predict/scaling", fig)
-            for key, value in metrics.items():
-                if isinstance(value, float):
-                    logger.experiment.add_scalar(f"predict/{key}", value)
-            logger.experiment.flush()
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        add_report(summary, read_records(output_dir), ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
+                   cost_model=self.cost_model())
+        write_report(summary, output_dir, self.logger)
         print(f"[latentlit] predictions and metrics written to {output_dir}")
+
+    def cost_model(self):
+        """The :class:`~latentlit.reporting.compute.CostModel` of this backbone, LatentRM and sampler."""
+        from latentlit.reporting.compute import CostModel, backbone_shape, rm_shape
+
+        shared = self.sampler.prefill != "per_sample" or self.hparams.n_samples == 1
+        return CostModel(backbone_shape(self.backbone), None if self.rm is None else rm_shape(self.rm), shared)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from latentlit.models.backbone import LatentBackbone
+from latentlit.reporting.compute import answer_positions
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.rng import trajectory_keys
 
@@ -20,11 +21,14 @@ class QuestionSamples:
     Attributes:
         latents: (N, T, d) float32 on CPU. latent_mask: (N, T) bool.
         texts: N decoded answer texts.
+        answer_positions: N forward passes that decoded each answer (up to its eos), for
+            compute accounting (``latentlit.reporting.compute``).
     """
 
     latents: torch.Tensor
     latent_mask: torch.Tensor
     texts: list[str]
+    answer_positions: list[int] | None = None
 
 
 def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: list[str], questions: list[str],
@@ -51,9 +55,11 @@ def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: l
             keys = trajectory_keys(seed, ids, n_samples)
             out = backbone.generate(qs, n_samples=n_samples, sampler=sampler, keys=keys, num_latents=num_latents,
                                     max_new_tokens=max_new_tokens)
+            positions = answer_positions(out.answer_ids, backbone.latent_config.eos_id, max_new_tokens)
             for q in range(len(qs)):
                 rows = slice(q * n_samples, (q + 1) * n_samples)
-                results.append(QuestionSamples(out.latents[rows].float().cpu(), out.latent_mask[rows].cpu(), out.answers_text[rows]))
+                results.append(QuestionSamples(out.latents[rows].float().cpu(), out.latent_mask[rows].cpu(),
+                                               out.answers_text[rows], positions[rows]))
             continue
         for qid, q in zip(ids, qs):
             parts = []
@@ -65,5 +71,6 @@ def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: l
             width = max(p.latents.shape[1] for p in parts)
             latents = torch.cat([torch.nn.functional.pad(p.latents.float().cpu(), (0, 0, 0, width - p.latents.shape[1])) for p in parts])
             mask = torch.cat([torch.nn.functional.pad(p.latent_mask.cpu(), (0, width - p.latent_mask.shape[1])) for p in parts])
-            results.append(QuestionSamples(latents, mask, [t for p in parts for t in p.answers_text]))
+            positions = [a for p in parts for a in answer_positions(p.answer_ids, backbone.latent_config.eos_id, max_new_tokens)]
+            results.append(QuestionSamples(latents, mask, [t for p in parts for t in p.answers_text], positions))
     return results

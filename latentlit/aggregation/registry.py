@@ -1,0 +1,195 @@
+"""The aggregators latentlit runs and reports, in one list.
+
+Each :class:`Aggregator` says what the rest of latentlit needs to know about a method: its name
+(the ``predictions.jsonl`` field holding ``{"answer", "correct", ...}`` and the ``<name>@k``
+metric prefix), whether it needs a LatentRM, when a run has it, how its answer is chosen from a
+question's samples (post-hoc aggregators) or that the predictor runs it itself (aggregators that
+steer sampling, such as beam search), how it is estimated at k < N, and what compute it spends.
+The predictor's records, ``metrics.json``, the printed table, ``scaling.png``, the
+accuracy-vs-compute figure and ``scripts/compare_runs.py`` all read this list, so a new method is
+its own module plus one :func:`register` call (or one entry below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from latentlit.aggregation.at_k import AtK, answer_labels, best_of_n_at_k, random_pick_at_k, vote_at_k
+from latentlit.aggregation.select import best_of_n, random_pick
+from latentlit.aggregation.vote import majority_vote, weighted_vote
+from latentlit.data.answers import answers_match
+
+
+@dataclass
+class QuestionView:
+    """One question's samples as the aggregators and their estimators see them.
+
+    Attributes:
+        answers: N parsed answers (None: no answer). correct: N booleans. gold: the gold answer.
+        scores: N LatentRM trajectory scores, or None without a LatentRM.
+        key: int64 key of (seed, question id): keys random picks and random subsets.
+    """
+
+    answers: list
+    correct: list[bool]
+    gold: str
+    scores: list[float] | None
+    key: int
+    _labels: np.ndarray | None = field(default=None, repr=False)
+    _group_correct: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.answers)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) answer-group label per sample (-1: no answer), computed once."""
+        if self._labels is None:
+            self._labels = answer_labels(self.answers)
+        return self._labels
+
+    @property
+    def group_correct(self) -> np.ndarray:
+        """(G,) whether each answer group holds the gold answer, computed once."""
+        if self._group_correct is None:
+            labels = self.labels
+            out = np.zeros(int(labels.max()) + 1 if len(labels) else 0, dtype=bool)
+            for i, label in enumerate(labels):
+                if label >= 0:
+                    out[label] = bool(self.correct[i])
+            self._group_correct = out
+        return self._group_correct
+
+
+@dataclass(frozen=True)
+class Aggregator:
+    """One aggregation method.
+
+    Attributes:
+        name: record field and metric prefix (``<name>@k``).
+        label: how plots and tables name it.
+        needs_rm: runs only with a LatentRM.
+        estimator: how ``<name>@k`` is estimated at k < N (stated in ``metrics.json``).
+        choose: post-hoc choice ``QuestionView -> record field`` (``{"answer", "correct", ...}``);
+            None for aggregators the predictor runs itself because they steer sampling.
+        at_k: ``(QuestionView, ks) -> AtK`` expected correctness at each k; None when only k = N
+            is defined (the method's budget decides its sampling, e.g. beam search's B x K = N).
+        spends: what one question costs at k (:mod:`latentlit.reporting.compute`):
+            ``"samples"`` (k trajectories), ``"samples+rm"`` (k trajectories scored by the
+            LatentRM), or a function ``(CostModel, record, k) -> Cost`` for methods with their
+            own sampling (beam search: :meth:`CostModel.beam_search`).
+        enabled: ``run settings -> bool`` (settings as ``TTSPredictor.run_settings()``); default:
+            always, or whenever a LatentRM is given for ``needs_rm``.
+    """
+
+    name: str
+    label: str
+    needs_rm: bool
+    estimator: str
+    choose: Callable[[QuestionView], dict] | None = None
+    at_k: Callable[[QuestionView, Sequence[int]], AtK] | None = None
+    spends: str | Callable = "samples"
+    enabled: Callable[[dict], bool] | None = None
+
+    def runs_with(self, settings: dict) -> bool:
+        """Whether a run with these settings has this aggregator."""
+        if self.enabled is not None:
+            return bool(self.enabled(settings))
+        return not self.needs_rm or settings.get("latent_rm") is not None
+
+
+SPENDS = ("samples", "samples+rm")
+
+
+def _softmax(scores: Sequence[float]) -> list[float]:
+    s = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(s)
+    if not finite.any():
+        return [0.0] * len(s)
+    w = np.where(finite, np.exp(np.where(finite, s, 0.0) - s[finite].max()), 0.0)
+    return (w / w.sum()).tolist()
+
+
+def _choose_majority(q: QuestionView) -> dict:
+    vote = majority_vote(q.answers)
+    return {"answer": vote.answer, "correct": answers_match(vote.answer, q.gold)}
+
+
+def _choose_random(q: QuestionView) -> dict:
+    pick = random_pick(q.n, q.key)
+    return {"answer": q.answers[pick], "correct": q.correct[pick], "index": pick}
+
+
+def _choose_best(q: QuestionView) -> dict:
+    best = best_of_n(q.scores)
+    return {"answer": q.answers[best], "correct": q.correct[best], "index": best}
+
+
+def _choose_weighted(q: QuestionView) -> dict:
+    vote = weighted_vote(q.answers, _softmax(q.scores))
+    return {"answer": vote.answer, "correct": answers_match(vote.answer, q.gold)}
+
+
+AGGREGATORS: list[Aggregator] = [
+    Aggregator("majority_vote", "majority vote", False,
+               "majority vote over a random k-subset: exact over all C(N,k) subsets when there are at most "
+               "1024, else the mean over 1024 random subsets keyed by (seed, question) (Monte Carlo)",
+               choose=_choose_majority,
+               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key)),
+    Aggregator("random", "random pick", False,
+               "exact: a random pick among k random samples is a random sample (c/N for every k); the record's "
+               "'random' field is one keyed draw",
+               choose=_choose_random, at_k=lambda q, ks: random_pick_at_k(q.correct, ks)),
+    Aggregator("best_of_n", "best-of-N", True,
+               "exact: the top-scored sample of a random k-subset is the one ranked r with probability "
+               "C(N-1-r,k-1)/C(N,k)",
+               choose=_choose_best, at_k=lambda q, ks: best_of_n_at_k(q.scores, q.correct, ks), spends="samples+rm"),
+    Aggregator("weighted_vote", "weighted vote", True,
+               "RM-weighted vote (softmax over the subset's scores) over a random k-subset: exact when C(N,k) <= 1024, "
+               "else 1024 keyed random subsets (Monte Carlo)",
+               choose=_choose_weighted,
+               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key, scores=q.scores),
+               spends="samples+rm"),
+    Aggregator("beam_search", "beam search", True,
+               "only at k = N: its budget B x K = N steers the sampling, so smaller budgets need their own run",
+               spends=lambda model, record, k: model.beam_search(record), enabled=lambda s: bool(s.get("beam_width"))),
+]
+
+
+def register(aggregator: Aggregator) -> None:
+    """Add an aggregator (after the built-in ones; replaces one of the same name).
+
+    An aggregator without ``choose`` is run by the predictor, which writes its record field
+    (beam search); give it a ``spends`` function for its compute.
+
+    Raises:
+        ValueError: an unknown ``spends`` string.
+    """
+    if isinstance(aggregator.spends, str) and aggregator.spends not in SPENDS:
+        raise ValueError(f"aggregator {aggregator.name!r}: spends={aggregator.spends!r}; expected one of {SPENDS} or a function")
+    for i, existing in enumerate(AGGREGATORS):
+        if existing.name == aggregator.name:
+            AGGREGATORS[i] = aggregator
+            return
+    AGGREGATORS.append(aggregator)
+
+
+def get(name: str) -> Aggregator:
+    """The registered aggregator called ``name``.
+
+    Raises:
+        KeyError: no such aggregator (names the registered ones).
+    """
+    for a in AGGREGATORS:
+        if a.name == name:
+            return a
+    raise KeyError(f"no aggregator {name!r}; registered: {[a.name for a in AGGREGATORS]}")
+
+
+def enabled(settings: dict) -> list[Aggregator]:
+    """The aggregators a run with these settings has, in registry order (same on every process)."""
+    return [a for a in AGGREGATORS if a.runs_with(settings)]

@@ -1,0 +1,147 @@
+"""Aggregators at k < N: every estimator against brute force over all k-subsets."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import numpy as np
+import pytest
+
+from latentlit.aggregation import best_of_n, majority_vote, weighted_vote
+from latentlit.aggregation.at_k import (answer_labels, best_of_n_at_k, first_k_vote, random_pick_at_k, score_ranking,
+                                        subset_masks, vote_at_k)
+from latentlit.aggregation.registry import QuestionView
+from latentlit.data.answers import answers_match
+from latentlit.metrics import majority_at_k
+
+
+def _softmax(xs):
+    top = max(xs)
+    e = [math.exp(x - top) for x in xs]
+    return [x / sum(e) for x in e]
+
+
+def _brute(n, k, pick_correct):
+    subsets = list(itertools.combinations(range(n), k))
+    return sum(pick_correct(list(s)) for s in subsets) / len(subsets)
+
+
+def _case(rng: random.Random, n: int, gold: str = "2"):
+    answers = [rng.choice(["1", "2", "2.0", "3", None]) for _ in range(n)]
+    scores = [float(rng.randint(0, 4)) for _ in range(n)]  # integers: many ties
+    correct = [answers_match(a, gold) for a in answers]
+    return answers, scores, correct
+
+
+@pytest.mark.parametrize("n", range(1, 8))
+def test_best_of_n_at_k_equals_brute_force(n):
+    rng = random.Random(n)
+    for _ in range(6):
+        answers, scores, correct = _case(rng, n)
+        ks = list(range(1, n + 1))
+        got = best_of_n_at_k(scores, correct, ks)
+        for k, value in zip(ks, got.values):
+            expected = _brute(n, k, lambda s: correct[s[best_of_n([scores[i] for i in s])]])
+            assert value == pytest.approx(expected, abs=1e-12), (answers, scores, k)
+        assert got.variances == [0.0] * n
+        # at k = N it is best-of-N itself
+        assert got.values[-1] == float(correct[best_of_n(scores)])
+
+
+def test_best_of_n_at_k_larger_case_and_non_finite_scores():
+    rng = random.Random(7)
+    scores = [rng.gauss(0, 1) for _ in range(10)]
+    correct = [rng.random() < 0.4 for _ in range(10)]
+    for k in (1, 3, 5, 10):
+        expected = _brute(10, k, lambda s: correct[max(s, key=lambda i: (scores[i], -i))])
+        assert best_of_n_at_k(scores, correct, [k]).values[0] == pytest.approx(expected, abs=1e-12)
+    # non-finite scores rank last: a NaN-scored correct sample wins only a subset of NaNs
+    scores = [float("nan"), 1.0, float("inf"), 0.5]
+    assert score_ranking(scores).tolist() == [1, 3, 0, 2]
+    correct = [True, False, False, False]
+    # sample 0 wins only when the subset holds no finite score: never for k >= 3, C(2,2)/C(4,2) for k = 2
+    assert best_of_n_at_k(scores, correct, [1, 2, 3]).values == pytest.approx([0.25, 1 / 6, 0.0])
+    with pytest.raises(ValueError, match="1 <= k <= N"):
+        best_of_n_at_k([1.0, 2.0], [True, False], [3])
+    with pytest.raises(ValueError, match="2 scores but 1"):
+        best_of_n_at_k([1.0, 2.0], [True], [1])
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_majority_and_weighted_vote_at_k_equal_brute_force(n):
+    rng = random.Random(100 + n)
+    for _ in range(5):
+        answers, _, correct = _case(rng, n)
+        scores = [rng.gauss(0, 2) for _ in range(n)]
+        q = QuestionView(answers, correct, "2", scores, key=n)
+        ks = list(range(1, n + 1))
+        vote = vote_at_k(q.labels, q.group_correct, ks, key=1)
+        wv = vote_at_k(q.labels, q.group_correct, ks, key=1, scores=scores)
+        for i, k in enumerate(ks):
+            maj = _brute(n, k, lambda s: answers_match(majority_vote([answers[j] for j in s]).answer, "2"))
+            weighted = _brute(n, k, lambda s: answers_match(
+                weighted_vote([answers[j] for j in s], _softmax([scores[j] for j in s])).answer, "2"))
+            assert vote.values[i] == pytest.approx(maj, abs=1e-12), (answers, k)
+            assert wv.values[i] == pytest.approx(weighted, abs=1e-12), (answers, scores, k)
+        assert vote.variances == [0.0] * n  # C(8, k) <= 1024: enumerated, exact
+
+
+def test_vote_at_k_tie_rule_follows_the_vote():
+    # k = 2 subsets {0, 3}: "4" and "9" tie, the earlier first vote ("4", sample 0) wins
+    answers = ["4", "9", "9", "4"]
+    q = QuestionView(answers, [True, False, False, True], "4", None, key=0)
+    got = vote_at_k(q.labels, q.group_correct, [2, 4], key=0).values
+    # subsets of two: {0,1} 4, {0,2} 4, {0,3} 4, {1,2} 9, {1,3} 9 (tie, first vote is sample 1), {2,3} 9
+    assert got == pytest.approx([0.5, 1.0])
+    assert answer_labels([None, "1", "1.0", "2", None]).tolist() == [-1, 0, 0, 1, -1]
+    # no answers at all: never correct
+    assert vote_at_k(answer_labels([None, None]), [], [1, 2], key=0).values == [0.0, 0.0]
+
+
+def test_vote_at_k_monte_carlo_is_keyed_and_within_its_stated_error():
+    rng = random.Random(9)
+    n, k = 12, 6  # C(12, 6) = 924 subsets; exact values 0.614 (vote) and 0.562 (weighted)
+    answers = [rng.choice(["1", "2", "3"]) for _ in range(n)]
+    correct = [a == "2" for a in answers]
+    scores = [rng.gauss(0, 1) for _ in range(n)]
+    q = QuestionView(answers, correct, "2", scores, key=0)
+    exact = _brute(n, k, lambda s: answers_match(majority_vote([answers[j] for j in s]).answer, "2"))
+    assert 0.5 < exact < 0.7
+    assert vote_at_k(q.labels, q.group_correct, [k], key=5, subsets=924).variances == [0.0]
+    mc = vote_at_k(q.labels, q.group_correct, [k], key=5, subsets=256)
+    assert mc.variances[0] > 0
+    assert abs(mc.values[0] - exact) < 4 * math.sqrt(mc.variances[0])
+    assert vote_at_k(q.labels, q.group_correct, [k], key=5, subsets=256) == mc  # deterministic
+    other = [vote_at_k(q.labels, q.group_correct, [k], key=key, subsets=256).values[0] for key in range(6, 12)]
+    assert any(v != mc.values[0] for v in other)  # another key, other subsets
+    weighted_exact = _brute(n, k, lambda s: answers_match(
+        weighted_vote([answers[j] for j in s], _softmax([scores[j] for j in s])).answer, "2"))
+    wmc = vote_at_k(q.labels, q.group_correct, [k], key=5, scores=scores, subsets=256)
+    assert abs(wmc.values[0] - weighted_exact) < 4 * math.sqrt(wmc.variances[0])
+
+
+def test_random_subsets_are_uniform_and_nested():
+    masks, exact = subset_masks(30, 3, key=9, subsets=4000)  # C(30, 3) = 4060 > 4000: random
+    assert exact is False and masks.shape == (4000, 30) and (masks.sum(1) == 3).all()
+    # each sample is in a random 3-subset with probability 3/30 (standard error 0.0047)
+    assert np.allclose(masks.mean(0), 0.1, atol=0.025)
+    bigger, _ = subset_masks(30, 5, key=9, subsets=4000)
+    assert (bigger | ~masks).all()  # the 3-subsets sit inside the 5-subsets of the same key
+    every, exact = subset_masks(5, 2, key=0)
+    assert exact and every.shape == (10, 5)
+
+
+def test_random_pick_at_k_is_the_mean_correctness():
+    correct = [True, False, False, True, True]
+    got = random_pick_at_k(correct, [1, 3, 5])
+    for k, value in zip([1, 3, 5], got.values):
+        assert value == pytest.approx(_brute(5, k, lambda s: sum(correct[i] for i in s) / k))
+
+
+def test_first_k_vote_is_the_old_majority_at_k():
+    answers = ["1", "2", "2", "3", None, "2.0", None, None]
+    for gold in ("1", "2", "3"):
+        q = QuestionView(answers, [answers_match(a, gold) for a in answers], gold, None, key=0)
+        assert first_k_vote(q.labels, q.group_correct, [1, 2, 4, 8]) == majority_at_k(answers, gold, [1, 2, 4, 8])
