@@ -1,14 +1,40 @@
 import torch
 
-from latentlit.plots import plot_scaling, plot_trajectories
+from latentlit.plots import (plot_accuracy_vs_compute, plot_reliability, plot_risk_coverage, plot_scaling,
+                             plot_trajectories)
 
 
-def test_scaling_plot_has_both_curves_and_greedy_line():
-    fig = plot_scaling([1, 2, 4], [0.5, 0.6, 0.7], [0.5, 0.5, 0.55], 0.52)
+def test_scaling_plot_has_every_curve_its_bands_a_point_and_greedy():
+    curves = {"coverage@k": {"values": [0.5, 0.6, 0.7], "low": [0.4, 0.5, 0.6], "high": [0.6, 0.7, 0.8]},
+              "majority vote": {"values": [0.5, 0.5, 0.55], "low": None, "high": None},
+              "best-of-N": {"values": [0.5, 0.52, 0.56], "low": [0.45, 0.47, 0.5], "high": [0.55, 0.57, 0.6]}}
+    fig = plot_scaling([1, 2, 4], curves, {"value": 0.52, "low": 0.5, "high": 0.54},
+                       points={"beam search": {"k": 4, "value": 0.53, "low": 0.5, "high": 0.56}})
     ax = fig.axes[0]
     ys = [[round(float(y), 6) for y in line.get_ydata()] for line in ax.lines]
-    assert ys == [[50.0, 60.0, 70.0], [50.0, 50.0, 55.0], [52.0, 52.0]]
+    assert ys[:3] == [[50.0, 60.0, 70.0], [50.0, 50.0, 55.0], [50.0, 52.0, 56.0]]
+    assert [52.0, 52.0] in ys and [53.0] in ys  # greedy line, beam search point
+    assert len(ax.collections) >= 3  # two bands (the vote has none) and the greedy band / error bar
     assert ax.get_xscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["coverage@k", "majority vote", "best-of-N",
+                                                                    "greedy", "beam search"]
+
+
+def test_selective_and_compute_plots():
+    fig = plot_risk_coverage({"vote": {"coverage": [0.5, 1.0], "accuracy": [0.7, 0.5]}})
+    assert [list(line.get_ydata()) for line in fig.axes[0].lines] == [[70.0, 50.0]]
+    bins = [{"lower": b / 10, "upper": (b + 1) / 10, "count": 0, "accuracy": None, "confidence": None} for b in range(10)]
+    bins[9] = {"lower": 0.9, "upper": 1.0, "count": 4, "accuracy": 0.75, "confidence": 1.0}
+    fig = plot_reliability({"vote": {"ece": 0.25, "bins": bins}, "rm": {"ece": 0.1, "bins": bins}})
+    assert len(fig.axes) == 2 and "ECE 25.0%" in fig.axes[0].get_title()
+    assert [p.get_height() for p in fig.axes[0].patches] == [75.0]
+    rows = [{"method": "majority_vote", "label": "majority vote", "accuracy": a, "trajectories": k, "flops": 10.0 * k}
+            for k, a in ((1, 0.5), (2, 0.55))]
+    rows.append({"method": "adaptive:x", "label": "adaptive", "accuracy": 0.56, "trajectories": 1.5, "flops": None})
+    fig = plot_accuracy_vs_compute(rows)
+    traj, flops = fig.axes
+    assert [list(line.get_xdata()) for line in traj.lines] == [[1, 2], [1.5]]
+    assert [list(line.get_xdata()) for line in flops.lines] == [[10.0, 20.0]]  # no FLOPs known for the adaptive point
 
 
 def test_trajectory_plot_draws_every_trajectory_coloured_by_correctness():

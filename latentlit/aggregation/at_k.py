@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from math import comb
 
 import numpy as np
@@ -112,6 +113,20 @@ def random_pick_at_k(correct: Sequence[bool], ks: Sequence[int]) -> AtK:
     return AtK([mean] * len(ks), [0.0] * len(ks))
 
 
+@lru_cache(maxsize=256)
+def _all_subsets(n: int, k: int) -> np.ndarray:
+    masks = np.zeros((comb(n, k), n), dtype=bool)
+    for row, chosen in enumerate(itertools.combinations(range(n), k)):
+        masks[row, list(chosen)] = True
+    masks.setflags(write=False)
+    return masks
+
+
+def _random_ranks(n: int, key: int, subsets: int) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence([int(key) & 0xFFFFFFFFFFFFFFFF, _SUBSET_STREAM]))
+    return np.argsort(np.argsort(rng.random((subsets, n)), axis=1), axis=1)
+
+
 def subset_masks(n: int, k: int, key: int, subsets: int = DEFAULT_SUBSETS) -> tuple[np.ndarray, bool]:
     """The k-subsets a vote@k estimate averages over, as an (S, N) bool mask.
 
@@ -123,13 +138,37 @@ def subset_masks(n: int, k: int, key: int, subsets: int = DEFAULT_SUBSETS) -> tu
         (masks, exact).
     """
     if comb(n, k) <= subsets:
-        masks = np.zeros((comb(n, k), n), dtype=bool)
-        for row, chosen in enumerate(itertools.combinations(range(n), k)):
-            masks[row, list(chosen)] = True
-        return masks, True
-    rng = np.random.default_rng(np.random.SeedSequence([int(key) & 0xFFFFFFFFFFFFFFFF, _SUBSET_STREAM]))
-    ranks = np.argsort(np.argsort(rng.random((subsets, n)), axis=1), axis=1)
-    return ranks < k, False
+        return _all_subsets(n, k), True
+    return _random_ranks(n, key, subsets) < k, False
+
+
+@dataclass(frozen=True)
+class SubsetTable:
+    """The subsets of every k stacked: ``masks`` (sum of S_k, N) bool, rows ``bounds[i]`` for
+    ``ks[i]``, ``exact[i]`` whether they are all C(N, k) subsets."""
+
+    masks: np.ndarray
+    bounds: list[tuple[int, int]]
+    exact: list[bool]
+
+
+def subset_table(n: int, ks: Sequence[int], key: int, subsets: int = DEFAULT_SUBSETS) -> SubsetTable:
+    """:func:`subset_masks` for every k at once (one set of random permutations for all k)."""
+    _check_ks(n, ks)
+    ranks = None
+    parts, bounds, exact, start = [], [], [], 0
+    for k in ks:
+        if comb(n, k) <= subsets:
+            m, ex = _all_subsets(n, k), True
+        else:
+            if ranks is None:
+                ranks = _random_ranks(n, key, subsets)
+            m, ex = ranks < k, False
+        parts.append(m)
+        bounds.append((start, start + len(m)))
+        exact.append(ex)
+        start += len(m)
+    return SubsetTable(np.concatenate(parts), bounds, exact)
 
 
 def _vote_correct(masks: np.ndarray, labels: np.ndarray, group_correct: np.ndarray,
@@ -150,7 +189,8 @@ def _vote_correct(masks: np.ndarray, labels: np.ndarray, group_correct: np.ndarr
         weights = weights / np.maximum(weights.sum(1, keepdims=True), np.finfo(np.float64).tiny)
     totals = weights @ onehot  # (S, G)
     # first vote of each group in each subset, for the tie rule
-    index = np.where(masks[:, :, None] & onehot[None, :, :], np.arange(n)[None, :, None], n).min(1)  # (S, G)
+    chosen = np.where(masks, np.arange(n)[None, :], n)  # (S, N): sample index where chosen
+    index = np.stack([chosen[:, labels == j].min(1) for j in range(g)], axis=1)  # (S, G)
     best = totals.max(1, keepdims=True)
     tied = (totals == best) & (best > 0)
     winner = np.where(tied, index, n + 1).argmin(1)
@@ -158,7 +198,8 @@ def _vote_correct(masks: np.ndarray, labels: np.ndarray, group_correct: np.ndarr
 
 
 def vote_at_k(answers_labels: np.ndarray, group_correct: Sequence[bool], ks: Sequence[int], key: int,
-              scores: Sequence[float] | None = None, subsets: int = DEFAULT_SUBSETS) -> AtK:
+              scores: Sequence[float] | None = None, subsets: int = DEFAULT_SUBSETS,
+              table: SubsetTable | None = None) -> AtK:
     """Expected correctness of the majority vote (``scores=None``) or of the RM-weighted vote
     (softmax of ``scores`` over the subset) on a random k-subset, for each k.
 
@@ -167,6 +208,7 @@ def vote_at_k(answers_labels: np.ndarray, group_correct: Sequence[bool], ks: Seq
         group_correct: (G,) whether each answer group is the gold answer.
         key: keys the random subsets (e.g. ``question_key(seed, id)``).
         subsets: number of random subsets when C(N, k) exceeds it (then enumerated otherwise).
+        table: the question's :func:`subset_table` for these ``ks`` (built when omitted).
 
     Returns:
         :class:`AtK`; ``variances`` is the Monte Carlo variance of each value
@@ -184,15 +226,14 @@ def vote_at_k(answers_labels: np.ndarray, group_correct: Sequence[bool], ks: Seq
         if len(scores) != n:
             raise ValueError(f"{n} answers but {len(scores)} scores")
         s = clean_scores(scores)
-    values, variances, exacts = [], [], []
-    for k in ks:
-        masks, exact = subset_masks(n, k, key, subsets)
-        hits = _vote_correct(masks, labels, gc, s)
-        p = float(hits.mean())
+    table = table if table is not None else subset_table(n, ks, key, subsets)
+    hits = _vote_correct(table.masks, labels, gc, s)
+    values, variances = [], []
+    for (start, end), exact in zip(table.bounds, table.exact):
+        p = float(hits[start:end].mean())
         values.append(p)
-        variances.append(0.0 if exact else p * (1.0 - p) / (len(hits) - 1))
-        exacts.append(exact)
-    return AtK(values, variances, exacts)
+        variances.append(0.0 if exact else p * (1.0 - p) / (end - start - 1))
+    return AtK(values, variances, list(table.exact))
 
 
 def first_k_vote(answers_labels: np.ndarray, group_correct: Sequence[bool], ks: Sequence[int]) -> list[float]:
@@ -200,9 +241,5 @@ def first_k_vote(answers_labels: np.ndarray, group_correct: Sequence[bool], ks: 
     ``majority_vote@k`` before the subset expectation; kept as ``majority_vote_first@k``)."""
     labels = np.asarray(answers_labels, dtype=np.int64)
     _check_ks(len(labels), ks)
-    out = []
-    for k in ks:
-        mask = np.zeros((1, len(labels)), dtype=bool)
-        mask[0, :k] = True
-        out.append(float(_vote_correct(mask, labels, np.asarray(group_correct, dtype=bool), None)[0]))
-    return out
+    masks = np.arange(len(labels))[None, :] < np.asarray(ks)[:, None]  # row i: the first ks[i] samples
+    return _vote_correct(masks, labels, np.asarray(group_correct, dtype=bool), None).tolist()

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latentlit.aggregation.at_k import AtK, answer_labels, best_of_n_at_k, random_pick_at_k, vote_at_k
+from latentlit.aggregation.at_k import (AtK, SubsetTable, answer_labels, best_of_n_at_k, random_pick_at_k, subset_table,
+                                        vote_at_k)
 from latentlit.aggregation.select import best_of_n, random_pick
 from latentlit.aggregation.vote import majority_vote, weighted_vote
 from latentlit.data.answers import answers_match
@@ -40,6 +41,7 @@ class QuestionView:
     key: int
     _labels: np.ndarray | None = field(default=None, repr=False)
     _group_correct: np.ndarray | None = field(default=None, repr=False)
+    _tables: dict = field(default_factory=dict, repr=False)
 
     @property
     def n(self) -> int:
@@ -63,6 +65,15 @@ class QuestionView:
                     out[label] = bool(self.correct[i])
             self._group_correct = out
         return self._group_correct
+
+
+    def subsets(self, ks: Sequence[int]) -> SubsetTable:
+        """The random / enumerated k-subsets of this question for ``ks`` (built once, shared by
+        every vote estimator: common random numbers)."""
+        key = tuple(ks)
+        if key not in self._tables:
+            self._tables[key] = subset_table(self.n, ks, self.key)
+        return self._tables[key]
 
 
 @dataclass(frozen=True)
@@ -139,7 +150,7 @@ AGGREGATORS: list[Aggregator] = [
                "majority vote over a random k-subset: exact over all C(N,k) subsets when there are at most "
                "1024, else the mean over 1024 random subsets keyed by (seed, question) (Monte Carlo)",
                choose=_choose_majority,
-               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key)),
+               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key, table=q.subsets(ks))),
     Aggregator("random", "random pick", False,
                "exact: a random pick among k random samples is a random sample (c/N for every k); the record's "
                "'random' field is one keyed draw",
@@ -152,7 +163,7 @@ AGGREGATORS: list[Aggregator] = [
                "RM-weighted vote (softmax over the subset's scores) over a random k-subset: exact when C(N,k) <= 1024, "
                "else 1024 keyed random subsets (Monte Carlo)",
                choose=_choose_weighted,
-               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key, scores=q.scores),
+               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key, scores=q.scores, table=q.subsets(ks)),
                spends="samples+rm"),
     Aggregator("beam_search", "beam search", True,
                "only at k = N: its budget B x K = N steers the sampling, so smaller budgets need their own run",

@@ -3,8 +3,9 @@ end ``metrics.json``, the scaling plot and the summary table.
 
 Output contract (one directory):
 * ``predictions.jsonl``: one JSON object per question, in problem order.
-* ``metrics.json``: the run's config and every metric.
-* ``scaling.png``: coverage@k and majority vote against k.
+* ``metrics.json``: the run's config, every metric, its intervals, selective prediction and
+  compute (``latentlit.reporting.report``).
+* ``scaling.png``, ``risk_coverage.png``, ``calibration.png``, ``accuracy_vs_compute.png``.
 
 Under DDP each rank appends to ``predictions.rank<r>.jsonl``; at the end rank 0 merges them into
 ``predictions.jsonl`` in problem order and deletes them. A re-run into the same directory reads

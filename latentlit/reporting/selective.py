@@ -183,10 +183,12 @@ def selective_summary(confidence: Sequence[float], correct: Sequence[bool], indi
            "risk_coverage": {"coverage": COVERAGE_GRID, "accuracy": at}}
     if indices is not None:
         gains, areas = [], []
+        m = min(q, max(1, int(np.floor(0.5 * q + 0.5))))
         for rows in indices:
             c, o = conf[rows], ok[rows]
-            gains.append(answered_accuracy(c, o, 0.5) - o.mean())
-            areas.append(aurc(c, o))
+            curve_b = risk_coverage(c, o)
+            gains.append(curve_b[m - 1] - o.mean())
+            areas.append(float(np.mean(1.0 - curve_b)))
         tail = 100 * (1 - level) / 2
         out["gain@50%_interval"] = np.percentile(gains, [tail, 100 - tail]).tolist()
         out["aurc_interval"] = np.percentile(areas, [tail, 100 - tail]).tolist()

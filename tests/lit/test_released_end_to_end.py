@@ -51,8 +51,10 @@ def test_best_of_n_and_beam_search_with_released_latentrm(tmp_path, capsys):
     for key in ("best_of_n@4", "weighted_vote@4", "beam_search@4"):
         assert 0.0 <= metrics["metrics"][key] <= 1.0
     m = metrics["metrics"]
-    assert (f"at N = 4: random {m['random@4']:.4f}, best_of_n {m['best_of_n@4']:.4f}, "
-            f"weighted_vote {m['weighted_vote@4']:.4f}, beam_search {m['beam_search@4']:.4f}") in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    for label, key in (("random pick", "random@4"), ("best-of-N", "best_of_n@4"), ("weighted vote", "weighted_vote@4"),
+                       ("beam search", "beam_search@4")):
+        assert f"  {label:<16}{100 * m[key]:>6.1f} [" in printed
 
 
 def test_released_latentrm_scores_match_transformers_reference(tmp_path):

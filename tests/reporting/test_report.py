@@ -1,0 +1,166 @@
+"""The report built from records: consistency guard, printed table, adaptive points, figures,
+and the side-by-side comparison of runs (``scripts/compare_runs.py``)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from latentlit.aggregation import registry
+from latentlit.metrics import coverage_ks
+from latentlit.reporting.compute import CostModel, ModelShape
+from latentlit.reporting.report import add_report, format_summary, make_figures, write_report
+from latentlit.reporting.values import metric_keys, question_values, question_view
+
+N = 8
+KS = coverage_ks(N)
+AGGS = registry.enabled({"latent_rm": "rm", "beam_width": 2})
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _records(q: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for i in range(q):
+        gold = "5"
+        answers = [rng.choice(["5", "5", "6", "7", None]) for _ in range(N)]
+        correct = [a == gold for a in answers]
+        r = {"index": i, "id": f"q{i}", "gold": gold, "answers": answers, "correct": correct,
+             "greedy": {"answer": answers[0], "correct": correct[0]},
+             "rm_scores": [round(rng.gauss(0, 1), 5) for _ in range(N)],
+             "beam_search": {"answer": gold, "correct": rng.random() < 0.6},
+             "compute": {"prompt": 10, "latents": [3] * N, "answers": [4] * N, "greedy": [3, 4], "rm_prompt": 10,
+                         "beam_search": {"width": 2, "candidates": 4, "answers": [4, 4]}}}
+        view = question_view(r, 0)
+        from latentlit.aggregation import majority_vote
+
+        vote = majority_vote(answers)
+        r["vote_share"], r["distinct_answers"] = vote.share, vote.distinct
+        for agg in AGGS:
+            if agg.choose is not None:
+                r[agg.name] = agg.choose(view)
+        out.append(r)
+    return out
+
+
+def _summary(records: list[dict]) -> dict:
+    keys = metric_keys(KS, N, AGGS)
+    values = [question_values(r, KS, AGGS, 0).values for r in records]
+    metrics = {k: round(sum(v[k] for v in values) / len(values), 6) for k in keys}
+    return {"config": {"n_samples": N, "sampler": {"name": "AGN"}}, "metrics": metrics,
+            "counts": {"questions": len(records)}, "trajectories_per_second": 100.0}
+
+
+def _model() -> CostModel:
+    shape = ModelShape(matrix_params=1000, n_layer=2, d_model=8, vocab=20)
+    return CostModel(shape, ModelShape(matrix_params=500, n_layer=1, d_model=8, head_params=8), shared_prefill=True)
+
+
+def test_report_sections_and_consistency_guard():
+    records = _records(40)
+    summary = add_report(_summary(records), records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    assert {"intervals", "monte_carlo", "estimators", "selective", "compute"} <= set(summary)
+    # N = 8: C(8, 4) = 70 subsets, all enumerated
+    assert summary["monte_carlo"]["standard_error"] == {}
+    methods = {r["method"] for r in summary["compute"]["rows"]}
+    assert methods == {"greedy", "majority_vote", "random", "best_of_n", "weighted_vote", "beam_search"}
+    # a metric that disagrees with its records is an error, not a number
+    bad = _summary(records)
+    bad["metrics"]["best_of_n@2"] += 0.01
+    with pytest.raises(RuntimeError, match="best_of_n@2"):
+        add_report(bad, records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    short = _summary(records)
+    short["counts"]["questions"] = 41
+    with pytest.raises(RuntimeError, match="40 records on disk but the metrics counted 41"):
+        add_report(short, records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+
+
+def test_monte_carlo_error_is_stated_when_subsets_are_sampled():
+    records = []
+    for r in _records(10):
+        r = dict(r)
+        r["answers"], r["correct"] = r["answers"] * 2, r["correct"] * 2  # N = 16: C(16, 8) > 1024
+        r["rm_scores"] = r["rm_scores"] * 2
+        records.append(r)
+    ks = coverage_ks(16)
+    keys = metric_keys(ks, 16, AGGS[:1])
+    values = [question_values(r, ks, AGGS[:1], 0) for r in records]
+    summary = {"config": {"n_samples": 16, "sampler": {"name": "AGN"}}, "counts": {"questions": 10},
+               "metrics": {k: sum(v.values[k] for v in values) / 10 for k in keys}}
+    add_report(summary, records, ks=ks, aggregators=AGGS[:1], seed=0, cost_model=None)
+    se = summary["monte_carlo"]["standard_error"]
+    assert set(se) == {"majority_vote@4", "majority_vote@8"}  # k = 1, 2, 16 are enumerated
+    assert all(0 <= x < 0.02 for x in se.values())
+    assert "compute" not in summary
+
+
+def test_adaptive_points_join_the_compute_table_and_figure_when_present():
+    records = _records(20)
+    summary = _summary(records)
+    summary["adaptive"] = {"leader_safe": {"0": {"accuracy": 0.7, "mean_trajectories": 3.2, "median_trajectories": 3}},
+                           "beta": {"0.9": {"accuracy": 0.68, "mean_trajectories": 2.1, "median_trajectories": 2},
+                                    "0.99": {"accuracy": 0.7, "mean_trajectories": 2.9, "median_trajectories": 3}}}
+    add_report(summary, records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    rows = [r for r in summary["compute"]["rows"] if r["method"].startswith("adaptive:")]
+    assert [(r["method"], r["threshold"], r["trajectories"]) for r in rows] == [
+        ("adaptive:leader_safe", "0", 3.2), ("adaptive:beta", "0.9", 2.1), ("adaptive:beta", "0.99", 2.9)]
+    fig = make_figures(summary)["accuracy_vs_compute"]
+    labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+    assert "adaptive N (leader_safe)" in labels and "adaptive N (beta)" in labels
+    # absent: no adaptive rows and no failure
+    plain = add_report(_summary(records), records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    assert not any(r["method"].startswith("adaptive") for r in plain["compute"]["rows"])
+
+
+def test_printed_summary_lines(tmp_path, capsys):
+    records = _records(30)
+    summary = add_report(_summary(records), records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    text = format_summary(summary)
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["k", "coverage", "majority"]
+    assert len([x for x in lines if x.strip() and x.split()[0] in {str(k) for k in KS}]) == len(KS)
+    m, iv = summary["metrics"], summary["intervals"]
+    d = iv["minus_greedy"]["majority_vote@8"]
+    assert (f"  majority vote   {100 * m['majority_vote@8']:>6.1f} [{100 * iv['accuracy']['majority_vote@8']['low']:.1f}, "
+            f"{100 * iv['accuracy']['majority_vote@8']['high']:.1f}]   {100 * d['diff']:+.1f} "
+            f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]") in lines
+    assert sum(x.startswith("selective, ") for x in lines) == 3
+    written = write_report(summary, tmp_path)
+    assert sorted(written) == ["accuracy_vs_compute", "calibration", "risk_coverage", "scaling"]
+    assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(summary))
+    assert text in capsys.readouterr().out
+
+
+def _compare_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_runs", REPO / "scripts" / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_compare_runs_script(tmp_path, capsys):
+    for name, seed in (("run_a", 0), ("run_b", 1)):
+        records = _records(25, seed)
+        summary = add_report(_summary(records), records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(summary))
+    compare = _compare_script()
+    assert compare([str(tmp_path / "run_a"), str(tmp_path / "run_b"), "--csv", str(tmp_path / "rows.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| | run_a | run_b |"
+    a = json.loads((tmp_path / "run_a" / "metrics.json").read_text())
+    iv = a["intervals"]["accuracy"]["best_of_n@8"]
+    row = next(x for x in lines if x.startswith("| best-of-N@N (%) |"))
+    assert row.split(" | ")[1] == f"{100 * a['metrics']['best_of_n@8']:.1f} [{100 * iv['low']:.1f}, {100 * iv['high']:.1f}]"
+    assert any(x.startswith("| best-of-N@N - greedy (points) | ") for x in lines)
+    assert any(x.startswith("| selective gain at 50% answered, vote (points) |") for x in lines)
+    csv_lines = (tmp_path / "rows.csv").read_text().splitlines()
+    assert csv_lines[0] == "run,metric,k,value,low,high,minus_greedy,diff_low,diff_high"
+    assert len(csv_lines) == 1 + 2 * 7  # greedy, coverage and five aggregators per run
+    assert compare([str(tmp_path / "nope")]) == 2
+    assert "nope/metrics.json does not exist" in capsys.readouterr().err
