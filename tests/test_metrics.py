@@ -133,3 +133,22 @@ def test_majority_at_k():
     assert majority_at_k(answers, "1", [1, 2, 4, 8]) == [1.0, 1.0, 0.0, 0.0]
     assert majority_at_k([None, None], "1", [1, 2]) == [0.0, 0.0]
     assert majority_at_k(["18.0", "18", "7"], "18", [3]) == [1.0]
+
+
+def test_keyed_mean_in_parts_equals_at_once():
+    from latentlit.metrics import KeyedMean
+
+    rows = [{"a": 1.0, "b": 0.25}, {"a": 0.0, "b": 0.5}, {"a": 1.0, "b": 1.0, "extra": 7.0}]
+    whole = KeyedMean(["a", "b"])
+    for r in rows:
+        whole.update(r)
+    assert whole.as_dict() == {"a": pytest.approx(2 / 3), "b": pytest.approx(1.75 / 3)}
+    assert whole.compute().dtype == torch.float64
+    first, second = KeyedMean(["a", "b"]), KeyedMean(["a", "b"])
+    first.update(rows[0])
+    for r in rows[1:]:
+        second.update(r)
+    first.merge_state(second)  # what the DDP sum of states does
+    torch.testing.assert_close(first.compute(), whole.compute())
+    with pytest.raises(KeyError, match="b"):
+        KeyedMean(["a", "b"]).update({"a": 1.0})
