@@ -22,8 +22,8 @@ noise than running it on the first k only).
 Votes follow :mod:`latentlit.aggregation.vote`: answers that are numerically equal vote together,
 a missing answer never votes, ties go to the answer whose first vote (in sample order) came
 earliest; the weighted vote weights sample i by softmax over the subset's scores. Non-finite
-scores count as -inf: they never win best-of-N unless every score is non-finite, and they carry
-no vote weight (a subset without weight gives no answer).
+scores follow :mod:`latentlit.aggregation.scores`: they rank as -inf (never chosen over a finite
+one), carry no vote weight, and a subset without any finite score gives no answer.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def clean_scores(scores: Sequence[float]) -> np.ndarray:
 
 def score_ranking(scores: Sequence[float]) -> np.ndarray:
     """Sample indices best first: by score descending, ties to the lower index, non-finite last
-    (the order :func:`latentlit.aggregation.best_of_n` uses for its winner)."""
+    (the order :func:`latentlit.aggregation.best_of_n` chooses by)."""
     s = clean_scores(scores)
     return np.lexsort((np.arange(len(s)), -s))
 
@@ -95,7 +95,9 @@ def best_of_n_at_k(scores: Sequence[float], correct: Sequence[bool], ks: Sequenc
     if len(correct) != n:
         raise ValueError(f"{n} scores but {len(correct)} correctness flags")
     _check_ks(n, ks)
-    c = np.asarray(correct, dtype=np.float64)[score_ranking(scores)]
+    order = score_ranking(scores)
+    # a subset whose top score is non-finite has no finite score at all: no answer
+    c = np.where(np.isfinite(clean_scores(scores))[order], np.asarray(correct, dtype=np.float64)[order], 0.0)
     values = []
     for k in ks:
         # P(rank r tops the subset) = C(N-1-r, k-1) / C(N, k), r = 0..N-k, by the ratio recurrence

@@ -19,6 +19,7 @@ import numpy as np
 
 from latentlit.aggregation.at_k import (AtK, SubsetTable, answer_labels, best_of_n_at_k, random_pick_at_k, subset_table,
                                         vote_at_k)
+from latentlit.aggregation.scores import rm_vote_weights
 from latentlit.aggregation.select import best_of_n, random_pick
 from latentlit.aggregation.vote import majority_vote, weighted_vote
 from latentlit.data.answers import answers_match
@@ -30,7 +31,8 @@ class QuestionView:
 
     Attributes:
         answers: N parsed answers (None: no answer). correct: N booleans. gold: the gold answer.
-        scores: N LatentRM trajectory scores, or None without a LatentRM.
+        scores: N LatentRM trajectory scores (NaN where the RM gave a non-finite one), or None
+            without a LatentRM.
         key: int64 key of (seed, question id): keys random picks and random subsets.
     """
 
@@ -116,15 +118,6 @@ class Aggregator:
 SPENDS = ("samples", "samples+rm")
 
 
-def _softmax(scores: Sequence[float]) -> list[float]:
-    s = np.asarray(scores, dtype=np.float64)
-    finite = np.isfinite(s)
-    if not finite.any():
-        return [0.0] * len(s)
-    w = np.where(finite, np.exp(np.where(finite, s, 0.0) - s[finite].max()), 0.0)
-    return (w / w.sum()).tolist()
-
-
 def _choose_majority(q: QuestionView) -> dict:
     vote = majority_vote(q.answers)
     return {"answer": vote.answer, "correct": answers_match(vote.answer, q.gold)}
@@ -136,12 +129,14 @@ def _choose_random(q: QuestionView) -> dict:
 
 
 def _choose_best(q: QuestionView) -> dict:
-    best = best_of_n(q.scores)
+    best = best_of_n(q.scores)  # None when no score is finite: no answer
+    if best is None:
+        return {"answer": None, "correct": False, "index": None}
     return {"answer": q.answers[best], "correct": q.correct[best], "index": best}
 
 
 def _choose_weighted(q: QuestionView) -> dict:
-    vote = weighted_vote(q.answers, _softmax(q.scores))
+    vote = weighted_vote(q.answers, rm_vote_weights(q.scores))
     return {"answer": vote.answer, "correct": answers_match(vote.answer, q.gold)}
 
 

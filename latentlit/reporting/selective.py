@@ -64,7 +64,10 @@ def _vote_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:
 
 
 def _rm_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:
-    return _answer_mass(view, int(record["best_of_n"]["index"]), _rm_mass(view)), bool(record["best_of_n"]["correct"])
+    index = record["best_of_n"]["index"]  # None: no finite score, no answer
+    if index is None:
+        return 0.0, False
+    return _answer_mass(view, int(index), _rm_mass(view)), bool(record["best_of_n"]["correct"])
 
 
 def _combined_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:

@@ -30,8 +30,12 @@ class QuestionValues:
 
 
 def question_view(record: dict, seed: int) -> QuestionView:
-    """The aggregators' view of a record (its RM scores when it has them)."""
-    return QuestionView(list(record["answers"]), list(record["correct"]), record["gold"], record.get("rm_scores"),
+    """The aggregators' view of a record (its RM scores when it has them; a stored ``null``, a
+    non-finite score, becomes NaN)."""
+    scores = record.get("rm_scores")
+    if scores is not None:
+        scores = [float("nan") if x is None else float(x) for x in scores]
+    return QuestionView(list(record["answers"]), list(record["correct"]), record["gold"], scores,
                         question_key(seed, record["id"]))
 
 

@@ -57,12 +57,19 @@ def test_best_of_n_at_k_larger_case_and_non_finite_scores():
     for k in (1, 3, 5, 10):
         expected = _brute(10, k, lambda s: correct[max(s, key=lambda i: (scores[i], -i))])
         assert best_of_n_at_k(scores, correct, [k]).values[0] == pytest.approx(expected, abs=1e-12)
-    # non-finite scores rank last: a NaN-scored correct sample wins only a subset of NaNs
-    scores = [float("nan"), 1.0, float("inf"), 0.5]
-    assert score_ranking(scores).tolist() == [1, 3, 0, 2]
-    correct = [True, False, False, False]
-    # sample 0 wins only when the subset holds no finite score: never for k >= 3, C(2,2)/C(4,2) for k = 2
-    assert best_of_n_at_k(scores, correct, [1, 2, 3]).values == pytest.approx([0.25, 1 / 6, 0.0])
+    # non-finite scores rank last, and a subset with no finite score gives no answer
+    scores = [float("nan"), 1.0, float("inf"), 0.5, float("nan")]
+    assert score_ranking(scores).tolist() == [1, 3, 0, 2, 4]
+    correct = [True, False, True, True, True]
+
+    def pick(s):
+        best = best_of_n([scores[i] for i in s])
+        return best is not None and correct[s[best]]
+
+    got = best_of_n_at_k(scores, correct, [1, 2, 3, 4, 5]).values
+    for k, value in zip(range(1, 6), got):
+        assert value == pytest.approx(_brute(5, k, pick), abs=1e-12)
+    assert got[0] == pytest.approx(0.2)  # k = 1: only sample 3 (0.5, correct) answers right
     with pytest.raises(ValueError, match="1 <= k <= N"):
         best_of_n_at_k([1.0, 2.0], [True, False], [3])
     with pytest.raises(ValueError, match="2 scores but 1"):
@@ -86,6 +93,19 @@ def test_majority_and_weighted_vote_at_k_equal_brute_force(n):
             assert vote.values[i] == pytest.approx(maj, abs=1e-12), (answers, k)
             assert wv.values[i] == pytest.approx(weighted, abs=1e-12), (answers, scores, k)
         assert vote.variances == [0.0] * n  # C(8, k) <= 1024: enumerated, exact
+
+
+def test_weighted_vote_at_k_with_non_finite_scores_equals_brute_force():
+    from latentlit.aggregation import rm_vote_weights
+
+    answers = ["1", "2", "2", "1", "3"]
+    scores = [float("nan"), 0.3, float("inf"), 1.2, 0.1]
+    q = QuestionView(answers, [a == "2" for a in answers], "2", scores, key=0)
+    got = vote_at_k(q.labels, q.group_correct, range(1, 6), key=0, scores=scores).values
+    for k, value in zip(range(1, 6), got):
+        expected = _brute(5, k, lambda s: answers_match(
+            weighted_vote([answers[j] for j in s], rm_vote_weights([scores[j] for j in s])).answer, "2"))
+        assert value == pytest.approx(expected, abs=1e-12), k
 
 
 def test_vote_at_k_tie_rule_follows_the_vote():
