@@ -18,14 +18,17 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric, SumMetric
 
 from latentlit.aggregation import majority_vote, registry
+from latentlit.aggregation.adaptive import AdaptiveOptions, parse_adaptive
 from latentlit.aggregation.beam_search import latent_beam_search
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
+from latentlit.lit.adaptive import AdaptiveTable, adaptive_field, adaptive_settings, head_record
 from latentlit.lit.run_checks import COUNTS, answer_format_warning, record_counts, summary_warnings
 from latentlit.lit.writer import PredictionWriter, check_resumed_questions, check_run_settings, read_records
 from latentlit.metrics import KeyedMean, MeanVector, coverage_ks, trajectory_diversity
 from latentlit.reporting.compute import answer_positions
 from latentlit.reporting.values import metric_keys, question_values, question_view
+from latentlit.sampling.adaptive import sample_adaptive
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.sampling.nway import sample_questions
@@ -59,17 +62,31 @@ class TTSPredictor(L.LightningModule):
             ``<output_dir>/latents/*.safetensors`` (one file per batch, keyed by question id).
         beam_width: B for latent beam search (needs ``latent_rm``); K = N // B candidates per
             beam, so beam search spends the same N trajectories' worth of latent steps.
+        adaptive: adaptive N (:mod:`latentlit.aggregation.adaptive`),
+            :class:`~latentlit.aggregation.adaptive.AdaptiveOptions` (or a mapping of its fields):
+            ``round_size`` (default 4), ``rule`` and ``threshold`` (a rule to run live: each
+            question is sampled ``round_size`` at a time, up to ``n_samples`` = N_max, until the
+            rule settles it; questions that settle leave the batch), and ``table`` (rule ->
+            thresholds replayed on the samples of a fixed-N run; default
+            ``latentlit.aggregation.adaptive.DEFAULT_GRID``). Without ``rule`` the run is a
+            normal fixed-N run plus the replayed table. Records get an ``adaptive`` field and
+            ``metrics.json`` an ``adaptive`` section (accuracy, mean and median trajectories).
+            A live run's records hold only the samples drawn (and no N-sample aggregator
+            fields); its ``metrics`` (and the report's intervals, selective prediction and
+            compute) are those of a fixed run with N = round_size, from every question's first
+            round_size samples (:func:`latentlit.lit.adaptive.head_record`).
 
     Raises:
         ValueError: bad N / dtype / rm_score, beam search without a LatentRM, or B not dividing N;
-            at setup, an output directory holding results of other settings or other questions.
+            a bad ``adaptive`` mapping, or a live adaptive rule with beam search; at setup, an
+            output directory holding results of other settings or other questions.
     """
 
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 16,
                  max_trajectories: int = 1024, seed: int = 0, num_latents: int | None = None, max_new_tokens: int = 8,
                  answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32",
                  latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None,
-                 save_latents: bool = False):
+                 save_latents: bool = False, adaptive: AdaptiveOptions | None = None):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
@@ -82,7 +99,8 @@ class TTSPredictor(L.LightningModule):
         if beam_width is not None and (latent_rm is None or beam_width < 1 or n_samples % beam_width):
             raise ValueError(f"beam_width={beam_width} needs latent_rm and must divide n_samples={n_samples}")
         # Only plain values go into hyperparameters: a checkpoint must load with weights_only=True.
-        self.save_hyperparameters(ignore=["sampler"])
+        self.save_hyperparameters(ignore=["sampler", "adaptive"])
+        self.hparams["adaptive"] = adaptive.to_dict() if isinstance(adaptive, AdaptiveOptions) else adaptive
         self.sampler = sampler if sampler is not None else MCDropout()
         self.backbone = LatentBackbone.from_pretrained(backbone, dtype=DTYPES[dtype])
         if num_latents is not None:
@@ -98,7 +116,14 @@ class TTSPredictor(L.LightningModule):
             if self.rm.transformer.config.n_embd != self.backbone.hidden_size:
                 raise ValueError(f"latent_rm {latent_rm} reads {self.rm.transformer.config.n_embd}-dim latents but backbone "
                                  f"{backbone} writes {self.backbone.hidden_size}-dim ones: use the RM trained on this backbone")
-        self.ks = coverage_ks(n_samples)
+        self.adaptive = parse_adaptive(adaptive, has_scores=self.rm is not None, n_max=n_samples)
+        self.live = self.adaptive is not None and self.adaptive.run is not None
+        if self.live and beam_width:
+            raise ValueError("adaptive.rule (live adaptive N) cannot be combined with beam_width: beam search spends "
+                             "a fixed budget; use the replayed adaptive table (no adaptive.rule) instead")
+        # the samples every question's metrics use: N, or in a live run the first round's
+        self.n_metrics = min(self.adaptive.round_size, n_samples) if self.live else n_samples
+        self.ks = coverage_ks(self.n_metrics)
         self.output_path: Path | None = None
         self._seconds = 0.0
         self._trajectories = 0
@@ -123,14 +148,18 @@ class TTSPredictor(L.LightningModule):
         steps = t if self.backbone.latent_config.latent_stop_id is None else self.backbone.latent_config.max_latents
         self.aggregators = registry.enabled(self.run_settings())
         self.metrics = torch.nn.ModuleDict({
-            "accuracy": KeyedMean(metric_keys(self.ks, self.hparams.n_samples, self.aggregators)),
+            "accuracy": KeyedMean(metric_keys(self.ks, self.n_metrics, self.aggregators)),
             "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
-            **{name: SumMetric() for name in COUNTS},
+            "samples": SumMetric(), **{name: SumMetric() for name in COUNTS},
         })
+        if self.adaptive is not None:
+            self.metrics["adaptive"] = AdaptiveTable(self.adaptive)
         zero = self._trainer is None or self.trainer.is_global_zero
         done = read_records(self._resolve_output_dir())
         check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero, has_results=bool(done))
         for r in done:
+            if self.live and 1 <= len(r["answers"]) <= self.hparams.n_samples:
+                continue
             if len(r["answers"]) != self.hparams.n_samples:
                 raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
                                  f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
@@ -149,7 +178,8 @@ class TTSPredictor(L.LightningModule):
         return {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
                 "seed": hp.seed, "num_latents": self.backbone.latent_config.num_latents,
                 "max_new_tokens": hp.max_new_tokens, "answer_format": self.answer_format, "dtype": hp.dtype,
-                "latent_rm": hp.latent_rm, "rm_score": hp.rm_score, "beam_width": hp.beam_width}
+                "latent_rm": hp.latent_rm, "rm_score": hp.rm_score, "beam_width": hp.beam_width,
+                "adaptive": adaptive_settings(self.adaptive)}
 
     def on_predict_start(self) -> None:
         for r in self._resumed:
@@ -172,16 +202,21 @@ class TTSPredictor(L.LightningModule):
         greedy_steps = list(zip(greedy.latent_mask.sum(1).tolist(),
                                 answer_positions(greedy.answer_ids, self.backbone.latent_config.eos_id, hp.max_new_tokens)))
         rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
-        samples = sample_questions(self.backbone, self.sampler, ids, questions, hp.n_samples, hp.seed,
-                                   max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
         scores = beams = None
-        if self.rm is not None:
-            # with a dynamic latent stop (CoLaR) questions can run different numbers of steps
-            width = max(x.latents.shape[1] for x in samples)
-            latents = torch.stack([F.pad(x.latents, (0, 0, 0, width - x.latents.shape[1])) for x in samples])
-            masks = torch.stack([F.pad(x.latent_mask, (0, width - x.latent_mask.shape[1])) for x in samples])
-            steps = self.rm.score_groups(questions, latents, masks)
-            scores = trajectory_score(steps, masks.to(steps.device), hp.rm_score).cpu().tolist()
+        if self.live:
+            drawn = sample_adaptive(
+                self.backbone, self.sampler, ids, questions, n_max=hp.n_samples, seed=hp.seed, rule=self.adaptive.run,
+                round_size=self.adaptive.round_size, parse=lambda text: extract_answer(text, self.answer_format),
+                score=None if self.rm is None else (lambda rows, new: self._rm_scores([questions[i] for i in rows], new)),
+                max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
+            samples = [d.samples for d in drawn]
+            if self.rm is not None:
+                scores = [d.scores for d in drawn]
+        else:
+            samples = sample_questions(self.backbone, self.sampler, ids, questions, hp.n_samples, hp.seed,
+                                       max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
+            if self.rm is not None:
+                scores = self._rm_scores(questions, samples)
         if hp.beam_width:
             beams = latent_beam_search(self.backbone, self.sampler, ids, questions, self._beam_scorer(questions),
                                        beam_width=hp.beam_width, candidates=hp.n_samples // hp.beam_width, seed=hp.seed,
@@ -197,11 +232,24 @@ class TTSPredictor(L.LightningModule):
         if hp.save_latents:
             self._save_latents(batch, samples)
         self._seconds += time.perf_counter() - start
-        self._trajectories += len(problems) * hp.n_samples
+        self._trajectories += sum(len(s.texts) for s in samples)
         self._new_questions += len(problems)
         for r in records:
             self._update_metrics(r)
         return records
+
+    def _rm_scores(self, questions: list[str], samples) -> list[list[float]]:
+        """LatentRM trajectory scores (``rm_score`` of the step scores) of each question's samples
+        (every question of the call has the same number), rounded as records store them (NaN
+        where non-finite), so that every choice made on them, adaptive stops included, can be
+        recomputed from ``predictions.jsonl``."""
+        # with a dynamic latent stop (CoLaR) questions can run different numbers of steps
+        width = max(x.latents.shape[1] for x in samples)
+        latents = torch.stack([F.pad(x.latents, (0, 0, 0, width - x.latents.shape[1])) for x in samples])
+        masks = torch.stack([F.pad(x.latent_mask, (0, width - x.latent_mask.shape[1])) for x in samples])
+        steps = self.rm.score_groups(questions, latents, masks)
+        scores = trajectory_score(steps, masks.to(steps.device), self.hparams.rm_score).cpu().tolist()
+        return [[round(x, 5) if math.isfinite(x) else math.nan for x in row] for row in scores]
 
     def _save_latents(self, batch, samples) -> None:
         from safetensors.torch import save_file
@@ -233,8 +281,10 @@ class TTSPredictor(L.LightningModule):
             "greedy": {"answer": greedy, "correct": answers_match(greedy, problem.answer), "text": greedy_text},
             "answers": answers, "correct": correct, "texts": s.texts,
             "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
-            # 4 decimals: latents agree only to ~1e-7 across batch shapes (float summation order)
-            "diversity": [round(float(x), 4) for x in trajectory_diversity(s.latents, s.latent_mask)],
+            # 4 decimals: latents agree only to ~1e-7 across batch shapes (float summation order);
+            # a live adaptive run's over the first round only, the samples every question has
+            "diversity": [round(float(x), 4) for x in trajectory_diversity(s.latents[:self.n_metrics],
+                                                                           s.latent_mask[:self.n_metrics])],
         }
         if scores is not None:
             # non-finite scores are stored as null, never win and carry no weight
@@ -242,8 +292,12 @@ class TTSPredictor(L.LightningModule):
             # scores, so that every choice can be recomputed from predictions.jsonl alone
             record["rm_scores"] = [round(x, 5) if math.isfinite(x) else None for x in scores]
         view = question_view(record, self.hparams.seed)
+        if self.adaptive is not None:
+            record["adaptive"] = adaptive_field(self.adaptive, self.hparams.n_samples, view.answers, problem.answer,
+                                                view.scores)
         for agg in self.aggregators:
-            if agg.choose is not None:
+            # a live record holds fewer than N samples: an N-sample aggregate there would be read as one
+            if agg.choose is not None and not self.live:
                 record[agg.name] = agg.choose(view)
         if beam is not None:
             finite = math.isfinite(beam.score)
@@ -261,6 +315,10 @@ class TTSPredictor(L.LightningModule):
     # ------------------------------------------------------------------ metrics
     def _update_metrics(self, r: dict) -> None:
         m, dev = self.metrics, self.device
+        if self.adaptive is not None:
+            m["adaptive"].update(r["adaptive"])
+        m["samples"].update(torch.tensor(float(len(r["answers"])), device=dev))
+        r = self._metrics_record(r)
         m["accuracy"].update(question_values(r, self.ks, self.aggregators, self.hparams.seed).values)
         m["distinct"].update(torch.tensor(float(r["distinct_answers"]), device=dev))
         m["questions"].update(torch.tensor(1.0, device=dev))
@@ -268,6 +326,13 @@ class TTSPredictor(L.LightningModule):
             m[name].update(torch.tensor(float(value), device=dev))
         if r["diversity"]:
             m["diversity"].update(torch.tensor([r["diversity"]], device=dev))
+
+    def _metrics_record(self, r: dict) -> dict:
+        """The record the N-sample metrics read: the record itself, or in a live adaptive run the
+        record a fixed run with N = round_size would have written (its first round)."""
+        if not self.live:
+            return r
+        return head_record(r, self.n_metrics, self.aggregators, self.hparams.seed)
 
     def finish_metrics(self) -> dict:
         """Compute (and reduce across processes) every metric; call on all ranks."""
@@ -279,18 +344,19 @@ class TTSPredictor(L.LightningModule):
         seconds = self.trainer.strategy.reduce(seconds, reduce_op="max") if self._trainer is not None else seconds
         questions = int(m["questions"].compute())
         tally = {name: int(m[name].compute()) for name in COUNTS}
+        samples = int(m["samples"].compute())  # questions x N, or what a live adaptive run drew
         summary = {
             "config": {"backbone": str(self.hparams.backbone), "sampler": self.sampler.describe(), "n_samples": n,
                        "seed": self.hparams.seed, "num_latents": self.backbone.latent_config.num_latents,
                        "max_new_tokens": self.hparams.max_new_tokens, "answer_format": self.answer_format,
                        "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype,
                        "latent_rm": self.hparams.latent_rm, "rm_score": self.hparams.rm_score,
-                       "beam_width": self.hparams.beam_width},
+                       "beam_width": self.hparams.beam_width, "adaptive": adaptive_settings(self.adaptive)},
             "metrics": {
                 **m["accuracy"].as_dict(),
                 "distinct_answers": float(m["distinct"].compute()),
                 "no_answer_greedy": tally["no_answer_greedy"] / max(questions, 1),
-                "no_answer_samples": tally["no_answer_samples"] / max(questions * n, 1),
+                "no_answer_samples": tally["no_answer_samples"] / max(samples, 1),
                 "diversity_per_step": [round(x, 4) for x in m["diversity"].compute().reshape(-1).tolist()],
             },
             "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0]),
@@ -300,6 +366,8 @@ class TTSPredictor(L.LightningModule):
         }
         # states are float64 sums; 6 decimals hide the float32 noise of compute() (0.6499999761...)
         summary["metrics"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary["metrics"].items()}
+        if self.adaptive is not None:
+            summary["adaptive"] = m["adaptive"].compute()
         for warning in summary_warnings(summary["metrics"], summary["counts"]):
             rank_zero_warn(warning)
         return summary
@@ -310,9 +378,17 @@ class TTSPredictor(L.LightningModule):
         to TensorBoard (``latentlit.reporting.report``)."""
         from latentlit.reporting.report import add_report, write_report
 
-        add_report(summary, read_records(output_dir), ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
+        records = [self._metrics_record(r) for r in read_records(output_dir)]
+        add_report(summary, records, ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
                    cost_model=self.cost_model())
         write_report(summary, output_dir, self.logger)
+        n = self.hparams.n_samples
+        for rule, rows in summary.get("adaptive", {}).items():
+            for key, row in rows.items():
+                print(f"adaptive {rule}@{key} (N_max = {n}): accuracy {100 * row['accuracy']:.1f}%, trajectories mean "
+                      f"{row['mean_trajectories']:.2f} / median {row['median_trajectories']:g}")
+        if self.live:
+            print(f"(a live adaptive run: the table above is that of N = {self.n_metrics}, every question's first round)")
         print(f"[latentlit] predictions and metrics written to {output_dir}")
 
     def cost_model(self):

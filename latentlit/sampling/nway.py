@@ -33,8 +33,10 @@ class QuestionSamples:
 
 def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: list[str], questions: list[str],
                      n_samples: int, seed: int, *, max_trajectories: int = 1024, num_latents: int | None = None,
-                     max_new_tokens: int = 16) -> list[QuestionSamples]:
-    """Sample N trajectories for each question.
+                     max_new_tokens: int = 16, offset: int = 0) -> list[QuestionSamples]:
+    """Sample N trajectories for each question: samples ``offset .. offset + N - 1`` of each
+    (``offset`` > 0 continues a question's samples, as adaptive rounds do; sample j is the same
+    whatever the offset it is drawn at).
 
     Work is cut into chunks of whole questions (``max_trajectories // N`` per chunk) or, when
     N alone exceeds the budget, into chunks of samples of one question.
@@ -42,8 +44,9 @@ def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: l
     Raises:
         ValueError: ``n_samples`` or ``max_trajectories`` < 1, or ids/questions of different length.
     """
-    if n_samples < 1 or max_trajectories < 1:
-        raise ValueError(f"n_samples ({n_samples}) and max_trajectories ({max_trajectories}) must be >= 1")
+    if n_samples < 1 or max_trajectories < 1 or offset < 0:
+        raise ValueError(f"n_samples ({n_samples}) and max_trajectories ({max_trajectories}) must be >= 1, "
+                         f"offset ({offset}) >= 0")
     if len(question_ids) != len(questions):
         raise ValueError(f"{len(question_ids)} ids for {len(questions)} questions")
     per_chunk = max(1, max_trajectories // n_samples)
@@ -52,7 +55,7 @@ def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: l
     for start in range(0, len(questions), per_chunk):
         ids, qs = question_ids[start:start + per_chunk], questions[start:start + per_chunk]
         if sample_chunk == n_samples:
-            keys = trajectory_keys(seed, ids, n_samples)
+            keys = trajectory_keys(seed, ids, n_samples, offset=offset)
             out = backbone.generate(qs, n_samples=n_samples, sampler=sampler, keys=keys, num_latents=num_latents,
                                     max_new_tokens=max_new_tokens)
             positions = answer_positions(out.answer_ids, backbone.latent_config.eos_id, max_new_tokens)
@@ -63,14 +66,26 @@ def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: l
             continue
         for qid, q in zip(ids, qs):
             parts = []
-            for offset in range(0, n_samples, sample_chunk):
-                n = min(sample_chunk, n_samples - offset)
-                keys = trajectory_keys(seed, [qid], n, offset=offset)
+            for start_j in range(0, n_samples, sample_chunk):
+                n = min(sample_chunk, n_samples - start_j)
+                keys = trajectory_keys(seed, [qid], n, offset=offset + start_j)
                 parts.append(backbone.generate([q], n_samples=n, sampler=sampler, keys=keys, num_latents=num_latents,
                                                max_new_tokens=max_new_tokens))
-            width = max(p.latents.shape[1] for p in parts)
-            latents = torch.cat([torch.nn.functional.pad(p.latents.float().cpu(), (0, 0, 0, width - p.latents.shape[1])) for p in parts])
-            mask = torch.cat([torch.nn.functional.pad(p.latent_mask.cpu(), (0, width - p.latent_mask.shape[1])) for p in parts])
-            positions = [a for p in parts for a in answer_positions(p.answer_ids, backbone.latent_config.eos_id, max_new_tokens)]
-            results.append(QuestionSamples(latents, mask, [t for p in parts for t in p.answers_text], positions))
+            results.append(concat_samples([
+                QuestionSamples(p.latents.float().cpu(), p.latent_mask.cpu(), p.answers_text,
+                                answer_positions(p.answer_ids, backbone.latent_config.eos_id, max_new_tokens))
+                for p in parts]))
     return results
+
+
+def concat_samples(parts: list[QuestionSamples]) -> QuestionSamples:
+    """One question's samples drawn in parts, in order; latents are zero-padded (mask False) to
+    the longest part's number of steps (a dynamic latent stop gives parts of different widths)."""
+    width = max(p.latents.shape[1] for p in parts)
+    pad = torch.nn.functional.pad
+    latents = torch.cat([pad(p.latents, (0, 0, 0, width - p.latents.shape[1])) for p in parts])
+    mask = torch.cat([pad(p.latent_mask, (0, width - p.latent_mask.shape[1])) for p in parts])
+    positions = None
+    if all(p.answer_positions is not None for p in parts):
+        positions = [a for p in parts for a in p.answer_positions]
+    return QuestionSamples(latents, mask, [t for p in parts for t in p.texts], positions)

@@ -22,3 +22,20 @@ def write_tiny_backbone(path: str | Path, **kwargs) -> Path:
     """Save :func:`tiny_backbone` to ``path`` and return it."""
     tiny_backbone(**kwargs).save_pretrained(path)
     return Path(path)
+
+
+def write_numeric_backbone(path: str | Path, seed: int = 1, **kwargs) -> Path:
+    """:func:`tiny_backbone` whose untied LM head scores number tokens only, saved to ``path``:
+    every trajectory answers with numbers (``answer_format: last_number``) and the answers vary
+    with the sampler's noise, so votes, coverage and stopping rules take non-trivial values."""
+    import torch
+
+    bb = tiny_backbone(**kwargs)
+    tok = bb.tokenizer
+    numbers = sorted(i for t, i in tok.get_vocab().items() if t.isdigit())
+    head = torch.zeros(len(tok), bb.hidden_size)
+    head[numbers] = torch.randn(len(numbers), bb.hidden_size, generator=torch.Generator().manual_seed(seed))
+    bb.lm.config.tie_word_embeddings = False
+    bb.lm.lm_head.weight = torch.nn.Parameter(head)
+    bb.save_pretrained(path)
+    return Path(path)
