@@ -184,3 +184,48 @@ def plot_trajectories(latents: list[torch.Tensor], correct: list[list[bool]], ti
         ax.set_ylabel(f"{label} 2")
     fig.tight_layout()
     return fig
+
+
+def plot_sweet_spot(rows: list[dict]):
+    """The diversity sweep's "sweet spot" figure (paper Sec. 4): for each sampler (one panel),
+    coverage@N (solid) and majority vote@N (dashed) in % against the sampler strength, one colour
+    per N, greedy accuracy as a grey line, and trajectory diversity (mean pairwise cosine distance
+    of the latents, right axis, black dots).
+
+    Args:
+        rows: :func:`latentlit.sweep.sweep_rows` rows (``sampler``, ``strength``, ``value``,
+            ``n``, ``coverage``, ``majority_vote``, ``diversity``, ``greedy``; rates in [0, 1]).
+
+    Returns:
+        a matplotlib Figure (caller saves/closes it).
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("plot_sweet_spot needs at least one row")
+    samplers = list(dict.fromkeys(r["sampler"] for r in rows))
+    ns = sorted({r["n"] for r in rows})
+    colours = plt.cm.viridis([i / max(len(ns) - 1, 1) * 0.85 for i in range(len(ns))])
+    fig, axes = plt.subplots(1, len(samplers), figsize=(5.2 * len(samplers), 3.8), squeeze=False)
+    for ax, sampler in zip(axes[0], samplers):
+        mine = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["value"])
+        for n, colour in zip(ns, colours):
+            pts = [r for r in mine if r["n"] == n]
+            x = [r["value"] for r in pts]
+            ax.plot(x, [100 * r["coverage"] for r in pts], "o-", color=colour, label=f"coverage@{n}")
+            ax.plot(x, [100 * r["majority_vote"] for r in pts], "s--", color=colour, label=f"majority@{n}")
+        first = [r for r in mine if r["n"] == ns[0]]
+        ax.plot([r["value"] for r in first], [100 * r["greedy"] for r in first], color="gray", lw=1, label="greedy")
+        ax.set_xlabel(f"{sampler} {mine[0]['strength']}")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(sampler)
+        ax.grid(alpha=0.3)
+        twin = ax.twinx()
+        twin.plot([r["value"] for r in first], [r["diversity"] for r in first], "k:", marker="D", ms=4,
+                  label="diversity")
+        twin.set_ylabel("trajectory diversity (cosine distance)")
+        handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

@@ -246,13 +246,36 @@ class AdaptiveSpec:
     table: tuple[StoppingRule, ...]
 
 
-def parse_adaptive(config: dict | None, *, has_scores: bool, n_max: int) -> AdaptiveSpec | None:
+@dataclass
+class AdaptiveOptions:
+    """The ``adaptive`` option of ``latentlit predict`` (typed, so that the command line parses
+    ``--model.init_args.adaptive.threshold 0.9``).
+
+    Attributes:
+        round_size: samples drawn per question per round.
+        rule, threshold: a rule to run live (sampling stops by it); None: a fixed-N run whose
+            samples the ``table`` rules are replayed on.
+        table: rule -> thresholds to replay (default :data:`DEFAULT_GRID`); ignored in a live run,
+            which reports its own rule only (other rules would need samples never drawn).
+    """
+
+    round_size: int = 4
+    rule: str | None = None
+    threshold: float | None = None
+    table: dict[str, list[float | None]] | None = None
+
+    def to_dict(self) -> dict:
+        """Plain values (a checkpoint's hyperparameters must load with ``weights_only=True``)."""
+        d = {"round_size": self.round_size, "rule": self.rule, "threshold": self.threshold}
+        return d if self.table is None else {**d, "table": {k: list(v) for k, v in self.table.items()}}
+
+
+def parse_adaptive(config: AdaptiveOptions | dict | None, *, has_scores: bool, n_max: int) -> AdaptiveSpec | None:
     """Check the ``adaptive`` option of the predictor.
 
-    ``config`` keys: ``round_size`` (default 4), ``rule`` and ``threshold`` (the live rule;
-    omitted: replay only), ``table`` (rule -> list of thresholds; default :data:`DEFAULT_GRID`,
-    plus the live rule). In a live run only the live rule is reported (other rules would need
-    samples that were never drawn).
+    ``config``: :class:`AdaptiveOptions` or a mapping of its fields: ``round_size`` (default 4),
+    ``rule`` and ``threshold`` (the live rule; omitted: replay only), ``table`` (rule -> list of
+    thresholds; default :data:`DEFAULT_GRID`). In a live run only the live rule is reported.
 
     Raises:
         ValueError: an unknown key, rule or threshold, a round size < 1, or a LatentRM rule
@@ -260,6 +283,8 @@ def parse_adaptive(config: dict | None, *, has_scores: bool, n_max: int) -> Adap
     """
     if config is None:
         return None
+    if isinstance(config, AdaptiveOptions):
+        config = config.to_dict()
     if not isinstance(config, dict):
         raise ValueError(f"adaptive must be a mapping (round_size, rule, threshold, table), got {config!r}")
     unknown = set(config) - {"round_size", "rule", "threshold", "table"}
@@ -273,7 +298,8 @@ def parse_adaptive(config: dict | None, *, has_scores: bool, n_max: int) -> Adap
         run = StoppingRule(config["rule"], config.get("threshold"))
     elif config.get("threshold") is not None:
         raise ValueError(f"adaptive.threshold={config['threshold']!r} given without adaptive.rule")
-    grid = config.get("table", DEFAULT_GRID)
+    grid = config.get("table")
+    grid = DEFAULT_GRID if grid is None else grid
     if not isinstance(grid, dict):
         raise ValueError(f"adaptive.table must map rule names to lists of thresholds, got {grid!r}")
     table = []

@@ -62,7 +62,7 @@ def _run(env, name: str, adaptive: dict | None, *, batch_size: int = 4, beam: di
 
 def _fixed(env) -> Path:
     if "fixed" not in env["runs"]:
-        env["runs"]["fixed"] = _run(env, "fixed", {"round_size": ROUND, "table": {"exact": None, "beta": [0.9],
+        env["runs"]["fixed"] = _run(env, "fixed", {"round_size": ROUND, "table": {"exact": [None], "beta": [0.9],
                                                                                   "window": [4, 8]}})
     return env["runs"]["fixed"]
 
@@ -141,7 +141,7 @@ def test_best_score_rule_with_a_latent_rm_live_and_replayed(env):
 
     rm_dir = env["root"] / "rm"
     LatentRM.from_backbone(LatentBackbone.from_pretrained(env["backbone"]), seed=1).save_pretrained(rm_dir)
-    fixed = _records(_run(env, "rm_fixed", {"round_size": ROUND, "table": {"exact": None}}, latent_rm=str(rm_dir)))
+    fixed = _records(_run(env, "rm_fixed", {"round_size": ROUND, "table": {"exact": [None]}}, latent_rm=str(rm_dir)))
     # a threshold half-way between two stored scores, so float noise cannot put a score on it
     scores = sorted({s for r in fixed for s in r["rm_scores"]})
     mid = len(scores) * 3 // 4
