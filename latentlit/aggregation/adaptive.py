@@ -59,7 +59,9 @@ def leader_cannot_be_overtaken(answers: Sequence[str | None], n_max: int) -> boo
     other answer has c + r < c1, or c + r == c1 and f > f1 (ties go to the earlier first vote);
     an answer not seen yet would have at most r votes and a later first vote, so it needs
     r <= c1. Groups of a prefix are a prefix of the groups of the whole sequence, so the
-    leader's answer string is the one majority@n_max returns.
+    leader's answer string is the one majority@n_max returns. Since c1 <= n, stopping needs
+    n_max - n <= n: no question settles before n_max / 2 samples, so this rule saves at most
+    half of the budget (exactly half when every question is unanimous from the start).
 
     Raises:
         ValueError: more answers than ``n_max``.
