@@ -23,7 +23,7 @@ Sweep YAML::
     overrides: {data: {init_args: {...}}}           # merged into the base config of every point
     samplers:
       mc_dropout:
-        sampler: {class_path: latentlit.sampling.MCDropout, init_args: {...}}   # complete
+        sampler: {class_path: latentlit.sampling.MCDropout, init_args: {...}}   # replaces the base's
         strength: p                                                             # the init arg swept
         values: [0.02, 0.05, 0.1, 0.2]
 
@@ -136,9 +136,10 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ValueError(f"{path}: field '{label}values' must be a non-empty list of numbers, got {values!r}")
         for value in values:
             directory = output_dir / name / f"{strength}={_fmt(value)}"
-            config = _merge(base, {"model": {"init_args": {
-                "sampler": {"class_path": class_path, "init_args": {**init_args, strength: value}},
-                "n_samples": n, "output_dir": str(directory)}}})
+            config = _merge(base, {"model": {"init_args": {"n_samples": n, "output_dir": str(directory)}}})
+            # replaced, not merged: the base's sampler arguments (MC-dropout's p) must not reach AGN
+            config["model"]["init_args"]["sampler"] = {"class_path": class_path,
+                                                       "init_args": {**copy.deepcopy(init_args), strength: value}}
             points.append(SweepPoint(name, strength, float(value), directory, config))
     if not points:
         raise ValueError(f"{path}: no grid points (samplers is empty)")

@@ -51,7 +51,9 @@ def sweep_env(tmp_path_factory):
     base = {"trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
                         "enable_model_summary": False, "default_root_dir": str(root / "lightning")},
             "model": {"class_path": "latentlit.lit.TTSPredictor", "init_args": {
-                "backbone": str(backbone), "n_samples": 2, "max_new_tokens": 3, "answer_format": "last_number"}},
+                "backbone": str(backbone), "n_samples": 2, "max_new_tokens": 3, "answer_format": "last_number",
+                # the base's sampler is replaced by each point's (its p must not reach AGN)
+                "sampler": {"class_path": "latentlit.sampling.MCDropout", "init_args": {"p": 0.1, "mask_scope": "trajectory"}}}},
             "data": {"class_path": "latentlit.lit.ProblemDataModule", "init_args": {
                 "problems": {"class_path": "latentlit.data.sources.ProblemFile", "init_args": {"path": str(problems)}},
                 "batch_size": 2}}}
@@ -89,6 +91,8 @@ def test_sweep_end_to_end_resume_and_skip(sweep_env):
         metrics = json.loads((point.directory / "metrics.json").read_text())
         assert metrics["config"]["n_samples"] == 8
         assert metrics["config"]["sampler"][point.strength] == point.value
+        if point.sampler == "mc_dropout":
+            assert metrics["config"]["sampler"]["mask_scope"] == "step"
         mine = [r for r in rows if r["sampler"] == point.sampler and r["value"] == point.value]
         for r in mine:
             assert r["coverage"] == pytest.approx(metrics["metrics"][f"coverage@{r['n']}"], abs=1e-6)

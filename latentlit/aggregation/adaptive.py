@@ -26,8 +26,8 @@ Rules (``name``: threshold; answer returned; source):
   (ICLR 2024): stop when the last w answers all agree (zero answer entropy in the window).
   Checked after each round, so w is best a multiple of ``round_size``.
 * ``best_score`` (threshold on the LatentRM trajectory score, in the RM's own units;
-  best-of-n of the samples drawn): stop when the best trajectory score so far reaches the
-  threshold. latentlit's rule (an early-exit best-of-N in the spirit of score-thresholded
+  best-of-n of the samples drawn): stop when the best finite trajectory score so far reaches
+  the threshold. latentlit's rule (an early-exit best-of-N in the spirit of score-thresholded
   sampling); no published source is claimed for it, and the threshold must be chosen per RM.
 
 Answers are normalised strings or None (no answer); None never votes, as in a plain vote.
@@ -167,14 +167,16 @@ class StoppingRule:
         if self.name == "window":
             return window_unanimous(answers, int(self.threshold))
         _check_scores(answers, scores)
-        return max(scores) >= self.threshold
+        # a NaN/inf score never settles a question (as it never wins best-of-N)
+        return any(math.isfinite(x) and x >= self.threshold for x in scores)
 
     def choose(self, answers: Sequence[str | None], scores: Sequence[float] | None = None) -> str | None:
         """The answer this rule returns from the samples drawn (majority vote, or best-of-n for
         ``best_score``)."""
         if self.needs_scores:
             _check_scores(answers, scores)
-            return answers[best_of_n(scores)]
+            best = best_of_n(scores)
+            return None if best is None else answers[best]
         return majority_vote(answers).answer
 
 
@@ -268,8 +270,8 @@ class AdaptiveOptions:
 
     def to_dict(self) -> dict:
         """Plain values (a checkpoint's hyperparameters must load with ``weights_only=True``)."""
-        d = {"round_size": self.round_size, "rule": self.rule, "threshold": self.threshold}
-        return d if self.table is None else {**d, "table": {k: list(v) for k, v in self.table.items()}}
+        table = None if self.table is None else {k: list(v) for k, v in self.table.items()}
+        return {"round_size": self.round_size, "rule": self.rule, "threshold": self.threshold, "table": table}
 
 
 def parse_adaptive(config: AdaptiveOptions | dict | None, *, has_scores: bool, n_max: int) -> AdaptiveSpec | None:

@@ -108,6 +108,13 @@ def test_best_score_rule():
     assert rule.choose(["1", "2", "3"], [0.5, 2.5, 2.0]) == "2"
     with pytest.raises(ValueError, match="one LatentRM score per sample"):
         rule.settled(["1"], 8, None)
+    # non-finite scores never settle a question nor win it
+    nan, inf = float("nan"), float("inf")
+    assert not rule.settled(["1", "2"], 8, [nan, 1.0]) and not rule.settled(["1", "2"], 8, [1.0, nan])
+    assert not rule.settled(["1"], 8, [inf])
+    assert rule.settled(["1", "2"], 8, [nan, 2.5])
+    assert rule.choose(["1", "2"], [nan, 0.5]) == "2"
+    assert rule.choose(["1", "2"], [nan, inf]) is None
 
 
 def test_every_rule_settles_when_the_budget_is_spent():
