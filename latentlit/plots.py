@@ -217,15 +217,19 @@ def plot_sweet_spot(rows: list[dict]):
             ax.plot(x, [100 * r["majority_vote"] for r in pts], "s--", color=colour, label=f"majority@{n}")
         first = [r for r in mine if r["n"] == ns[0]]
         ax.plot([r["value"] for r in first], [100 * r["greedy"] for r in first], color="gray", lw=1, label="greedy")
+        values = [r["value"] for r in first]
+        if min(values) > 0 and max(values) / min(values) >= 8:  # geometric grids read better on a log axis
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(values)
+            ax.set_xticklabels([f"{v:g}" for v in values])
         ax.set_xlabel(f"{sampler} {mine[0]['strength']}")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(sampler)
         ax.grid(alpha=0.3)
         twin = ax.twinx()
-        twin.plot([r["value"] for r in first], [r["diversity"] for r in first], "k:", marker="D", ms=4,
-                  label="diversity")
+        twin.plot(values, [r["diversity"] for r in first], "k:", marker="D", ms=4, label="diversity")
         twin.set_ylabel("trajectory diversity (cosine distance)")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(handles) // 7), 1, 1))
     return fig
