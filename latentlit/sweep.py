@@ -5,14 +5,17 @@ Each grid point is (sampler, strength): one normal ``latentlit predict`` run at 
 the sweep, into its own output directory (``<output_dir>/<sampler>/<strength>=<value>/``, holding
 its ``config.yaml``, ``predictions.jsonl``, ``metrics.json`` and ``sweep_point.json``). Sample j of
 a question does not depend on N (randomness is keyed by (seed, question id, j)), so the figures
-for every smaller N are read from that one run: coverage@k with the unbiased pass@k estimator over
-all N samples, majority@k and distinct answers@k from the first k samples (what a run with N = k
-gives). Trajectory diversity is the mean pairwise cosine distance of the N latent vectors,
+for every smaller N are read from that one run, with the estimators of ``metrics.json``
+(:func:`latentlit.reporting.values.question_values`): coverage@k is the unbiased pass@k over all N
+samples, majority_vote@k the expected vote accuracy of a random k-subset of them
+(:mod:`latentlit.aggregation.at_k`), majority_vote_first@k the vote of the first k samples (what a
+run with N = k gives); distinct answers@k counts the first k samples' answers. Trajectory diversity is the mean pairwise cosine distance of the N latent vectors,
 averaged over latent steps and questions (:func:`latentlit.metrics.trajectory_diversity`); it
 estimates the same expectation at every N, so it is reported once per point.
 
-A point whose ``sweep_point.json`` holds the same configuration is skipped on a re-run; an
-interrupted point resumes question by question (``latentlit predict``'s own resume).
+A point whose ``sweep_point.json`` holds the same configuration is not run again on a re-run (its
+figures are recomputed from its records, a few seconds); an interrupted point resumes question
+by question (``latentlit predict``'s own resume).
 
 Sweep YAML::
 
@@ -43,11 +46,11 @@ from pathlib import Path
 import yaml
 
 from latentlit.aggregation.vote import group_answers
-from latentlit.metrics import coverage_ks, majority_at_k, pass_at_k
+from latentlit.metrics import coverage_ks
 
 POINT_FILE = "sweep_point.json"
-TABLE_FIELDS = ["sampler", "strength", "value", "n", "coverage", "majority_vote", "distinct_answers", "diversity",
-                "greedy", "questions"]
+TABLE_FIELDS = ["sampler", "strength", "value", "n", "coverage", "majority_vote", "majority_vote_first",
+                "distinct_answers", "diversity", "greedy", "questions"]
 
 
 @dataclass(frozen=True)
@@ -146,18 +149,25 @@ def load_sweep(path: str | Path) -> Sweep:
     return Sweep(output_dir, n, sorted(set(ns)), points)
 
 
-def point_metrics(records: list[dict], ns: list[int]) -> dict:
-    """Sweep figures of one point from its prediction records (pure).
+def point_metrics(records: list[dict], ns: list[int], seed: int = 0) -> dict:
+    """Sweep figures of one point from its prediction records.
+
+    Args:
+        seed: the run's seed (keys the random k-subsets of the vote estimator, as in the run).
 
     Returns:
         ``{"questions", "greedy", "diversity", "per_n": {k: {"coverage", "majority_vote",
-        "distinct_answers"}}}``: coverage@k = mean unbiased pass@k over all N samples;
-        majority_vote@k and distinct answers@k from each question's first k samples; diversity =
-        mean over questions of the per-step mean pairwise cosine distance, averaged over steps.
+        "majority_vote_first", "distinct_answers"}}}``: means over questions of
+        :func:`latentlit.reporting.values.question_values` (the values ``metrics.json``
+        averages), distinct answers among the first k samples, and diversity = mean over
+        questions of the per-step mean pairwise cosine distance, averaged over steps.
 
     Raises:
         ValueError: no records, records of different N, or a k above N.
     """
+    from latentlit.aggregation import registry
+    from latentlit.reporting.values import question_values
+
     if not records:
         raise ValueError("no prediction records")
     n = len(records[0]["answers"])
@@ -165,12 +175,14 @@ def point_metrics(records: list[dict], ns: list[int]) -> dict:
         raise ValueError("records hold different numbers of samples (a live adaptive run?); a sweep point needs fixed N")
     if max(ns) > n:
         raise ValueError(f"k = {max(ns)} exceeds the {n} samples per question")
+    vote = [registry.get("majority_vote")]
+    values = [question_values(r, ns, vote, seed).values for r in records]
     per_n = {}
-    majority = [majority_at_k(r["answers"], r["gold"], ns) for r in records]
-    for j, k in enumerate(ns):
+    for k in ns:
         per_n[k] = {
-            "coverage": statistics.fmean(pass_at_k(n, sum(r["correct"]), k) for r in records),
-            "majority_vote": statistics.fmean(m[j] for m in majority),
+            "coverage": statistics.fmean(v[f"coverage@{k}"] for v in values),
+            "majority_vote": statistics.fmean(v[f"majority_vote@{k}"] for v in values),
+            "majority_vote_first": statistics.fmean(v[f"majority_vote_first@{k}"] for v in values),
             "distinct_answers": statistics.fmean(len(group_answers(r["answers"][:k])) for r in records),
         }
     diversity = [statistics.fmean(r["diversity"]) for r in records if r["diversity"]]
@@ -200,8 +212,6 @@ def run_point(point: SweepPoint, ns: list[int], run_predict=None) -> dict:
     from latentlit.lit.writer import read_records
 
     done = _finished(point)
-    if done is not None and sorted(int(k) for k in done["metrics"]["per_n"]) == ns:
-        return _with_int_keys(done["metrics"])
     point.directory.mkdir(parents=True, exist_ok=True)
     config_path = point.directory / "config.yaml"
     config_path.write_text(yaml.safe_dump(point.config, sort_keys=False))
@@ -213,13 +223,10 @@ def run_point(point: SweepPoint, ns: list[int], run_predict=None) -> dict:
                 main(["predict", "--config", str(p)])
 
         run_predict(config_path)
-    metrics = point_metrics(read_records(point.directory), ns)
+    seed = int(point.config.get("model", {}).get("init_args", {}).get("seed", 0))
+    metrics = point_metrics(read_records(point.directory), ns, seed)
     (point.directory / POINT_FILE).write_text(json.dumps({"config": point.config, "metrics": metrics}, indent=2))
     return metrics
-
-
-def _with_int_keys(metrics: dict) -> dict:
-    return {**metrics, "per_n": {int(k): v for k, v in metrics["per_n"].items()}}
 
 
 def sweep_rows(sweep: Sweep, results: list[dict]) -> list[dict]:
@@ -229,6 +236,7 @@ def sweep_rows(sweep: Sweep, results: list[dict]) -> list[dict]:
         for k in sweep.ns:
             rows.append({"sampler": point.sampler, "strength": point.strength, "value": point.value, "n": k,
                          "coverage": m["per_n"][k]["coverage"], "majority_vote": m["per_n"][k]["majority_vote"],
+                         "majority_vote_first": m["per_n"][k]["majority_vote_first"],
                          "distinct_answers": m["per_n"][k]["distinct_answers"], "diversity": m["diversity"],
                          "greedy": m["greedy"], "questions": m["questions"]})
     return rows
@@ -245,11 +253,12 @@ def write_table(rows: list[dict], output_dir: Path) -> None:
     for sampler in dict.fromkeys(r["sampler"] for r in rows):
         mine = [r for r in rows if r["sampler"] == sampler]
         lines += [f"**{sampler}** ({mine[0]['questions']} questions, greedy {100 * mine[0]['greedy']:.1f}%)", "",
-                  f"| {mine[0]['strength']} | N | coverage@N | majority@N | distinct answers@N | diversity |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  f"| {mine[0]['strength']} | N | coverage@N | majority@N | majority (first N)@N | distinct answers@N "
+                  "| diversity |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in mine:
             lines.append(f"| {_fmt(r['value'])} | {r['n']} | {100 * r['coverage']:.1f} | {100 * r['majority_vote']:.1f} "
-                         f"| {r['distinct_answers']:.2f} | {r['diversity']:.4f} |")
+                         f"| {100 * r['majority_vote_first']:.1f} | {r['distinct_answers']:.2f} | {r['diversity']:.4f} |")
         lines.append("")
     (output_dir / "sweep.md").write_text("\n".join(lines))
 

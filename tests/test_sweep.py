@@ -18,7 +18,7 @@ from latentlit.testing.tiny import write_numeric_backbone
 
 
 def _record(answers, gold, greedy_ok=True, diversity=(0.1, 0.3)):
-    return {"answers": answers, "gold": gold, "correct": [a == gold for a in answers],
+    return {"id": f"q{answers}", "answers": answers, "gold": gold, "correct": [a == gold for a in answers],
             "greedy": {"correct": greedy_ok}, "diversity": list(diversity)}
 
 
@@ -31,8 +31,11 @@ def test_point_metrics_by_hand():
     assert m["per_n"][1]["coverage"] == pytest.approx((0.75 + 0.5) / 2)
     assert m["per_n"][2]["coverage"] == pytest.approx((1 + 5 / 6) / 2)
     assert m["per_n"][4]["coverage"] == 1.0
+    # expected vote over random k-subsets: k=1 3/4 and 1/2; k=2 (ties go to the earlier sample)
+    # "1,2" x3 wrong, "2,2" x3 right: 1/2; "3,1" x2 and "3,3" right, "1,1", "1,3" x2 wrong: 1/2
+    assert [m["per_n"][k]["majority_vote"] for k in (1, 2, 4)] == [pytest.approx(0.625), pytest.approx(0.5), 1.0]
     # first-k votes: k=1 "1" (wrong), "3" (right); k=2 tie -> first: "1", "3"; k=4 "2", "3" (tie 2-2, first)
-    assert [m["per_n"][k]["majority_vote"] for k in (1, 2, 4)] == [0.5, 0.5, 1.0]
+    assert [m["per_n"][k]["majority_vote_first"] for k in (1, 2, 4)] == [0.5, 0.5, 1.0]
     assert [m["per_n"][k]["distinct_answers"] for k in (1, 2, 4)] == [1.0, 2.0, 2.0]
     with pytest.raises(ValueError, match="exceeds the 4 samples"):
         point_metrics(records, [8])
@@ -97,6 +100,7 @@ def test_sweep_end_to_end_resume_and_skip(sweep_env):
         for r in mine:
             assert r["coverage"] == pytest.approx(metrics["metrics"][f"coverage@{r['n']}"], abs=1e-6)
             assert r["majority_vote"] == pytest.approx(metrics["metrics"][f"majority_vote@{r['n']}"], abs=1e-6)
+            assert r["majority_vote_first"] == pytest.approx(metrics["metrics"][f"majority_vote_first@{r['n']}"], abs=1e-6)
             assert r["greedy"] == pytest.approx(metrics["metrics"]["greedy_accuracy"], abs=1e-6)
         per_step = metrics["metrics"]["diversity_per_step"]
         assert mine[0]["diversity"] == pytest.approx(sum(per_step) / len(per_step), abs=1e-4)

@@ -23,14 +23,15 @@ from latentlit.aggregation.vote import majority_vote
 from latentlit.data.answers import answers_match
 
 
-def adaptive_settings(spec: AdaptiveSpec | None) -> dict | None:
-    """JSON-able description of ``spec`` (stored in ``run.json`` and ``metrics.json``'s config)."""
+def adaptive_settings(spec: AdaptiveSpec | None, n_max: int) -> dict | None:
+    """JSON-able description of ``spec`` with the budget ``n_max`` (stored in ``run.json`` and
+    ``metrics.json``'s config)."""
     if spec is None:
         return None
     table: dict[str, list] = {}
     for rule in spec.table:
         table.setdefault(rule.name, []).append(rule.threshold)
-    return {"round_size": spec.round_size, "live": spec.run is not None,
+    return {"n_max": n_max, "round_size": spec.round_size, "live": spec.run is not None,
             "rule": None if spec.run is None else spec.run.name,
             "threshold": None if spec.run is None else spec.run.threshold, "table": table}
 

@@ -179,7 +179,7 @@ class TTSPredictor(L.LightningModule):
                 "seed": hp.seed, "num_latents": self.backbone.latent_config.num_latents,
                 "max_new_tokens": hp.max_new_tokens, "answer_format": self.answer_format, "dtype": hp.dtype,
                 "latent_rm": hp.latent_rm, "rm_score": hp.rm_score, "beam_width": hp.beam_width,
-                "adaptive": adaptive_settings(self.adaptive)}
+                "adaptive": adaptive_settings(self.adaptive, hp.n_samples)}
 
     def on_predict_start(self) -> None:
         for r in self._resumed:
@@ -346,12 +346,14 @@ class TTSPredictor(L.LightningModule):
         tally = {name: int(m[name].compute()) for name in COUNTS}
         samples = int(m["samples"].compute())  # questions x N, or what a live adaptive run drew
         summary = {
-            "config": {"backbone": str(self.hparams.backbone), "sampler": self.sampler.describe(), "n_samples": n,
+            # n_samples: the N the metrics describe (a live adaptive run's: its first round;
+            # its budget N_max is config.adaptive.n_max)
+            "config": {"backbone": str(self.hparams.backbone), "sampler": self.sampler.describe(), "n_samples": self.n_metrics,
                        "seed": self.hparams.seed, "num_latents": self.backbone.latent_config.num_latents,
                        "max_new_tokens": self.hparams.max_new_tokens, "answer_format": self.answer_format,
                        "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype,
                        "latent_rm": self.hparams.latent_rm, "rm_score": self.hparams.rm_score,
-                       "beam_width": self.hparams.beam_width, "adaptive": adaptive_settings(self.adaptive)},
+                       "beam_width": self.hparams.beam_width, "adaptive": adaptive_settings(self.adaptive, n)},
             "metrics": {
                 **m["accuracy"].as_dict(),
                 "distinct_answers": float(m["distinct"].compute()),

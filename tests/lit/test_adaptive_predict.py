@@ -40,9 +40,9 @@ def env(tmp_path_factory):
 
 
 def _run(env, name: str, adaptive: dict | None, *, batch_size: int = 4, beam: dict | None = None,
-         latent_rm: str | None = None) -> Path:
+         latent_rm: str | None = None, n_samples: int = N) -> Path:
     out = env["root"] / name
-    args = {"backbone": str(env["backbone"]), "sampler": SAMPLER, "n_samples": N, "max_trajectories": 24, "seed": 0,
+    args = {"backbone": str(env["backbone"]), "sampler": SAMPLER, "n_samples": n_samples, "max_trajectories": 24, "seed": 0,
             "max_new_tokens": MAX_NEW, "answer_format": "last_number", "output_dir": str(out), **(beam or {})}
     if adaptive is not None:
         args["adaptive"] = adaptive
@@ -98,7 +98,7 @@ def test_fixed_run_reports_the_replayed_table(env):
     exact = summary["adaptive"]["exact"]["-"]
     assert exact["accuracy"] == pytest.approx(summary["metrics"][f"majority_vote@{N}"], abs=1e-6)
     assert exact["mean_trajectories"] < N  # something was saved
-    assert summary["config"]["adaptive"] == {"round_size": ROUND, "live": False, "rule": None, "threshold": None,
+    assert summary["config"]["adaptive"] == {"n_max": N, "round_size": ROUND, "live": False, "rule": None, "threshold": None,
                                              "table": {"exact": [None], "beta": [0.9], "window": [4, 8]}}
     # a fixed-N run keeps its usual N-sample metrics
     assert f"coverage@{N}" in summary["metrics"] and f"random@{N}" in summary["metrics"]
@@ -119,20 +119,34 @@ def test_live_run_draws_the_fixed_runs_trajectories_and_stops_where_the_replay_d
             assert r["adaptive"]["exact"]["-"]["answer"] == f["majority_vote"]["answer"]
         # no N-sample aggregate in a record that holds fewer samples
         assert not {"majority_vote", "random", "best_of_n", "weighted_vote"} & set(r)
+        assert len(r["compute"]["latents"]) == len(r["compute"]["answers"]) == n
         assert r["greedy"] == f["greedy"]
     assert summary["adaptive"] == {rule.name: {rule.key: _summary(_fixed(env))["adaptive"][rule.name][rule.key]}}
     assert summary["counts"]["trajectories_this_run"] == sum(len(r["answers"]) for r in records) < N * len(records)
-    m = summary["metrics"]
-    # coverage@k / majority@k only for k <= round size, from each question's first ROUND samples
+    assert summary["config"]["adaptive"]["live"] is True and summary["config"]["adaptive"]["n_max"] == N
+    assert summary["config"]["n_samples"] == ROUND  # the N its metrics describe
+    # the N-sample metrics are exactly those of a fixed run with N = round size (first round)
+    first = _summary(_first_round_run(env))
+    m, f = summary["metrics"], first["metrics"]
     assert sorted(k for k in m if k.startswith("coverage@")) == ["coverage@1", "coverage@2", "coverage@4"]
-    assert not any(k.startswith(("random@", "distinct_answers")) for k in m) and f"majority_vote@{N}" not in m
+    assert f"majority_vote@{N}" not in m
+    drawn_no_answer = sum(a is None for r in records for a in r["answers"]) / sum(len(r["answers"]) for r in records)
+    assert m.pop("no_answer_samples") == pytest.approx(drawn_no_answer, abs=1e-6)
+    f.pop("no_answer_samples")
+    assert m == f
+    for section in ("intervals", "selective"):
+        assert summary[section] == first[section]
     for k in (1, 2, 4):
         expected = statistics.fmean(pass_at_k(ROUND, sum(r["correct"][:ROUND]), k) for r in records)
         assert m[f"coverage@{k}"] == pytest.approx(expected, abs=1e-6)
-        votes = statistics.fmean(answers_match(majority_vote(r["answers"][:k]).answer, r["gold"]) for r in records)
-        assert m[f"majority_vote@{k}"] == pytest.approx(votes, abs=1e-6)
-        assert m[f"majority_vote@{k}"] == _summary(_fixed(env))["metrics"][f"majority_vote@{k}"]
-    assert summary["config"]["adaptive"]["live"] is True
+        # the vote of the first k samples is the N_max run's too (same samples)
+        assert m[f"majority_vote_first@{k}"] == _summary(_fixed(env))["metrics"][f"majority_vote_first@{k}"]
+
+
+def _first_round_run(env) -> Path:
+    if "first_round" not in env["runs"]:
+        env["runs"]["first_round"] = _run(env, "first_round", None, n_samples=ROUND)
+    return env["runs"]["first_round"]
 
 
 def test_best_score_rule_with_a_latent_rm_live_and_replayed(env):
