@@ -81,7 +81,14 @@ def test_debug_env_keeps_the_traceback(monkeypatch):
               "--model.init_args.n_samples", "0"])
 
 
-@pytest.mark.parametrize("config", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+def _is_sweep(path) -> bool:
+    import yaml
+
+    return "samplers" in (yaml.safe_load(path.read_text()) or {})
+
+
+@pytest.mark.parametrize("config", sorted(p for p in CONFIGS.rglob("*.yaml") if not _is_sweep(p)),
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_parses(config, capsys):
     import yaml
 
@@ -91,3 +98,23 @@ def test_every_shipped_config_parses(config, capsys):
         main([command, "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     assert yaml.safe_load(capsys.readouterr().out)["model"]["class_path"] == model
+
+
+@pytest.mark.parametrize("config", sorted(p for p in CONFIGS.rglob("*.yaml") if _is_sweep(p)),
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_sweep_config_expands_into_configs_that_parse(config, capsys, monkeypatch, tmp_path):
+    import yaml
+
+    from latentlit.sweep import load_sweep
+
+    monkeypatch.chdir(CONFIGS.parent)  # sweep files name their base config from the repository root
+    sweep = load_sweep(config)
+    for i, point in enumerate(sweep.points):
+        path = tmp_path / f"point{i}.yaml"
+        path.write_text(yaml.safe_dump(point.config, sort_keys=False))
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", "--config", str(path), "--print_config"])
+        assert exit_info.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]["sampler"]
+        assert printed["class_path"] == point.config["model"]["init_args"]["sampler"]["class_path"]
+        assert printed["init_args"][point.strength] == point.value
