@@ -36,7 +36,6 @@ Answers are normalised strings or None (no answer); None never votes, as in a pl
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -287,6 +286,8 @@ def parse_adaptive(config: AdaptiveOptions | dict | None, *, has_scores: bool, n
     """
     if config is None:
         return None
+    if n_max < 1:
+        raise ValueError(f"n_max must be >= 1, got {n_max}")
     if isinstance(config, AdaptiveOptions):
         config = config.to_dict()
     if not isinstance(config, dict):
@@ -319,20 +320,4 @@ def parse_adaptive(config: AdaptiveOptions | dict | None, *, has_scores: bool, n
     for rule in table:
         if rule.needs_scores and not has_scores:
             raise ValueError(f"adaptive rule {rule.name!r} scores trajectories with a LatentRM: set latent_rm")
-    if n_max < 1:
-        raise ValueError(f"n_max must be >= 1, got {n_max}")
     return AdaptiveSpec(round_size, run, tuple(table))
-
-
-def summarise(outcomes: Sequence[tuple[bool, int]]) -> dict:
-    """``{"accuracy", "mean_trajectories", "median_trajectories"}`` of (correct, trajectories)
-    pairs, one per question.
-
-    Raises:
-        ValueError: no outcomes.
-    """
-    if not outcomes:
-        raise ValueError("summarise needs at least one question")
-    used = [n for _, n in outcomes]
-    return {"accuracy": sum(c for c, _ in outcomes) / len(outcomes), "mean_trajectories": statistics.fmean(used),
-            "median_trajectories": float(statistics.median(used))}

@@ -74,7 +74,8 @@ class TTSPredictor(L.LightningModule):
             A live run's records hold only the samples drawn (and no N-sample aggregator
             fields); its ``metrics`` (and the report's intervals, selective prediction and
             compute) are those of a fixed run with N = round_size, from every question's first
-            round_size samples (:func:`latentlit.lit.adaptive.head_record`).
+            round_size samples (:func:`latentlit.lit.adaptive.head_record`), and its
+            ``metrics.json`` ``config.n_samples`` is that N (``config.adaptive.n_max``: N_max).
 
     Raises:
         ValueError: bad N / dtype / rm_score, beam search without a LatentRM, or B not dividing N;

@@ -20,7 +20,6 @@ from latentlit.aggregation.adaptive import (
     leader_cannot_be_overtaken,
     parse_adaptive,
     simulate,
-    summarise,
     threshold_key,
     top_two_counts,
     window_unanimous,
@@ -153,13 +152,9 @@ def test_simulated_exact_rule_equals_majority_at_n_max_on_random_questions():
     assert saved > 0
 
 
-def test_threshold_keys_and_summary():
+def test_threshold_keys():
     assert [threshold_key(t) for t in (None, 8, 8.0, 0.95, 2.5)] == ["-", "8", "8", "0.95", "2.5"]
     assert StoppingRule("exact").key == "-" and StoppingRule("window", 8.0).key == "8"
-    s = summarise([(True, 4), (False, 64), (True, 8)])
-    assert s == {"accuracy": pytest.approx(2 / 3), "mean_trajectories": pytest.approx(76 / 3), "median_trajectories": 8.0}
-    with pytest.raises(ValueError):
-        summarise([])
 
 
 def test_parse_adaptive():
