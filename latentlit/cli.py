@@ -1,7 +1,11 @@
-"""``latentlit``: the LightningCLI entry point (fit, validate, test, predict).
+"""``latentlit``: the LightningCLI entry point (fit, validate, predict).
 
 Models and data modules are chosen by ``class_path`` in YAML (subclass mode), every key can be
-overridden on the command line, TensorBoard is the default logger.
+overridden on the command line (the everyday ones also by short options, ``latentlit.cli_parser``),
+TensorBoard is the default logger. Runs are named after their config: ``configs/quickstart/
+predict_dropout.yaml`` logs under ``runs/quickstart_predict_dropout-<hash>`` (predict: the hash of
+the settings that decide the records, as the default output directory) and
+``runs/quickstart_backbone`` for fit.
 
 Lightning 2.6 lays the hyperparameters stored in a ``--ckpt_path`` checkpoint over the config
 and command line without a word. latentlit does not: the checkpoint gives weights, optimiser
@@ -11,6 +15,7 @@ those that differ from the checkpoint's (``latentlit.lit.resume``).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -18,10 +23,11 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from lightning.pytorch.cli import LightningCLI  # noqa: E402
-
-# imported so that short class names resolve on the command line
-import latentlit.lit  # noqa: E402,F401
+try:
+    from lightning.pytorch.cli import LightningCLI
+except KeyboardInterrupt:  # Ctrl-C while the command is still importing: one line, not a traceback
+    sys.stderr.write("latentlit: interrupted\n")
+    raise SystemExit(130) from None
 
 
 class LatentLitCLI(LightningCLI):
@@ -54,21 +60,114 @@ class LatentLitCLI(LightningCLI):
                           f"options come from the config and command line and differ from the checkpoint's: {listed}",
                           stacklevel=2)
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate, predict (no latentlit module has a test step)."""
+        return {name: skip for name, skip in LightningCLI.subcommands().items() if name != "test"}
+
     def add_arguments_to_parser(self, parser) -> None:
+        from latentlit.cli_parser import SHORT_OPTIONS
+
         parser.add_argument("--quiet_transformers", type=bool, default=True,
                             help="silence transformers' weight-loading progress bars")
+        if getattr(parser, "subcommand", None) in SHORT_OPTIONS:
+            parser.add_short_options(SHORT_OPTIONS[parser.subcommand])
+
+    def parse_arguments(self, parser, args) -> None:
+        """Parse with every ``--config`` file read first (a config never overrides an option given
+        before it on the command line)."""
+        from latentlit.cli_parser import config_files_first
+
+        if args is None or isinstance(args, (list, tuple)):
+            args = config_files_first(sys.argv[1:] if args is None else list(args), self.subcommands())
+            self.config = parser.parse_args(args)
+        else:
+            super().parse_arguments(parser, args)
+        if self.config.get("subcommand") == "predict":
+            # the seed that decides a prediction is the model's (printed when it starts), not Lightning's
+            logging.getLogger("lightning.fabric.utilities.seed").addFilter(_DropMessages("Seed set to"))
+
+    def instantiate_trainer(self, **kwargs):
+        """The trainer, with the TensorBoard run named after the config (and, for predict and
+        labelling, the hash of the settings that decide the records, as their output directory)."""
+        name = config_run_name(self.config[self.subcommand].get("config"), self.subcommand)
+        if hasattr(self.model, "run_dir_name"):
+            self.model.run_name = name
+            name = self.model.run_dir_name(self.datamodule)
+        logger = self._logger_named(name)
+        if logger is not None:
+            kwargs.setdefault("logger", logger)
+        return super().instantiate_trainer(**kwargs)
+
+    def _logger_named(self, name: str):
+        """A TensorBoard logger of the configured one's settings named ``name``, when the config
+        leaves the name unset (None when it names the run itself, or logs elsewhere)."""
+        spec = self.config[self.subcommand].get("trainer", {}).get("logger")
+        if not (hasattr(spec, "get") and str(spec.get("class_path", "")).endswith("TensorBoardLogger")):
+            return None
+        init = spec.get("init_args")
+        init = init.as_dict() if hasattr(init, "as_dict") else dict(init or {})
+        if init.get("name"):
+            return None
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(**{**init, "name": name})
+
+
+def config_run_name(configs, subcommand: str) -> str:
+    """The run name of a config file: ``<folder>_<stem>`` (``quickstart_predict_dropout`` for
+    ``configs/quickstart/predict_dropout.yaml``; the last file when several are given), or the
+    subcommand without one."""
+    configs = [c for c in (configs or []) if c is not None]
+    if not configs:
+        return subcommand
+    path = Path(str(configs[-1]))
+    return f"{path.parent.name}_{path.stem}" if path.parent.name else path.stem
+
+
+class _DropMessages(logging.Filter):
+    """Drops log records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Run the CLI (``args`` defaults to ``sys.argv[1:]``)."""
+    """Run the CLI (``args`` defaults to ``sys.argv[1:]``).
+
+    Exit status: 0 done; 2 bad input (one ``latentlit: error:`` line); 130 Ctrl-C before the run
+    started; 143 stopped by SIGTERM (fit saves a resumable checkpoint first, predict and
+    labelling keep everything written)."""
+    try:
+        _main(args)
+    except KeyboardInterrupt:
+        if os.environ.get("LATENTLIT_DEBUG"):
+            raise
+        sys.stderr.write("latentlit: interrupted\n")
+        raise SystemExit(130) from None
+
+
+def _main(args: list[str] | None) -> None:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     # Lightning 2.6 itself trips torch's LeafSpec deprecation on every batch; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+    # Lightning's advertising banners ("Tip: ... litlogger / litmodels") on every run
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_utilities.core.rank_zero"):
+        logging.getLogger(name).addFilter(_DropMessages("\N{ELECTRIC LIGHT BULB} Tip"))
     try:
         _run_cli(args)
+    except SIGTERMException as err:
+        # Lightning's fit loop raises it with no exit status (so the shell saw 0)
+        raise SystemExit(err.code or 143) from None
     except (ValueError, KeyError, FileNotFoundError, OSError, TypeError) as err:
         if os.environ.get("LATENTLIT_DEBUG"):
             raise
@@ -113,13 +212,26 @@ def _raised_by_latentlit(err: BaseException) -> bool:
 
 
 def _run_cli(args: list[str] | None) -> None:
+    # imported here, not at module level, so that Ctrl-C while they load ends in one line;
+    # latentlit.lit also makes short class names resolve on the command line
+    from latentlit.cli_parser import LatentLitParser
+    from latentlit.lit.callbacks import InterruptCheckpoint, LatentLitSaveConfig
+
+    argv = list(sys.argv[1:] if args is None else args)
     LatentLitCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
+        parser_class=LatentLitParser,
+        parser_kwargs={name: {"command": name} for name in LatentLitCLI.subcommands()},
+        # what Lightning's default (True) did, without its "No seed found" warning on every run
+        seed_everything_default=0,
         trainer_defaults={
+            # name None: the run is named after the config (LatentLitCLI.instantiate_trainer)
             "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": "runs", "name": "latentlit"}},
+                       "init_args": {"save_dir": "runs", "name": None}},
+            "callbacks": [InterruptCheckpoint(argv)],
         },
+        save_config_callback=LatentLitSaveConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
         auto_configure_optimizers=False,

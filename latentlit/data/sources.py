@@ -11,7 +11,7 @@ from pathlib import Path
 
 from latentlit.data.loaders import exclude_questions, load_problems
 from latentlit.data.problem import Problem
-from latentlit.data.synthetic import synthetic_splits
+from latentlit.data.synthetic import synthetic_split
 
 SPLITS = ("train", "val", "test")
 
@@ -28,9 +28,9 @@ class ProblemSource:
         return {"class": type(self).__name__, **{k: v for k, v in vars(self).items() if not k.startswith("_")}}
 
 
-@lru_cache(maxsize=4)
-def _splits(n_train: int, n_val: int, n_test: int, seed: int) -> dict[str, list[Problem]]:
-    return synthetic_splits(n_train, n_val, n_test, seed)
+@lru_cache(maxsize=8)
+def _split(split: str, n_train: int, n_val: int, n_test: int, seed: int, limit: int | None) -> tuple[Problem, ...]:
+    return tuple(synthetic_split(split, n_train, n_val, n_test, seed, limit))
 
 
 class SyntheticProblems(ProblemSource):
@@ -53,8 +53,7 @@ class SyntheticProblems(ProblemSource):
         self.split, self.n_train, self.n_val, self.n_test, self.seed, self.limit = split, n_train, n_val, n_test, seed, limit
 
     def load(self) -> list[Problem]:
-        problems = _splits(self.n_train, self.n_val, self.n_test, self.seed)[self.split]
-        return list(problems[: self.limit] if self.limit is not None else problems)
+        return list(_split(self.split, self.n_train, self.n_val, self.n_test, self.seed, self.limit))
 
 
 class ProblemFile(ProblemSource):

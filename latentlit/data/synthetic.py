@@ -119,6 +119,35 @@ def generate_problems(
     return problems
 
 
+SPLIT_ORDER = ("test", "val", "train")  # the order the splits are cut from one stream
+
+
+def synthetic_split(split: str, n_train: int, n_val: int, n_test: int, seed: int = 0,
+                    limit: int | None = None) -> list[Problem]:
+    """One split of :func:`synthetic_splits` (its first ``limit`` problems), generating only the
+    stream prefix it needs: the test split (cut first) costs ``n_test`` problems, not the
+    ``n_train + n_val + n_test`` of all three splits (the start-up of every quickstart predict).
+
+    Returns:
+        exactly ``synthetic_splits(n_train, n_val, n_test, seed)[split][:limit]``.
+
+    Raises:
+        ValueError: unknown split, a negative size or a negative limit.
+    """
+    sizes = {"test": n_test, "val": n_val, "train": n_train}
+    if split not in sizes:
+        raise ValueError(f"split={split!r}; expected one of {SPLIT_ORDER}")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    for name, size in sizes.items():
+        if size < 0:
+            raise ValueError(f"n_{name} must be >= 0, got {size}")
+    start = sum(sizes[name] for name in SPLIT_ORDER[: SPLIT_ORDER.index(split)])
+    count = sizes[split] if limit is None else min(limit, sizes[split])
+    stream = generate_problems(start + count, seed)  # a prefix of the full stream (generate_problems)
+    return [Problem(f"syn-{split}-{i:05d}", p.question, p.steps, p.answer) for i, p in enumerate(stream[start:])]
+
+
 def synthetic_splits(n_train: int, n_val: int, n_test: int, seed: int = 0) -> dict[str, list[Problem]]:
     """Deterministic train/val/test splits of synthetic problems.
 

@@ -58,6 +58,7 @@ class LatentBackboneModule(L.LightningModule):
         self.val_acc = DistinctMean()
         self.step_mean = StepMean()
         self.history: list[dict] = []
+        self._seconds_before = 0.0  # training time of the runs this one resumes
 
     # ------------------------------------------------------------------ model construction
     def setup(self, stage: str) -> None:
@@ -138,9 +139,11 @@ class LatentBackboneModule(L.LightningModule):
         self.val_acc.reset()
         stage = self.current_stage()
         self.log("val/acc", acc, prog_bar=True, sync_dist=False)
-        elapsed = time.perf_counter() - self._t0 if self._t0 else 0.0
+        if self.trainer.sanity_checking:  # Lightning's pre-training check, not a validation of the run
+            return
+        elapsed = self._train_seconds()
         self.history.append({"step": int(self.global_step), "stage": stage, "val_acc": acc, "elapsed_s": round(elapsed, 1)})
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+        if self.trainer.is_global_zero:
             print(f"[latentlit] step {self.global_step} stage {stage} (T={stage * self.hparams.thoughts_per_step}): "
                   f"val accuracy {acc:.3f}, {elapsed:.0f} s", flush=True)
 
@@ -148,13 +151,20 @@ class LatentBackboneModule(L.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # ------------------------------------------------------------------ resume
+    def _train_seconds(self) -> float:
+        """Training time so far, over every run of this fit (resumed runs included)."""
+        return self._seconds_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["latentlit"] = {"validation_history": list(self.history)}
+        # what the training summary reports, so that a resumed fit's summary covers the whole run
+        checkpoint["latentlit"] = {"validation_history": list(self.history), "train_seconds": self._train_seconds()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # options come from the config: the stored optimiser state must not bring back its lr
         override_optimizer_options(checkpoint, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        self.history = list(checkpoint.get("latentlit", {}).get("validation_history", []))
+        stored = checkpoint.get("latentlit", {})
+        self.history = list(stored.get("validation_history", []))
+        self._seconds_before = float(stored.get("train_seconds", 0.0))
 
     # ------------------------------------------------------------------ export
     def export_path(self) -> Path:
@@ -169,7 +179,7 @@ class LatentBackboneModule(L.LightningModule):
         path = self.export_path()
         self.backbone.latent_config.num_latents = self.hparams.num_stages * self.hparams.thoughts_per_step
         self.backbone.save_pretrained(path)
-        summary = {"train_seconds": round(time.perf_counter() - self._t0, 1) if self._t0 else None,
+        summary = {"train_seconds": round(self._train_seconds(), 1) if self._t0 or self._seconds_before else None,
                    "global_step": int(self.global_step), "validation": self.history}
         (path / "training_summary.json").write_text(json.dumps(summary, indent=2))
         print(f"[latentlit] trained backbone saved to {path}", flush=True)

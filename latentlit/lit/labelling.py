@@ -20,7 +20,8 @@ from latentlit.data.problem import Problem
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import LabelStats, label_problems
-from latentlit.lit.writer import check_run_settings, stop_on_sigterm
+from latentlit.lit.writer import (check_run_settings, default_output_dir, problem_source_of, run_dir_name,
+                                  stop_on_sigterm)
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
 
@@ -32,13 +33,17 @@ class RolloutLabeller(L.LightningModule):
         sampler: the sampler of both the N trajectories and the rollouts (default MC-dropout p=0.1).
         n_samples: N trajectories per question. n_rollouts: M rollouts per (trajectory, step).
         drop_all_correct / drop_all_wrong: filters on the N final answers.
-        output_dir: the groups directory (shards + index).
+        output_dir: the groups directory (shards + index); re-running into it resumes. Default
+            ``outputs/<run_name>-<hash>`` of :meth:`run_settings` and the problem source.
         shard_size: groups per shard.
     """
 
+    # the config's name (``quickstart_label``); the latentlit CLI sets it
+    run_name = "label"
+
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 8,
                  n_rollouts: int = 8, seed: int = 0, drop_all_correct: bool = True, drop_all_wrong: bool = True,
-                 max_new_tokens: int = 8, output_dir: str = "outputs/latentrm_groups", shard_size: int = 256):
+                 max_new_tokens: int = 8, output_dir: str | None = None, shard_size: int = 256):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
@@ -47,26 +52,48 @@ class RolloutLabeller(L.LightningModule):
         self.backbone = LatentBackbone.from_pretrained(backbone)
         self.stats = LabelStats()
         self._seconds = 0.0
+        self.output_path: Path | None = None
 
     def configure_callbacks(self):
-        return [GroupWriter(Path(self.hparams.output_dir))]
+        return [GroupWriter(self._resolve_output_dir())]
 
+    def run_settings(self) -> dict:
+        """Everything that decides the labelled groups (stored in ``run.json``); a resumed run must
+        match it."""
+        hp = self.hparams
+        self.sampler.bind(self.backbone)  # describe() then counts the hooked modules
+        return {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
+                "n_rollouts": hp.n_rollouts, "seed": hp.seed, "drop_all_correct": hp.drop_all_correct,
+                "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens}
+
+    def run_dir_name(self, datamodule=None) -> str:
+        """``<run_name>-<hash>`` of :meth:`run_settings` and the problem source of ``datamodule``."""
+        return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
+
+    def _resolve_output_dir(self) -> Path:
+        if self.output_path is None:
+            if self.hparams.output_dir:
+                self.output_path = Path(self.hparams.output_dir)
+            else:
+                trainer = self._trainer
+                self.output_path = default_output_dir(trainer, self.run_dir_name(getattr(trainer, "datamodule", None)))
+        return self.output_path
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()
-        out = Path(self.hparams.output_dir)
+        out = self._resolve_output_dir()
         zero = self._trainer is None or self.trainer.is_global_zero
-        hp = self.hparams
-        self.sampler.bind(self.backbone)  # describe() then counts the hooked modules
         self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
+        hp = self.hparams
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if getattr(datamodule, "problems", None):  # every question, before any work
             self.backbone.check_lengths([p.id for p in datamodule.problems], [p.question for p in datamodule.problems],
                                         hp.max_new_tokens)
-        check_run_settings(out, {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
-                                 "n_rollouts": hp.n_rollouts, "seed": hp.seed, "drop_all_correct": hp.drop_all_correct,
-                                 "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens},
-                           write=zero, has_results=bool(self._skip))
+        check_run_settings(out, self.run_settings(), write=zero, has_results=bool(self._skip))
+        if zero:
+            print(f"[latentlit] labelling: {self.sampler.describe()['name']}, N = {hp.n_samples}, M = {hp.n_rollouts}, "
+                  f"seed {hp.seed}, backbone {hp.backbone}: output directory {out}"
+                  + (f" (resuming: {len(self._skip)} questions done)" if self._skip else ""), flush=True)
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
         hp = self.hparams

@@ -24,7 +24,8 @@ from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
 from latentlit.lit.adaptive import AdaptiveTable, adaptive_field, adaptive_settings, head_record
 from latentlit.lit.run_checks import COUNTS, answer_format_warning, record_counts, summary_warnings
-from latentlit.lit.writer import PredictionWriter, check_resumed_questions, check_run_settings, read_records
+from latentlit.lit.writer import (PredictionWriter, check_resumed_questions, check_run_settings, default_output_dir,
+                                  problem_source_of, read_records, run_dir_name)
 from latentlit.metrics import KeyedMean, MeanVector, coverage_ks, trajectory_diversity
 from latentlit.reporting.compute import answer_positions
 from latentlit.reporting.values import metric_keys, question_values, question_view
@@ -51,8 +52,9 @@ class TTSPredictor(L.LightningModule):
         num_latents: T at inference (default: the checkpoint's; a different value warns).
         max_new_tokens: answer tokens decoded per trajectory.
         answer_format: override the checkpoint's answer format (``latentlit.data.answers``).
-        output_dir: where outputs go (default ``<run log dir>/predict``); re-running into the
-            same directory resumes.
+        output_dir: where outputs go; re-running into the same directory resumes. Default
+            ``outputs/<run_name>-<hash>`` (:meth:`run_dir_name`): the same settings resume, other
+            settings (or another problem set) get their own directory.
         dtype: ``float32`` | ``bfloat16`` | ``float16`` weights (bf16 for GPUs).
         latent_rm: a LatentRM directory (or ``"quickstart"``): enables best-of-N (highest
             trajectory score) and weighted majority vote (votes weighted by softmax over the N
@@ -134,12 +136,22 @@ class TTSPredictor(L.LightningModule):
     def configure_callbacks(self):
         return [PredictionWriter(self._resolve_output_dir())]
 
+    # the config's name (``quickstart_predict_dropout``); the latentlit CLI sets it
+    run_name = "predict"
+
+    def run_dir_name(self, datamodule=None) -> str:
+        """``<run_name>-<hash>`` of :meth:`run_settings` (what ``run.json`` stores) and the problem
+        source of ``datamodule``: the default output directory and TensorBoard run name."""
+        self.sampler.bind(self.backbone)  # describe() counts the hooked modules once bound
+        return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
+
     def _resolve_output_dir(self) -> Path:
         if self.output_path is None:
             if self.hparams.output_dir:
                 self.output_path = Path(self.hparams.output_dir)
             else:
-                self.output_path = Path(self.trainer.log_dir or self.trainer.default_root_dir) / "predict"
+                trainer = self._trainer
+                self.output_path = default_output_dir(trainer, self.run_dir_name(getattr(trainer, "datamodule", None)))
         return self.output_path
 
     def setup(self, stage: str) -> None:
@@ -172,6 +184,10 @@ class TTSPredictor(L.LightningModule):
                                         self.hparams.max_new_tokens)
         self._skip = {r["id"] for r in done}
         self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
+        if zero:
+            print(f"[latentlit] {self.sampler.describe()['name']}, N = {self.hparams.n_samples}, seed {self.hparams.seed}, "
+                  f"backbone {self.hparams.backbone}: output directory {self.output_path}"
+                  + (f" (resuming: {len(done)} questions done)" if done else ""), flush=True)
 
     def run_settings(self) -> dict:
         """Everything that decides a question's record; a resumed run must match it."""

@@ -113,6 +113,48 @@ class PredictionWriter(BasePredictionWriter):
 RUN_FILE = "run.json"
 
 
+def settings_hash(settings: dict) -> str:
+    """A short stable hash (8 hex digits of SHA-256 over canonical JSON) of JSON-able ``settings``:
+    equal settings give the same hash on any machine and in any key order."""
+    import hashlib
+
+    text = json.dumps(json.loads(json.dumps(settings)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def problem_source_of(datamodule) -> dict | None:
+    """Which problems a data module serves, for naming output directories: its problem source's
+    description without ``limit`` (a run on the first K problems and one on all of them share a
+    directory: resuming grows it). None when the data module has no problem source."""
+    source = getattr(datamodule, "source", None)
+    if source is None or not hasattr(source, "describe"):
+        return None
+    return {k: v for k, v in source.describe().items() if k != "limit"}
+
+
+def run_dir_name(name: str, settings: dict, problems: dict | None = None) -> str:
+    """``<name>-<hash>``: the default output directory (and TensorBoard run) name of a job.
+
+    Args:
+        name: the config's name (``quickstart_predict_dropout`` for
+            ``configs/quickstart/predict_dropout.yaml``).
+        settings: what the job stores in ``run.json`` (everything that decides its records).
+        problems: the problem source (:func:`problem_source_of`): another data file or split is
+            another directory.
+    """
+    return f"{name}-{settings_hash({'settings': settings, 'problems': problems})}"
+
+
+def default_output_dir(trainer, name: str) -> Path:
+    """``<default_root_dir>/outputs/<name>`` (relative when the root is the working directory)."""
+    import os
+
+    root = Path(trainer.default_root_dir) if trainer is not None else Path.cwd()
+    if root.resolve() == Path.cwd().resolve():
+        root = Path(".")
+    return Path(os.path.normpath(root / "outputs" / name))
+
+
 def check_run_settings(output_dir: Path, settings: dict, write: bool, has_results: bool) -> None:
     """Refuse to resume into ``output_dir`` if it was produced with other settings.
 

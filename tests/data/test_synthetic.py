@@ -1,6 +1,7 @@
 import re
 
 from latentlit.data import generate_problems, synthetic_splits
+from latentlit.data.synthetic import synthetic_split
 
 _STEP_RE = re.compile(r"<< (\d+) ([-+*/]) (\d+) = (\d+) >>")
 _PHRASE_OP = {"buys": "+", "loses": "-", "gives away": "-", "multiplies by": "*", "divides by": "/"}
@@ -58,3 +59,13 @@ def test_splits_disjoint_and_deterministic():
     assert splits == synthetic_splits(300, 50, 60, seed=1)
     # The test set does not move when only the training size changes.
     assert synthetic_splits(10, 50, 60, seed=1)["test"] == splits["test"]
+
+
+def test_one_split_equals_its_part_of_all_splits():
+    # synthetic_split generates only the stream prefix a split needs; the problems must not change
+    splits = synthetic_splits(120, 30, 40, seed=2)
+    for split, problems in splits.items():
+        for limit in (None, 0, 7, len(problems), len(problems) + 5):
+            want = problems if limit is None else problems[:limit]
+            assert synthetic_split(split, 120, 30, 40, seed=2, limit=limit) == want, (split, limit)
+    assert synthetic_split("val", 120, 30, 40, seed=3) != splits["val"]

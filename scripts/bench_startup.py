@@ -1,0 +1,103 @@
+"""Start-up cost of the ``latentlit`` command: time from the command to its first work.
+
+Each point runs in a fresh Python process (what a user pays on every run), ``--repeats`` times;
+the median and the range are printed:
+
+* ``import latentlit.cli``: the module the console script imports;
+* ``latentlit --help`` and ``latentlit predict --help``: to the help text, with its line count;
+* ``predict`` to the first ``predict_step``: ``latentlit predict --config CONFIG`` (default the
+  quickstart MC-dropout job) into a fresh output directory, timed until the first batch of
+  questions reaches the model (the process then exits, so no sampling cost is included).
+
+    python scripts/bench_startup.py [--repeats 5] [--config configs/quickstart/predict_dropout.yaml]
+
+Timings depend on the machine and its load; compare numbers measured in one run only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Patches predict_step in the child so that it reports the time of the first batch and exits.
+FIRST_WORK = """
+import os, sys, time
+t0 = float(os.environ["BENCH_T0"])
+import latentlit.lit.predictor as predictor
+def first_batch(self, *args, **kwargs):
+    sys.stdout.write(f"BENCH_FIRST_WORK {time.time() - t0:.4f}\\n"); sys.stdout.flush(); os._exit(0)
+predictor.TTSPredictor.predict_step = first_batch
+from latentlit.cli import main
+main(sys.argv[1:])
+"""
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.pop("LATENTLIT_DEBUG", None)
+    return env
+
+
+def time_command(argv: list[str]) -> tuple[float, str]:
+    """Wall seconds of ``argv`` in a fresh process, and its stdout."""
+    start = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=ROOT)
+    took = time.perf_counter() - start
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv} exited {out.returncode}: {out.stderr[-2000:]}")
+    return took, out.stdout
+
+
+def time_first_work(config: str, workdir: Path) -> float:
+    """Seconds from starting ``latentlit predict --config config`` to its first predict_step."""
+    env = _env()
+    env["BENCH_T0"] = repr(time.time())
+    argv = [sys.executable, "-c", FIRST_WORK, "predict", "--config", config,
+            "--model.init_args.output_dir", str(workdir / "out"), "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false"]
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+    for line in out.stdout.splitlines():
+        if line.startswith("BENCH_FIRST_WORK"):
+            return float(line.split()[1])
+    raise RuntimeError(f"no first batch reached (exit {out.returncode}): {out.stderr[-2000:]}")
+
+
+def _line(name: str, values: list[float], extra: str = "") -> str:
+    return f"{name:<42} median {statistics.median(values):6.2f} s  (min {min(values):.2f}, max {max(values):.2f}){extra}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--config", default="configs/quickstart/predict_dropout.yaml")
+    args = parser.parse_args()
+    latentlit = [sys.executable, "-m", "latentlit.cli"]
+    rows = {"import latentlit.cli": [], "latentlit --help": [], "latentlit predict --help": [],
+            f"predict {args.config} to first batch": []}
+    lines = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeats):
+            rows["import latentlit.cli"].append(time_command([sys.executable, "-c", "import latentlit.cli"])[0])
+            took, out = time_command(latentlit + ["--help"])
+            rows["latentlit --help"].append(took)
+            lines["latentlit --help"] = len(out.splitlines())
+            took, out = time_command(latentlit + ["predict", "--help"])
+            rows["latentlit predict --help"].append(took)
+            lines["latentlit predict --help"] = len(out.splitlines())
+            rows[f"predict {args.config} to first batch"].append(time_first_work(args.config, Path(tmp) / str(i)))
+    for name, values in rows.items():
+        print(_line(name, values, f"  {lines[name]} lines" if name in lines else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Short options, concise help, config order and one-line parser errors of the ``latentlit`` CLI."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from latentlit.cli import main
+from latentlit.cli_parser import SHORT_OPTIONS, config_files_first, describe_parse_error
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+DROPOUT = str(CONFIGS / "quickstart" / "predict_dropout.yaml")
+LABEL = str(CONFIGS / "quickstart" / "label.yaml")
+
+
+def _config(capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def _error(capsys, monkeypatch, *args: str) -> str:
+    monkeypatch.delenv("LATENTLIT_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("latentlit: error: "), err  # the error and its hint
+    assert "usage:" not in err and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("short,long", [
+    (["--n_samples", "16", "--sampler", "agn", "--sigma", "0.5", "--data_file", "data/gsm_test.json", "--limit", "50"],
+     ["--model.init_args.n_samples", "16", "--model.init_args.sampler", "latentlit.sampling.AGN",
+      "--model.init_args.sampler.init_args.sigma", "0.5", "--data.init_args.problems", "latentlit.data.sources.ProblemFile",
+      "--data.init_args.problems.init_args.path", "data/gsm_test.json", "--data.init_args.problems.init_args.limit", "50"]),
+    (["--backbone", "ckpt/x", "--p", "0.2", "--seed", "3", "--output_dir", "out/x", "--latent_rm", "quickstart",
+      "--beam_width", "4", "--dtype", "bfloat16", "--batch_size", "8"],
+     ["--model.init_args.backbone", "ckpt/x", "--model.init_args.sampler.init_args.p", "0.2", "--model.init_args.seed", "3",
+      "--model.init_args.output_dir", "out/x", "--model.init_args.latent_rm", "quickstart",
+      "--model.init_args.beam_width", "4", "--model.init_args.dtype", "bfloat16", "--data.init_args.batch_size", "8"]),
+])
+def test_short_options_give_the_config_of_their_long_forms(capsys, short, long):
+    plain = _config(capsys, "predict", "--config", DROPOUT)
+    with_short = _config(capsys, "predict", "--config", DROPOUT, *short)
+    assert with_short == _config(capsys, "predict", "--config", DROPOUT, *long)
+    assert with_short != plain  # they did change something
+    if "--sampler" in short:
+        model = with_short["model"]["init_args"]
+        assert model["sampler"]["class_path"] == "latentlit.sampling.AGN" and model["sampler"]["init_args"]["sigma"] == 0.5
+        assert model["n_samples"] == 16
+        assert with_short["data"]["init_args"]["problems"] == {
+            "class_path": "latentlit.data.sources.ProblemFile",
+            "init_args": {"path": "data/gsm_test.json", "format": "auto", "exclude": None, "limit": 50,
+                          "on_bad_answer": "fail"}}
+
+
+def test_labelling_and_fit_short_options(capsys):
+    label = _config(capsys, "predict", "--config", LABEL, "--n_rollouts", "64", "--n_samples", "8", "--limit", "10")
+    assert label == _config(capsys, "predict", "--config", LABEL, "--model.init_args.n_rollouts", "64",
+                            "--model.init_args.n_samples", "8", "--data.init_args.problems.init_args.limit", "10")
+    assert label["model"]["init_args"]["n_rollouts"] == 64
+    rm = str(CONFIGS / "quickstart" / "latentrm.yaml")
+    fit = _config(capsys, "fit", "--config", rm, "--groups_dir", "g", "--loss", "bce", "--export_dir", "e", "--max_steps", "7")
+    assert fit == _config(capsys, "fit", "--config", rm, "--data.init_args.groups_dir", "g", "--model.init_args.loss", "bce",
+                          "--model.init_args.export_dir", "e", "--trainer.max_steps", "7")
+    assert fit["trainer"]["max_steps"] == 7 and fit["model"]["init_args"]["loss"] == "bce"
+
+
+def test_mixed_short_and_long_forms_the_later_one_wins(capsys):
+    def n(*args):
+        return _config(capsys, "predict", "--config", DROPOUT, *args)["model"]["init_args"]["n_samples"]
+
+    assert n("--n_samples", "8", "--model.init_args.n_samples", "12") == 12
+    assert n("--model.init_args.n_samples", "12", "--n_samples", "8") == 8
+
+
+def test_config_position_does_not_change_the_result(capsys):
+    first = _config(capsys, "predict", "--config", DROPOUT, "--model.init_args.n_samples", "8", "--seed", "2")
+    last = _config(capsys, "predict", "--model.init_args.n_samples", "8", "--seed", "2", "--config", DROPOUT)
+    assert first == last
+    assert last["model"]["init_args"]["n_samples"] == 8 and last["model"]["init_args"]["seed"] == 2
+    assert config_files_first(["predict", "--n_samples", "8", "-c", "a.yaml", "--seed", "1", "--config=b.yaml"],
+                              {"predict"}) == ["predict", "-c", "a.yaml", "--config=b.yaml", "--n_samples", "8", "--seed", "1"]
+
+
+def test_option_typo_is_one_line_with_a_suggestion(capsys, monkeypatch):
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--model.init_args.n_sample", "8")
+    assert line == ("latentlit: error: --model.init_args.n_sample: TTSPredictor has no option 'n_sample'; "
+                    "did you mean `n_samples`?")
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--n_sample", "8")
+    assert line == "latentlit: error: --n_sample is not an option of latentlit predict; did you mean `--n_samples`?"
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--trainer.max_step", "8")  # no silent abbreviation
+    assert line.endswith("did you mean `--trainer.max_steps`?")
+
+
+def test_config_file_errors_are_one_line(capsys, monkeypatch, tmp_path):
+    line = _error(capsys, monkeypatch, "predict", "--config", str(CONFIGS / "quickstart" / "predict_dropuot.yaml"))
+    assert line.startswith("latentlit: error: --config: file does not exist: ")
+    assert line.endswith(f"did you mean `{CONFIGS / 'quickstart' / 'predict_dropout.yaml'}`?")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(Path(DROPOUT).read_text().replace("    n_samples: 64", "    n_sample: 64"))
+    line = _error(capsys, monkeypatch, "predict", "--config", str(typo))
+    assert line == ("latentlit: error: model.init_args.n_sample (in the config file): TTSPredictor has no option "
+                    "'n_sample'; did you mean `n_samples`?")
+
+
+def test_value_and_class_errors_are_one_line(capsys, monkeypatch):
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--model.init_args.n_samples", "abc")
+    assert line == "latentlit: error: --model.init_args.n_samples: expected int, got abc"
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--model.init_args.sampler", "AGM")
+    assert line.endswith("no class 'AGM' can be imported; did you mean `latentlit.sampling.agn.AGN`?")
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sampler", "agm")
+    assert line.endswith("'agm' is not one of ['dropout', 'agn', 'deterministic']; did you mean `agn`?")
+    # a setting of another class than the one configured at that point says which and what to do
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sigma", "0.5")
+    assert "MCDropout" in line and "has no option 'sigma'" in line and "put --sampler before it" in line
+    line = _error(capsys, monkeypatch, "predict", "--config", LABEL, "--latent_rm", "x")
+    assert "RolloutLabeller" in line and "has no option 'latent_rm'" in line
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--data", "problems.json")
+    assert "--data_file" in line
+    line = _error(capsys, monkeypatch, "predickt")
+    assert line.endswith("did you mean `predict`?")
+
+
+def test_describe_parse_error_handles_unknown_messages():
+    # a message it does not know is still reported, in one line
+    assert describe_parse_error("Something\n  went   wrong") == "Something went wrong"
+
+
+def test_help_lists_the_everyday_options_briefly(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    overview = capsys.readouterr().out
+    assert "parallel test-time scaling of latent reasoning models" in overview
+    for name in ("fit", "validate", "predict"):
+        assert any(line.startswith(f"  {name} ") for line in overview.splitlines())
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    help_text = capsys.readouterr().out
+    assert len(help_text.splitlines()) < 60
+    for short in SHORT_OPTIONS["predict"]:
+        assert short.flag in help_text and short.long_form in help_text
+    assert "--trainer.max_steps" not in help_text
+    with pytest.raises(SystemExit):
+        main(["predict", "--help_all"])
+    assert "--trainer.max_steps" in capsys.readouterr().out
+
+
+def test_ctrl_c_before_the_run_is_one_line(capsys, monkeypatch):
+    import latentlit.cli as cli
+
+    monkeypatch.delenv("LATENTLIT_DEBUG", raising=False)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_cli", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predict", "--config", DROPOUT])
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "latentlit: interrupted\n"
