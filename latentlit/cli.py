@@ -87,6 +87,13 @@ class LatentLitCLI(LightningCLI):
             # the seed that decides a prediction is the model's (printed when it starts), not Lightning's
             logging.getLogger("lightning.fabric.utilities.seed").addFilter(_DropMessages("Seed set to"))
 
+    def before_instantiate_classes(self) -> None:
+        """Fail on a missing backbone / LatentRM / groups directory before anything is loaded, with
+        the command that makes it (``latentlit.cli_parser.check_input_paths``)."""
+        from latentlit.cli_parser import check_input_paths
+
+        check_input_paths(self.config[self.subcommand])
+
     def instantiate_trainer(self, **kwargs):
         """The trainer, with the TensorBoard run named after the config (and, for predict and
         labelling, the hash of the settings that decide the records, as their output directory)."""

@@ -213,6 +213,73 @@ def config_files_first(args: list[str], subcommands) -> list[str]:
     return args[:start] + configs + rest
 
 
+# ---------------------------------------------------------------------------------------- inputs
+def config_folders() -> list[Path]:
+    """Where shipped configs are looked up: ``configs/`` in the working directory and next to the
+    package (a source checkout)."""
+    folders = [Path.cwd() / "configs", Path(__file__).resolve().parents[1] / "configs"]
+    seen, out = set(), []
+    for folder in folders:
+        if folder.is_dir() and folder.resolve() not in seen:
+            seen.add(folder.resolve())
+            out.append(folder)
+    return out
+
+
+def producer_command(path: str) -> str | None:
+    """The command of a shipped config that writes ``path`` (its model's ``export_dir`` or
+    ``output_dir``), e.g. ``latentlit fit --config configs/gsm8k/backbone.yaml`` for
+    ``outputs/gsm8k_backbone``; None when no config does."""
+    import yaml
+
+    want = os.path.normpath(str(path))
+    for folder in config_folders():
+        for config in sorted(folder.rglob("*.yaml")):
+            try:
+                model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+            except (OSError, yaml.YAMLError):
+                continue
+            init = model.get("init_args") or {}
+            if any(init.get(k) and os.path.normpath(str(init[k])) == want for k in ("export_dir", "output_dir")):
+                command = "predict" if str(model.get("class_path", "")).endswith(("TTSPredictor", "RolloutLabeller")) else "fit"
+                try:
+                    shown = config.relative_to(Path.cwd())
+                except ValueError:
+                    shown = config
+                return f"latentlit {command} --config {shown}"
+    return None
+
+
+def check_input_paths(config) -> None:
+    """Before anything is built: a backbone, LatentRM or groups directory that does not exist yet
+    but that a shipped config makes (``outputs/gsm8k_backbone``...) fails here, naming the command
+    that makes it; a released checkpoint expected under ``checkpoints/`` says how to give it.
+    (Otherwise the loaders would first try such a path as a hub id, with network retries.)
+
+    Args:
+        config: the subcommand's parsed config (``model`` / ``data`` with ``init_args``).
+
+    Raises:
+        FileNotFoundError: naming the option, the path and what to do.
+    """
+    checks = [("model", "backbone", "--backbone"), ("model", "latent_rm", "--latent_rm"),
+              ("model", "init_from", "--model.init_args.init_from"), ("data", "groups_dir", "--groups_dir")]
+    for part, key, flag in checks:
+        spec = config.get(part) if hasattr(config, "get") else None
+        init = spec.get("init_args") if hasattr(spec, "get") else None
+        value = init.get(key) if hasattr(init, "get") else None
+        if not isinstance(value, str) or value == "quickstart" or Path(value).expanduser().exists():
+            continue
+        producer = producer_command(value)
+        if producer is not None:
+            verb = "train it first" if producer.startswith("latentlit fit") else "make it first"
+            raise FileNotFoundError(f"{key} {value} does not exist yet: {verb} with `{producer}` (or give another one "
+                                    f"with {flag})")
+        if Path(value).parts[:1] == ("checkpoints",):
+            raise FileNotFoundError(f"{key} {value} does not exist: this config expects a released checkpoint there; "
+                                    f"download it (README, 'Using released checkpoints') and give its directory with {flag}")
+
+
 # ---------------------------------------------------------------------------------------- errors
 _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
           "Given value:", "- Expected a <class 'NoneType'>", "Subclass types expect one of:", "- a class path (str)",

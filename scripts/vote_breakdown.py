@@ -1,6 +1,6 @@
 """Where majority vote@k gains or loses against greedy, from a ``predictions.jsonl``.
 
-    python scripts/vote_breakdown.py outputs/quickstart_dropout/predictions.jsonl [--k 16]
+    python scripts/vote_breakdown.py outputs/quickstart_predict_dropout-<hash>/predictions.jsonl [--k 16]
 
 Prints the questions the vote fixes and breaks, how often the vote is right exactly when at
 least half the k samples are, and how the wrong answers of questions with mixed samples spread

@@ -163,3 +163,16 @@ def test_ctrl_c_before_the_run_is_one_line(capsys, monkeypatch):
         cli.main(["predict", "--config", DROPOUT])
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "latentlit: interrupted\n"
+
+
+def test_predict_before_training_says_what_to_train_first(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no outputs/gsm8k_backbone here
+    line = _error(capsys, monkeypatch, "predict", "--config", str(CONFIGS / "gsm8k" / "predict_gsm_test.yaml"))
+    assert line.startswith("latentlit: error: FileNotFoundError: backbone outputs/gsm8k_backbone does not exist yet: "
+                           "train it first with `latentlit fit --config ")
+    assert line.endswith("configs/gsm8k/backbone.yaml` (or give another one with --backbone)")
+    line = _error(capsys, monkeypatch, "predict", "--config", str(CONFIGS / "coconut" / "predict_dropout.yaml"))
+    assert "backbone checkpoints/coconut does not exist: this config expects a released checkpoint there" in line
+    line = _error(capsys, monkeypatch, "fit", "--config", str(CONFIGS / "quickstart" / "latentrm.yaml"))
+    assert line.startswith("latentlit: error: FileNotFoundError: groups_dir outputs/quickstart_groups does not exist yet: "
+                           "make it first with `latentlit predict --config ")
