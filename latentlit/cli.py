@@ -17,11 +17,31 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _interrupted_while_starting(signum, frame) -> None:
+    # Ctrl-C while imports, parsing or model loading run: nothing to save, one line. A
+    # KeyboardInterrupt raised inside a C extension's import would surface as an ImportError
+    # traceback instead, so the process ends here.
+    os.write(2, b"latentlit: interrupted\n")
+    os._exit(130)
+
+
+def _run_starts() -> None:
+    """From here Ctrl-C is a KeyboardInterrupt again: Lightning stops gracefully and a stopped fit
+    saves its checkpoint (``InterruptCheckpoint``)."""
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "latentlit":  # the command, not an import
+    signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 try:
     from lightning.pytorch.cli import LightningCLI
@@ -86,6 +106,11 @@ class LatentLitCLI(LightningCLI):
         if self.config.get("subcommand") == "predict":
             # the seed that decides a prediction is the model's (printed when it starts), not Lightning's
             logging.getLogger("lightning.fabric.utilities.seed").addFilter(_DropMessages("Seed set to"))
+
+    def before_fit(self) -> None:
+        _run_starts()
+
+    before_validate = before_predict = before_fit
 
     def before_instantiate_classes(self) -> None:
         """Fail on a missing backbone / LatentRM / groups directory before anything is loaded, with

@@ -10,8 +10,11 @@ the median and the range are printed:
   questions reaches the model (the process then exits, so no sampling cost is included).
 
     python scripts/bench_startup.py [--repeats 5] [--config configs/quickstart/predict_dropout.yaml]
+        [--root OTHER_CHECKOUT ...]
 
-Timings depend on the machine and its load; compare numbers measured in one run only.
+With ``--root`` (repeatable) the same points are measured for other checkouts of latentlit (e.g.
+an older commit unpacked with ``git archive``), interleaved repeat by repeat so that they share
+the machine's load. Timings depend on the machine and its load; compare numbers of one run only.
 """
 
 from __future__ import annotations
@@ -40,32 +43,32 @@ main(sys.argv[1:])
 """
 
 
-def _env() -> dict:
+def _env(root: Path = ROOT) -> dict:
     env = dict(os.environ)
-    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    env["PYTHONPATH"] = f"{root}{os.pathsep}{env.get('PYTHONPATH', '')}"
     env.setdefault("OMP_NUM_THREADS", "1")
     env.pop("LATENTLIT_DEBUG", None)
     return env
 
 
-def time_command(argv: list[str]) -> tuple[float, str]:
-    """Wall seconds of ``argv`` in a fresh process, and its stdout."""
+def time_command(argv: list[str], root: Path = ROOT) -> tuple[float, str]:
+    """Wall seconds of ``argv`` in a fresh process (run in checkout ``root``), and its stdout."""
     start = time.perf_counter()
-    out = subprocess.run(argv, capture_output=True, text=True, env=_env(), cwd=ROOT)
+    out = subprocess.run(argv, capture_output=True, text=True, env=_env(root), cwd=root)
     took = time.perf_counter() - start
     if out.returncode != 0:
         raise RuntimeError(f"{argv} exited {out.returncode}: {out.stderr[-2000:]}")
     return took, out.stdout
 
 
-def time_first_work(config: str, workdir: Path) -> float:
+def time_first_work(config: str, workdir: Path, root: Path = ROOT) -> float:
     """Seconds from starting ``latentlit predict --config config`` to its first predict_step."""
-    env = _env()
+    env = _env(root)
     env["BENCH_T0"] = repr(time.time())
     argv = [sys.executable, "-c", FIRST_WORK, "predict", "--config", config,
             "--model.init_args.output_dir", str(workdir / "out"), "--trainer.logger", "false",
             "--trainer.enable_progress_bar", "false"]
-    out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT)
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=root)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_FIRST_WORK"):
             return float(line.split()[1])
@@ -80,23 +83,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--config", default="configs/quickstart/predict_dropout.yaml")
+    parser.add_argument("--root", action="append", default=[], help="another checkout to measure (repeatable)")
     args = parser.parse_args()
+    roots = [ROOT] + [Path(r).resolve() for r in args.root]
     latentlit = [sys.executable, "-m", "latentlit.cli"]
-    rows = {"import latentlit.cli": [], "latentlit --help": [], "latentlit predict --help": [],
-            f"predict {args.config} to first batch": []}
+    names = ["import latentlit.cli", "latentlit --help", "latentlit predict --help", f"predict {args.config} to first batch"]
+    rows = {(root, name): [] for root in roots for name in names}
     lines = {}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            rows["import latentlit.cli"].append(time_command([sys.executable, "-c", "import latentlit.cli"])[0])
-            took, out = time_command(latentlit + ["--help"])
-            rows["latentlit --help"].append(took)
-            lines["latentlit --help"] = len(out.splitlines())
-            took, out = time_command(latentlit + ["predict", "--help"])
-            rows["latentlit predict --help"].append(took)
-            lines["latentlit predict --help"] = len(out.splitlines())
-            rows[f"predict {args.config} to first batch"].append(time_first_work(args.config, Path(tmp) / str(i)))
-    for name, values in rows.items():
-        print(_line(name, values, f"  {lines[name]} lines" if name in lines else ""))
+            for root in roots:
+                rows[root, names[0]].append(time_command([sys.executable, "-c", "import latentlit.cli"], root)[0])
+                for name, extra in ((names[1], ["--help"]), (names[2], ["predict", "--help"])):
+                    took, out = time_command(latentlit + extra, root)
+                    rows[root, name].append(took)
+                    lines[root, name] = len(out.splitlines())
+                rows[root, names[3]].append(time_first_work(args.config, Path(tmp) / f"{i}-{roots.index(root)}", root))
+    for root in roots:
+        print(f"== {root}")
+        for name in names:
+            print(_line(name, rows[root, name], f"  {lines[root, name]} lines" if (root, name) in lines else ""))
 
 
 if __name__ == "__main__":

@@ -176,3 +176,18 @@ def test_predict_before_training_says_what_to_train_first(capsys, monkeypatch, t
     line = _error(capsys, monkeypatch, "fit", "--config", str(CONFIGS / "quickstart" / "latentrm.yaml"))
     assert line.startswith("latentlit: error: FileNotFoundError: groups_dir outputs/quickstart_groups does not exist yet: "
                            "make it first with `latentlit predict --config ")
+
+
+def test_ctrl_c_while_the_command_starts_is_one_line():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "latentlit.cli", "predict", "--config", DROPOUT], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    time.sleep(1.0)  # importing torch and Lightning takes longer than this
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err, out) == (130, "latentlit: interrupted\n", "")
