@@ -1,7 +1,8 @@
 """Start-up cost of the ``latentlit`` command: time from the command to its first work.
 
 Each point runs in a fresh Python process (what a user pays on every run), ``--repeats`` times;
-the median and the range are printed:
+the median and the range of the wall time are printed, and the median CPU time (user + system of
+the process), which a busy machine distorts less than the wall time:
 
 * ``import latentlit.cli``: the module the console script imports;
 * ``latentlit --help`` and ``latentlit predict --help``: to the help text, with its line count;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -36,9 +38,11 @@ import os, sys, time
 t0 = float(os.environ["BENCH_T0"])
 import latentlit.lit.predictor as predictor
 def first_batch(self, *args, **kwargs):
-    sys.stdout.write(f"BENCH_FIRST_WORK {time.time() - t0:.4f}\\n"); sys.stdout.flush(); os._exit(0)
+    sys.stdout.write(f"BENCH_FIRST_WORK {time.time() - t0:.4f} {time.time() - t1:.4f} {time.process_time() - c1:.4f}\\n")
+    sys.stdout.flush(); os._exit(0)
 predictor.TTSPredictor.predict_step = first_batch
 from latentlit.cli import main
+t1, c1 = time.time(), time.process_time()  # Lightning and latentlit imported: latentlit's own start-up from here
 main(sys.argv[1:])
 """
 
@@ -51,19 +55,27 @@ def _env(root: Path = ROOT) -> dict:
     return env
 
 
-def time_command(argv: list[str], root: Path = ROOT) -> tuple[float, str]:
-    """Wall seconds of ``argv`` in a fresh process (run in checkout ``root``), and its stdout."""
-    start = time.perf_counter()
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_command(argv: list[str], root: Path = ROOT) -> tuple[tuple[float, float], str]:
+    """(wall, CPU) seconds of ``argv`` in a fresh process (run in checkout ``root``), and its stdout."""
+    start, cpu = time.perf_counter(), _cpu()
     out = subprocess.run(argv, capture_output=True, text=True, env=_env(root), cwd=root)
-    took = time.perf_counter() - start
+    took = (time.perf_counter() - start, _cpu() - cpu)
     if out.returncode != 0:
         raise RuntimeError(f"{argv} exited {out.returncode}: {out.stderr[-2000:]}")
     return took, out.stdout
 
 
-def time_first_work(config: str, workdir: Path, root: Path = ROOT) -> float:
-    """Seconds from starting ``latentlit predict --config config`` to its first predict_step."""
+def time_first_work(config: str, workdir: Path, root: Path = ROOT) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(wall, CPU) seconds from starting ``latentlit predict --config config`` to its first
+    predict_step, and (wall, CPU) from the end of the imports to it (latentlit's own start-up:
+    parsing, building the objects, loading the backbone and the problems)."""
     env = _env(root)
+    cpu = _cpu()
     env["BENCH_T0"] = repr(time.time())
     argv = [sys.executable, "-c", FIRST_WORK, "predict", "--config", config,
             "--model.init_args.output_dir", str(workdir / "out"), "--trainer.logger", "false",
@@ -71,12 +83,15 @@ def time_first_work(config: str, workdir: Path, root: Path = ROOT) -> float:
     out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=root)
     for line in out.stdout.splitlines():
         if line.startswith("BENCH_FIRST_WORK"):
-            return float(line.split()[1])
+            total, after_imports, after_imports_cpu = map(float, line.split()[1:])
+            return (total, _cpu() - cpu), (after_imports, after_imports_cpu)
     raise RuntimeError(f"no first batch reached (exit {out.returncode}): {out.stderr[-2000:]}")
 
 
-def _line(name: str, values: list[float], extra: str = "") -> str:
-    return f"{name:<42} median {statistics.median(values):6.2f} s  (min {min(values):.2f}, max {max(values):.2f}){extra}"
+def _line(name: str, values: list[tuple[float, float]], extra: str = "") -> str:
+    wall, cpu = [v[0] for v in values], [v[1] for v in values]
+    return (f"{name:<44} wall median {statistics.median(wall):6.2f} s (min {min(wall):.2f}, max {max(wall):.2f}); "
+            f"CPU median {statistics.median(cpu):6.2f} s{extra}")
 
 
 def main() -> None:
@@ -87,7 +102,8 @@ def main() -> None:
     args = parser.parse_args()
     roots = [ROOT] + [Path(r).resolve() for r in args.root]
     latentlit = [sys.executable, "-m", "latentlit.cli"]
-    names = ["import latentlit.cli", "latentlit --help", "latentlit predict --help", f"predict {args.config} to first batch"]
+    names = ["import latentlit.cli", "latentlit --help", "latentlit predict --help", "predict: command to first batch",
+             "predict: imports done to first batch"]
     rows = {(root, name): [] for root in roots for name in names}
     lines = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,7 +114,10 @@ def main() -> None:
                     took, out = time_command(latentlit + extra, root)
                     rows[root, name].append(took)
                     lines[root, name] = len(out.splitlines())
-                rows[root, names[3]].append(time_first_work(args.config, Path(tmp) / f"{i}-{roots.index(root)}", root))
+                total, own = time_first_work(args.config, Path(tmp) / f"{i}-{roots.index(root)}", root)
+                rows[root, names[3]].append(total)
+                rows[root, names[4]].append(own)
+    print(f"predict runs {args.config}")
     for root in roots:
         print(f"== {root}")
         for name in names:
