@@ -125,16 +125,6 @@ class LatentRMModule(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # the best validation weights so far, so that a resumed fit exports the best of the whole run
-        if self._best is not None:
-            checkpoint["latentlit_best"] = {"recall": self._best[0], "state": self._best[1]}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        best = checkpoint.get("latentlit_best")
-        if best:
-            self._best = (float(best["recall"]), best["state"])
-
     def on_fit_end(self) -> None:
         if not self.trainer.is_global_zero:
             return
