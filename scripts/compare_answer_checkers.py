@@ -9,7 +9,7 @@ Measures, on the gold answers of every shipped data file, on the prediction text
 - cost: microseconds per (extract + compare) of one prediction against its gold.
 
     pip install math-verify   # not a latentlit dependency
-    python scripts/compare_answer_checkers.py --runs outputs/quickstart_dropout outputs/quickstart_bon
+    python scripts/compare_answer_checkers.py --runs outputs/quickstart_predict_dropout-<hash> outputs/quickstart_predict_bon-<hash>
 
 Data files are read from ``../shared/data`` (``--data``).
 """

@@ -1,6 +1,6 @@
 """Tabulate several ``latentlit predict`` output directories side by side, with 95% intervals.
 
-    python scripts/compare_runs.py outputs/quickstart_dropout outputs/quickstart_bon [--csv runs.csv] [--every-k]
+    python scripts/compare_runs.py outputs/quickstart_predict_dropout-<hash> outputs/quickstart_predict_bon-<hash> [--csv runs.csv] [--every-k]
 
 Prints a markdown table (methods at each run's N with bootstrap intervals, their paired
 differences against greedy, the selective-prediction gains) and writes the same rows as CSV with
