@@ -26,7 +26,7 @@ from torch import nn
 
 from latentlit.sampling.attention_dropout import HOOK_ATTR, key_positions, use_keyed_attention
 from latentlit.sampling.base import Sampler
-from latentlit.sampling.rng import hash_ints, keyed_uniform
+from latentlit.sampling.rng import hash_ints, keyed_keep
 
 DEFAULT_TARGETS = {
     "gpt2": ("*.attn.resid_dropout", "*.mlp.dropout"),
@@ -133,15 +133,14 @@ class MCDropout(Sampler):
             kpos = key_positions(attention_mask, rows, kv_len, device)[:, None, None, :]
             head = torch.arange(heads, device=device)[None, :, None, None]
             if self.mask_scope == "trajectory":
+                # (R, H, 1, K): the same for every query, broadcast below
                 counter = hash_ints(module_index, _ATTENTION_TAG)
-                index = (head * _KEY_SPAN + kpos).expand(rows, heads, queries, kv_len)
+                keep = keyed_keep(ctx.keys.to(device), counter, self.attention_p, head * _KEY_SPAN, kpos)
             else:
                 counter = hash_ints(module_index, _ATTENTION_TAG, _PHASE_CODE[ctx.phase], ctx.step)
                 qpos = ctx.positions.to(device).reshape(rows, 1, queries, 1)
-                index = (qpos * heads + head) * _KEY_SPAN + kpos
-            u = keyed_uniform(ctx.keys.to(device), counter, index[0].numel(), index.reshape(rows, -1))
-            keep = (u >= self.attention_p).reshape(probs.shape).to(probs.dtype)
-            return probs * keep / (1.0 - self.attention_p)
+                keep = keyed_keep(ctx.keys.to(device), counter, self.attention_p, (qpos * heads + head) * _KEY_SPAN, kpos)
+            return _apply_keep(probs, keep, self.attention_p)
 
         return hook
 
@@ -154,15 +153,14 @@ class MCDropout(Sampler):
             seq = output.shape[1] if output.dim() == 3 else 1
             dims = torch.arange(width, device=output.device)
             if self.mask_scope == "trajectory":
+                # (R, 1, d): one mask per trajectory, broadcast over positions
                 counter = hash_ints(module_index, 7)
-                index = dims.expand(rows, seq, width)
+                keep = keyed_keep(ctx.keys.to(output.device), counter, self.p, dims.view(1, 1, width))
             else:
                 counter = hash_ints(module_index, _PHASE_CODE[ctx.phase], ctx.step)
                 pos = ctx.positions.to(output.device).reshape(rows, seq, 1)
-                index = pos * width + dims
-            u = keyed_uniform(ctx.keys.to(output.device), counter, seq * width, index.reshape(rows, -1))
-            keep = (u >= self.p).reshape(output.shape).to(output.dtype)
-            return output * keep / (1.0 - self.p)
+                keep = keyed_keep(ctx.keys.to(output.device), counter, self.p, pos * width, dims)
+            return _apply_keep(output.view(rows, seq, width), keep, self.p).view(output.shape)
 
         return hook
 
@@ -171,6 +169,12 @@ class MCDropout(Sampler):
                 "target_modules": len(self.target_names),
                 "attention_p": self.attention_p, "attention_targets": self.attention_targets or "default",
                 "attention_modules": len(self.attention_names)}
+
+
+def _apply_keep(x: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """``x * keep / (1 - p)`` with ``keep`` bool, broadcast: multiplying by a bool gives the same
+    values as multiplying by its 0/1 float, so outputs equal those of a float mask."""
+    return (x * keep).div_(1.0 - p)
 
 
 def _match_modules(lm: nn.Module, option: str, patterns: list[str] | None, defaults: dict) -> list[tuple[str, nn.Module]]:

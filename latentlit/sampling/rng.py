@@ -28,6 +28,7 @@ def _s64(x: int) -> int:
 
 
 _GOLDEN = _s64(0x9E3779B97F4A7C15)
+_INT64_MIN = -(1 << 63)
 _M1 = _s64(0xBF58476D1CE4E5B9)
 _M2 = _s64(0x94D049BB133111EB)
 
@@ -112,3 +113,80 @@ def keyed_normal(keys: torch.Tensor, counter: int, n: int) -> torch.Tensor:
     u2 = keyed_uniform(keys, hash_ints(counter, 2), n)
     r = torch.sqrt(-2.0 * torch.log1p(-u1))  # 1 - u1 in (0, 1]: log is finite
     return r * torch.cos(2.0 * math.pi * u2)
+
+
+def keep_threshold(p: float) -> int:
+    """The smallest 24-bit draw ``k`` that :func:`keyed_uniform` turns into a value ``>= p``.
+
+    ``keyed_uniform`` returns ``float32(k) * 2**-24`` for a 24-bit integer ``k``, and dropout keeps
+    an element when that value ``>= p`` as torch compares it (float32 against ``p``); this
+    evaluates exactly that comparison on the candidates around ``p * 2**24``, so that
+    ``k >= keep_threshold(p)`` keeps the same elements bit for bit. Returns ``2**24`` when no
+    draw is kept.
+    """
+    k0 = int(p * (1 << 24))
+    cand = torch.arange(max(0, k0 - 2), min(1 << 24, k0 + 3), dtype=torch.int64)
+    kept = (cand.to(torch.float32) * (1.0 / (1 << 24))) >= p
+    return int(cand[kept][0]) if bool(kept.any()) else 1 << 24
+
+
+def keyed_keep(keys: torch.Tensor, counter: int, p: float, index_a: torch.Tensor,
+               index_b: torch.Tensor | None = None, *, block: int | None = None) -> torch.Tensor:
+    """Dropout keep mask ``keyed_uniform(keys, counter, n, index) >= p`` with
+    ``index = index_a + index_b`` (broadcast), bit for bit, at about half the work.
+
+    Why it is cheaper and still exact: int64 arithmetic wraps, so ``(a + b) * G`` is computed as
+    ``a * G + b * G`` on the small broadcast terms, and the full-size tensor is written once; the
+    last xor-shift round of splitmix64 (``z ^= z >>> 31``) cannot change bits 40..63 (it xors in
+    bits 71..94, which do not exist), and the comparison only reads those 24 bits, so that round
+    is skipped; ``k >= keep_threshold(p)`` replaces float conversion and comparison, done as an
+    unsigned comparison of the whole word (flip the sign bit, compare signed). Work is done in
+    row blocks of about ``block`` elements (default 65536 on CPU, so the intermediate words stay
+    in cache; everything at once on other devices).
+
+    Args:
+        keys: (R,) int64 row keys. counter: the stream. p: drop probability.
+        index_a, index_b: int64 element-index terms whose broadcast sum has shape (R, ...) (a
+            leading dimension of 1 broadcasts over rows).
+
+    Returns:
+        (R, ...) bool, True where the element is kept.
+    """
+    rows = keys.shape[0]
+    a = index_a * _GOLDEN
+    b = index_b * _GOLDEN if index_b is not None else None
+    shape = torch.broadcast_shapes(a.shape, b.shape if b is not None else a.shape)
+    shape = (rows, *shape[1:])
+    # full rank, so that dimension 0 is the row dimension of both terms
+    a = a.view(*([1] * (len(shape) - a.dim())), *a.shape)
+    if b is not None:
+        b = b.view(*([1] * (len(shape) - b.dim())), *b.shape)
+    base = mix64(keys ^ _s64(counter)) + _GOLDEN
+    a = a + base.view(rows, *([1] * (len(shape) - 1)))
+    thr = keep_threshold(p)
+    if thr >= 1 << 24:
+        return torch.zeros(shape, dtype=torch.bool, device=keys.device)
+    if thr == 0:
+        return torch.ones(shape, dtype=torch.bool, device=keys.device)
+    limit = _s64((thr << 40) ^ (1 << 63))
+    out = torch.empty(shape, dtype=torch.bool, device=keys.device)
+    per_row = max(1, math.prod(shape[1:]))
+    if block is None:
+        block = 1 << 16 if keys.device.type == "cpu" else per_row * rows
+    step = max(1, block // per_row)
+    scratch = None
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        z = a[r0:r1] if b is None else a[r0:r1] + (b[r0:r1] if b.shape[0] > 1 else b)
+        if b is None:
+            z = z.expand(r1 - r0, *shape[1:]).clone()
+        if scratch is None or scratch.shape != z.shape:
+            scratch = torch.empty_like(z)
+        for shift, mult in ((30, _M1), (27, _M2)):
+            torch.bitwise_right_shift(z, shift, out=scratch)
+            scratch &= (1 << (64 - shift)) - 1
+            z ^= scratch
+            z *= mult
+        z ^= _INT64_MIN
+        torch.ge(z, limit, out=out[r0:r1])
+    return out
