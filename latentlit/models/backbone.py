@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
 
-from latentlit.models.cache import LatentCache
+from latentlit.models.cache import PREFIX_KWARG, LatentCache, SharedPrefixCache
 from latentlit.models.latent_head import LATENT_HEADS, build_latent_head
 from latentlit.sampling.base import Deterministic, Sampler
 
@@ -130,6 +130,25 @@ class LatentState:
         """Rows ``index`` (K,) long, in that order (beam search selection)."""
         return self._with_cache_rows(index.to(self.hidden.device))
 
+    def share_prefix(self, n: int, room: int | None = None) -> "LatentState":
+        """Each row repeated ``n`` times consecutively (R -> R*n) like :meth:`repeat_interleave`,
+        but the n copies share this state's cache as their prefix (:class:`SharedPrefixCache`)
+        instead of copying it; ``room``: suffix positions to reserve.
+
+        Raises:
+            TypeError: the cache is not a :class:`LatentCache` that has not been shared already.
+        """
+        if type(self.cache) is not LatentCache:
+            raise TypeError(f"share_prefix needs a LatentCache, got {type(self.cache).__name__}")
+        prefix = [(layer.keys, layer.values) for layer in self.cache.layers]
+        return LatentState(
+            cache=SharedPrefixCache(prefix, n, room=room),
+            attention_mask=self.attention_mask.repeat_interleave(n, 0),
+            next_position=self.next_position.repeat_interleave(n, 0),
+            hidden=self.hidden.repeat_interleave(n, 0),
+            active=self.active.repeat_interleave(n, 0),
+        )
+
 
 @dataclass
 class LatentOutput:
@@ -158,6 +177,14 @@ class LatentBackbone(nn.Module):
         tokenizer: its tokenizer (must contain the latent tokens the config names).
         config: the :class:`LatentConfig`.
         latent_head: f; built from ``config.latent_head`` when omitted.
+
+    Attributes:
+        prefill_max_padding: prompts are prefilled in buckets of similar length with at most this
+            fraction of padding each (:meth:`prefill_rows`; default 0.1; 0: one batch per
+            distinct length; 1: all prompts padded to the longest in one batch).
+        share_prefix_kv: with shared prefill, keep each prompt's keys/values once for its N
+            trajectories (:class:`SharedPrefixCache`; default True where the model's attention
+            implementation allows it; False: copy them N times).
     """
 
     def __init__(self, lm: PreTrainedModel, tokenizer: Any, config: LatentConfig, latent_head: nn.Module | None = None):
@@ -171,6 +198,8 @@ class LatentBackbone(nn.Module):
         # token positions run through the transformer so far (rows x sequence length), for
         # compute accounting in benchmarks and the rollout-cost report
         self.forward_tokens = 0
+        self.prefill_max_padding = 0.1
+        self.share_prefix_kv = True
 
     # ------------------------------------------------------------------ construction / io
     @property
@@ -252,18 +281,21 @@ class LatentBackbone(nn.Module):
                     "leave that question out, or lower max_new_tokens / num_latents")
 
     # ------------------------------------------------------------------ tokens
+    def prompt_tokens(self, questions: list[str]) -> list[list[int]]:
+        """Token ids of the prompts of ``questions`` (unpadded)."""
+        cfg = self.latent_config
+        return [
+            self.tokenizer(cfg.prompt_template.format(question=q), add_special_tokens=cfg.add_bos)["input_ids"]
+            for q in questions
+        ]
+
     def encode_prompts(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts of ``questions``, left-padded.
 
         Returns:
             input_ids (B, L) long and attention_mask (B, L) long, on the model's device.
         """
-        cfg = self.latent_config
-        rows = [
-            self.tokenizer(cfg.prompt_template.format(question=q), add_special_tokens=cfg.add_bos)["input_ids"]
-            for q in questions
-        ]
-        return left_pad(rows, cfg.pad_id, self.device)
+        return left_pad(self.prompt_tokens(questions), self.latent_config.pad_id, self.device)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (...,) -> input embeddings (..., d)."""
@@ -282,18 +314,25 @@ class LatentBackbone(nn.Module):
         """One cached forward pass. embeds (R, S, d), state_mask (R, S_total), positions (R, S)
         -> last-layer hidden states (R, S, d) after the final norm."""
         self.forward_tokens += embeds.shape[0] * embeds.shape[1]
+        extra = {}
+        if isinstance(cache, SharedPrefixCache):
+            from latentlit.models.prefix_attention import use_prefix_attention
+
+            use_prefix_attention(self.lm)  # the attention must read the prefix (idempotent)
+            extra[PREFIX_KWARG] = cache
         out = self.lm.base_model(
-            inputs_embeds=embeds, attention_mask=state_mask, position_ids=positions, cache=cache, use_cache=True
+            inputs_embeds=embeds, attention_mask=state_mask, position_ids=positions, cache=cache, use_cache=True, **extra
         )
         return out.last_hidden_state
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, sampler: Sampler | None = None,
-                keys: torch.Tensor | None = None) -> LatentState:
-        """Run the (left-padded) prompts (R, L) and return the state after them."""
+                keys: torch.Tensor | None = None, room: int | None = None) -> LatentState:
+        """Run the (left-padded) prompts (R, L) and return the state after them. ``room``:
+        cache positions to reserve for what follows (T latents + answer tokens)."""
         sampler = sampler or _DETERMINISTIC
         positions = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
         # in-place cache writes would break autograd through the latent chain
-        cache = LatentCache() if not torch.is_grad_enabled() else DynamicCache(config=self.lm.config)
+        cache = LatentCache(room=room) if not torch.is_grad_enabled() else DynamicCache(config=self.lm.config)
         with sampler.scope("prefill", _keys(keys, input_ids), 0, positions):
             hidden = self._forward(self.embed(input_ids), attention_mask, positions, cache)
         return LatentState(
@@ -302,6 +341,62 @@ class LatentBackbone(nn.Module):
             next_position=positions[:, -1] + 1,
             hidden=hidden[:, -1],
             active=torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device),
+        )
+
+    def prefill_rows(self, rows: list[list[int]], *, sampler: Sampler | None = None, keys: torch.Tensor | None = None,
+                     room: int | None = None) -> LatentState:
+        """Prefill prompts given as token lists of different lengths with little computation on
+        padding: rows are bucketed by length (:func:`length_buckets`, at most
+        :attr:`prefill_max_padding` padding per bucket), each bucket runs as one left-padded
+        batch, and its keys/values are written right-aligned into one left-padded cache, so the
+        state is the one :meth:`prefill` gives for the whole left-padded batch (positions left
+        of a bucket's width hold zeros and are masked).
+
+        With gradients enabled (training) it is :meth:`prefill` of the padded batch. A row's
+        result does not depend on the other rows (keyed masks use the row key and the token's
+        position within its prompt, as in the padded batch); float results agree with the padded
+        batch to rounding (other matmul shapes).
+
+        Args:
+            rows: R token lists. keys: (R,) row keys. room: as in :meth:`prefill`.
+
+        Returns:
+            the :class:`LatentState` of the R rows, attention mask (R, longest) left-padded.
+        """
+        pad_id, device = self.latent_config.pad_id, self.device
+        buckets = length_buckets([len(r) for r in rows], self.prefill_max_padding)
+        if len(buckets) == 1 or torch.is_grad_enabled() or not all(rows):
+            ids, mask = left_pad(rows, pad_id, device)
+            return self.prefill(ids, mask, sampler=sampler, keys=keys, room=room)
+        _, mask = left_pad(rows, pad_id, device)
+        width = mask.shape[1]
+        keys = _keys(keys, mask)
+        buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        hidden = None
+        for bucket in buckets:
+            index = torch.tensor(bucket, dtype=torch.long, device=device)
+            ids, part_mask = left_pad([rows[i] for i in bucket], pad_id, device)
+            part = self.prefill(ids, part_mask, sampler=sampler, keys=keys[index], room=0)
+            if hidden is None:
+                hidden = part.hidden.new_empty(len(rows), part.hidden.shape[-1])
+                cap = width + (room if room is not None else max(16, width // 2))
+                buffers = [(layer.keys.new_empty(len(rows), *layer.keys.shape[1:-2], cap, layer.keys.shape[-1]),
+                            layer.values.new_empty(len(rows), *layer.values.shape[1:-2], cap, layer.values.shape[-1]))
+                           for layer in part.cache.layers]
+            start = width - ids.shape[1]
+            for (k, v), layer in zip(buffers, part.cache.layers):
+                k[index, ..., start:width, :] = layer.keys
+                v[index, ..., start:width, :] = layer.values
+                if start:  # masked, but 0 * garbage (inf/nan) in empty memory would not be 0
+                    k[index, ..., :start, :] = 0
+                    v[index, ..., :start, :] = 0
+            hidden[index] = part.hidden
+        return LatentState(
+            cache=LatentCache.from_buffers(buffers, width),
+            attention_mask=mask,
+            next_position=mask.sum(1),
+            hidden=hidden,
+            active=torch.ones(len(rows), dtype=torch.bool, device=device),
         )
 
     def latent_step(self, state: LatentState, step: int, *, sampler: Sampler | None = None,
@@ -390,16 +485,25 @@ class LatentBackbone(nn.Module):
             return torch.zeros(rows, 0, dtype=torch.long, device=device), torch.zeros(rows, 0, device=device)
         return torch.stack(out, 1), first_logits
 
-    def prefill_samples(self, questions: list[str], n_samples: int, sampler: Sampler, keys: torch.Tensor) -> LatentState:
+    def prefill_samples(self, questions: list[str], n_samples: int, sampler: Sampler, keys: torch.Tensor,
+                        room: int | None = None) -> LatentState:
         """The state of B*N rows (question-major) after the prompts: prefilled once per question
-        and copied N times (``sampler.prefill == "shared"``), or once per row inside the
-        sampler's scope (``"per_sample"``). ``keys``: (B*N,) row keys."""
-        input_ids, attention_mask = self.encode_prompts(questions)
+        and shared by its N rows (``sampler.prefill == "shared"``; a :class:`SharedPrefixCache`
+        with :attr:`share_prefix_kv`, else the cache copied N times), or once per row inside the
+        sampler's scope (``"per_sample"``). Prompts are prefilled by length
+        (:meth:`prefill_rows`). ``keys``: (B*N,) row keys; ``room``: positions to reserve for
+        the latent steps and answer tokens that follow."""
+        from latentlit.models.prefix_attention import supports_prefix_attention
+
+        prompts = self.prompt_tokens(questions)
         if sampler.prefill == "per_sample" and n_samples > 1:
-            return self.prefill(input_ids.repeat_interleave(n_samples, 0), attention_mask.repeat_interleave(n_samples, 0),
-                                sampler=sampler, keys=keys)
-        state = self.prefill(input_ids, attention_mask, sampler=sampler, keys=keys[::n_samples])
-        return state.repeat_interleave(n_samples) if n_samples > 1 else state
+            return self.prefill_rows([r for r in prompts for _ in range(n_samples)], sampler=sampler, keys=keys, room=room)
+        if n_samples == 1:
+            return self.prefill_rows(prompts, sampler=sampler, keys=keys, room=room)
+        state = self.prefill_rows(prompts, sampler=sampler, keys=keys[::n_samples], room=0)
+        if self.share_prefix_kv and not torch.is_grad_enabled() and supports_prefix_attention(self.lm):
+            return state.share_prefix(n_samples, room=room)
+        return state.repeat_interleave(n_samples)
 
     @torch.no_grad()
     def generate(self, questions: list[str], *, n_samples: int = 1, sampler: Sampler | None = None,
@@ -410,8 +514,8 @@ class LatentBackbone(nn.Module):
         Args:
             questions: B question texts.
             n_samples: N. With ``sampler.prefill == "shared"`` each question is prefilled once
-                and its cache copied N times; with ``"per_sample"`` each of the B*N rows is
-                prefilled inside the sampler's scope.
+                and its keys/values shared by its N rows; with ``"per_sample"`` each of the B*N
+                rows is prefilled inside the sampler's scope.
             keys: (B*N,) int64 row keys (``latentlit.sampling.rng.trajectory_keys``); required
                 for stochastic samplers.
             num_latents: override T for this call (no warning; see :meth:`set_num_latents`).
@@ -432,7 +536,10 @@ class LatentBackbone(nn.Module):
         if keys.shape != (rows,):
             raise ValueError(f"keys must have shape ({rows},) for {len(questions)} questions x {n_samples} samples, got {tuple(keys.shape)}")
         keys = keys.to(self.device)
-        state = self.prefill_samples(questions, n_samples, sampler, keys)
+        cfg = self.latent_config
+        steps = num_latents if num_latents is not None else (
+            cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents)
+        state = self.prefill_samples(questions, n_samples, sampler, keys, room=steps + max_new_tokens)
         state, latents, latent_mask = self.run_latents(state, num_latents, sampler=sampler, keys=keys)
         answer_ids, first_logits = self.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys,
                                                       first_step=latents.shape[1] + 1)
@@ -472,6 +579,34 @@ def _keys(keys: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     if keys is None:
         return torch.zeros(like.shape[0], dtype=torch.long, device=like.device)
     return keys.to(like.device)
+
+
+def length_buckets(lengths: list[int], max_padding: float) -> list[list[int]]:
+    """Group row indices by length so that each group, left-padded to its longest row, is at most
+    ``max_padding`` padding: every row of a group is at least ``(1 - max_padding)`` times the
+    group's longest. Groups run longest first; rows within a group keep their order.
+
+    Args:
+        lengths: R row lengths. max_padding: in [0, 1]; 0 gives one group per distinct length,
+            1 a single group.
+
+    Returns:
+        the groups, lists of indices into ``lengths`` covering each index once.
+
+    Raises:
+        ValueError: max_padding outside [0, 1].
+    """
+    if not 0.0 <= max_padding <= 1.0:
+        raise ValueError(f"max_padding={max_padding} must be in [0, 1]")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    longest = None
+    for i in order:
+        if longest is None or lengths[i] < (1.0 - max_padding) * longest:
+            groups.append([])
+            longest = lengths[i]
+        groups[-1].append(i)
+    return [sorted(g) for g in groups]
 
 
 def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

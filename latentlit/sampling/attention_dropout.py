@@ -19,6 +19,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from latentlit.models.prefix_attention import prefix_of, shared_prefix_attention
+
 IMPLEMENTATION = "latentlit_keyed_eager"
 HOOK_ATTR = "_latentlit_attention_dropout"
 ProbsHook = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -37,11 +39,20 @@ def keyed_eager_attention(module: nn.Module, query: torch.Tensor, key: torch.Ten
 
     Returns:
         (R, S, H, Dh) attention output and (R, H, S, K) probabilities.
+
+    With a shared prefix in ``kwargs`` (``latentlit.models.prefix_attention``) the keys are the
+    prefix then the row's suffix, the hook sees probabilities over both.
     """
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
+    prefix = prefix_of(module, kwargs)
+    if prefix is not None:
+        if dropout and module.training:
+            raise ValueError("shared prefix attention runs at inference only (attention dropout is on)")
+        return shared_prefix_attention(query, key, value, *prefix, attention_mask, scaling,
+                                       probs_hook=getattr(module, HOOK_ATTR, None))
     logits = torch.matmul(query, key.transpose(-1, -2)) * scaling
     if attention_mask is not None:
         logits = logits + attention_mask[..., : key.shape[-2]]

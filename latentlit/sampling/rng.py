@@ -146,16 +146,21 @@ def keyed_keep(keys: torch.Tensor, counter: int, p: float, index_a: torch.Tensor
 
     Args:
         keys: (R,) int64 row keys. counter: the stream. p: drop probability.
-        index_a, index_b: int64 element-index terms whose broadcast sum has shape (R, ...) (a
-            leading dimension of 1 broadcasts over rows).
+        index_a, index_b: int64 element-index terms whose broadcast sum has shape (R, ...) or
+            (1, ...) (a leading dimension of 1 broadcasts over rows), at least 2-D.
 
     Returns:
         (R, ...) bool, True where the element is kept.
+
+    Raises:
+        ValueError: index terms without a leading row dimension.
     """
     rows = keys.shape[0]
     a = index_a * _GOLDEN
     b = index_b * _GOLDEN if index_b is not None else None
     shape = torch.broadcast_shapes(a.shape, b.shape if b is not None else a.shape)
+    if len(shape) < 2 or shape[0] not in (1, rows):
+        raise ValueError(f"keyed_keep: index terms broadcast to {tuple(shape)}; expected a leading row dimension (R or 1, ...) for {rows} rows")
     shape = (rows, *shape[1:])
     # full rank, so that dimension 0 is the row dimension of both terms
     a = a.view(*([1] * (len(shape) - a.dim())), *a.shape)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT
-from latentlit.models.backbone import LatentBackbone
+from latentlit.models.backbone import LatentBackbone, length_buckets
 from latentlit.testing.tiny import tiny_backbone
 
 SHORT_Q = "3"
@@ -44,6 +44,58 @@ def test_batch_equals_single(backbone):
         # columns past the single run's length can only be padding (the other row went on)
         assert both.answer_ids[row, width:].eq(backbone.latent_config.pad_id).all()
         assert both.answers_text[row] == alone.answers_text[0]
+
+
+def test_length_buckets():
+    lengths = [10, 58, 57, 100, 95, 58, 30, 91]
+    assert length_buckets(lengths, 0.0) == [[3], [4], [7], [1, 5], [2], [6], [0]]
+    assert length_buckets(lengths, 0.1) == [[3, 4, 7], [1, 2, 5], [6], [0]]  # rows >= 90% of the bucket's longest
+    assert length_buckets([100, 89, 90], 0.1) == [[0, 2], [1]]
+    assert length_buckets(lengths, 1.0) == [[0, 1, 2, 3, 4, 5, 6, 7]]
+    assert length_buckets([], 0.1) == []
+    with pytest.raises(ValueError, match="max_padding"):
+        length_buckets(lengths, 1.5)
+
+
+@torch.no_grad()
+def test_prefill_by_length_equals_one_padded_batch():
+    """Prompts prefilled in length buckets (no computation on padding) give the state and the
+    trajectories of one left-padded batch, with keyed per-sample dropout in the prefill."""
+    from latentlit.sampling import MCDropout
+    from latentlit.sampling.rng import trajectory_keys
+
+    bb = tiny_backbone(num_latents=3)
+    questions = [SHORT_Q, "Ann has 18 stones . multiplies by 2 . gives away 6 . how many ?", LONG_Q, "4 ."]
+    rows = bb.prompt_tokens(questions)
+    keys = trajectory_keys(0, list("abcd"), 1)
+    sampler = MCDropout(p=0.3, prefill="per_sample")
+    sampler.bind(bb)
+    states, tokens = {}, {}
+    for max_padding in (0.0, 1.0):
+        bb.prefill_max_padding = max_padding
+        start = bb.forward_tokens
+        states[max_padding] = bb.prefill_rows(rows, sampler=sampler, keys=keys, room=4)
+        tokens[max_padding] = bb.forward_tokens - start
+    bucketed, padded = states[0.0], states[1.0]
+    assert tokens[0.0] == sum(len(r) for r in rows) < tokens[1.0] == len(rows) * max(len(r) for r in rows)
+    assert torch.equal(bucketed.attention_mask, padded.attention_mask)
+    assert torch.equal(bucketed.next_position, padded.next_position)
+    assert (bucketed.hidden - padded.hidden).abs().max() < 1e-5
+    real = padded.attention_mask.bool()
+    for a, b in zip(bucketed.cache.layers, padded.cache.layers):
+        assert a.keys.shape == b.keys.shape
+        assert (a.keys.transpose(1, 2)[real] - b.keys.transpose(1, 2)[real]).abs().max() < 1e-5
+        assert (a.values.transpose(1, 2)[real] - b.values.transpose(1, 2)[real]).abs().max() < 1e-5
+        assert a.keys.transpose(1, 2)[~real].eq(0).all()  # padding: zeros (masked)
+    # and whole runs: per-sample MC-dropout (padding-dependent positions) gives the same answers
+    outs = {}
+    for max_padding in (0.0, 1.0):
+        bb.prefill_max_padding = max_padding
+        outs[max_padding] = bb.generate(questions, n_samples=3, sampler=sampler,
+                                        keys=trajectory_keys(0, list("abcd"), 3), max_new_tokens=4)
+    bb.prefill_max_padding = 0.1
+    assert (outs[0.0].latents - outs[1.0].latents).abs().max() < 1e-5
+    assert torch.equal(outs[0.0].answer_ids, outs[1.0].answer_ids)
 
 
 def _reference_loop(backbone: LatentBackbone, questions: list[str], t: int):

@@ -10,7 +10,7 @@ import torch
 from latentlit.models.backbone import LatentBackbone
 from latentlit.sampling import AGN, Deterministic, MCDropout
 from latentlit.sampling.nway import sample_questions
-from latentlit.sampling.rng import keyed_normal, keyed_uniform, trajectory_keys
+from latentlit.sampling.rng import hash_ints, keep_threshold, keyed_keep, keyed_normal, keyed_uniform, trajectory_keys
 from latentlit.testing.tiny import tiny_backbone
 
 QUESTIONS = [
@@ -135,19 +135,22 @@ def test_mc_dropout_zero_fraction_only_in_latent_steps(backbone):
     p = 0.3
     sampler = MCDropout(p=p, prefill="shared")
     keys = trajectory_keys(0, IDS, 32)
-    _, real = backbone.encode_prompts(QUESTIONS)  # left padding: only real positions have nonzero inputs
+    lengths = sorted({len(r) for r in backbone.prompt_tokens(QUESTIONS)}, reverse=True)
+    assert len(lengths) == 3  # prefilled by length: one forward pass per distinct prompt length
     with capture(backbone, [TARGET, "transformer.h.1.attn.resid_dropout"], sampler) as rec:
         backbone.generate(QUESTIONS, n_samples=32, sampler=sampler, keys=keys, max_new_tokens=3)
     for name, calls in rec.items():
         phases = [ph for ph, _, _ in calls]
         assert phases.count("latent") == 3
-        assert phases.count(None) >= 2  # prefill (shared) and answer tokens run outside the scope
+        assert phases.count(None) >= 4  # prefill (shared) and answer tokens run outside the scope
         inside = torch.cat([o.flatten() for ph, _, o in calls if ph == "latent"])
-        prefill, *answer = [o for ph, _, o in calls if ph is None]
-        assert prefill.shape[:2] == real.shape  # the shared prefill: one row per question
-        outside = torch.cat([prefill[real.bool()].flatten()] + [o.flatten() for o in answer])
+        outputs = [o for ph, _, o in calls if ph is None]
+        prefill, answer = outputs[:3], outputs[3:]
+        # the shared prefill: one row per question, no padding
+        assert [tuple(o.shape[:2]) for o in prefill] == [(1, n) for n in lengths]
+        outside = torch.cat([o.flatten() for o in prefill + answer])
         assert inside.numel() == 96 * 3 * backbone.hidden_size
-        assert outside.numel() >= (int(real.sum()) + 96 * 2) * backbone.hidden_size
+        assert outside.numel() >= (sum(lengths) + 96 * 2) * backbone.hidden_size
         assert outside.eq(0).sum() == 0  # inputs have no exact zeros, and nothing is dropped outside
         frac = inside.eq(0).float().mean().item()
         assert abs(frac - p) < 0.03, (name, frac)
@@ -241,8 +244,11 @@ def test_mc_dropout_trajectory_mask_scope(backbone):
         assert not torch.equal(masks[0][0], masks[0][1])
         if scope == "trajectory":
             # one mask per trajectory: also every prompt position of the per-sample prefill
-            (_, _, pre), = [r for r in rec[TARGET] if r[0] == "prefill"]
-            row = pre[0].eq(0)  # (L, d), first question is unpadded in the batch (longest)
+            # prefilled by length (one group per question here): the 4 rows of question 0
+            length = len(backbone.prompt_tokens(QUESTIONS[:1])[0])
+            (_, _, pre), = [r for r in rec[TARGET] if r[0] == "prefill" and r[2].shape[1] == length]
+            assert pre.shape[0] == 4
+            row = pre[0].eq(0)  # (L, d)
             assert all(torch.equal(row[i], masks[0][0]) for i in range(row.shape[0]))
 
 
@@ -353,3 +359,36 @@ def test_keyed_uniform_and_normal():
     assert abs(z.std().item() - 1) < 0.01
     assert abs((z.abs() < 1).float().mean().item() - 0.6827) < 0.005
     assert torch.equal(z, keyed_normal(keys, 9, 4096))
+
+
+@pytest.mark.parametrize("p", [0.05, 0.1, 0.2, 1 / 3, 0.5, 0.9, 1e-9, 3 / (1 << 24), 3.5 / (1 << 24), 0.9999999])
+def test_keyed_keep_is_bit_identical_to_uniform_threshold(p):
+    """The fast mask keeps exactly the elements ``keyed_uniform(...) >= p`` keeps (the published
+    MC-dropout figures depend on which elements are dropped)."""
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randint(-(1 << 62), 1 << 62, (9,), generator=g)
+    width, counter = 40, hash_ints(3, 12, 5)
+    pos = torch.randint(0, 300, (9, 7), generator=g)
+    dims = torch.arange(width)
+    index = pos[..., None] * width + dims  # (R, S, d): per position and unit (mask_scope "step")
+    expected = keyed_uniform(keys, counter, 7 * width, index.reshape(9, -1)).reshape(9, 7, width) >= p
+    for block in (None, 1, 100):
+        assert torch.equal(keyed_keep(keys, counter, p, pos[..., None] * width, dims, block=block), expected)
+    # one term only, with a broadcast row dimension (mask_scope "trajectory": per unit)
+    expected = keyed_uniform(keys, counter, width, dims.expand(9, width)) >= p
+    assert torch.equal(keyed_keep(keys, counter, p, dims.view(1, 1, width))[:, 0], expected)
+    # the threshold is the first 24-bit draw that keyed_uniform maps to a value >= p
+    k = keep_threshold(p)
+    below = torch.tensor([max(k - 1, 0), k], dtype=torch.float32) * (1.0 / (1 << 24))
+    assert bool(below[1] >= p) and (k == 0 or not bool(below[0] >= p))
+
+
+def test_keyed_keep_rate_and_extremes():
+    keys = torch.arange(256, dtype=torch.int64)
+    keep = keyed_keep(keys, 7, 0.3, torch.arange(4096)[None])
+    assert keep.shape == (256, 4096) and keep.dtype == torch.bool
+    assert abs(keep.float().mean().item() - 0.7) < 0.005
+    assert keyed_keep(keys, 7, 0.0, torch.arange(8)[None]).all()
+    with pytest.raises(ValueError, match="row dimension"):
+        keyed_keep(keys, 7, 0.3, torch.arange(4096))
+    assert keep_threshold(0.0) == 0 and keep_threshold(1.0) == 1 << 24
