@@ -158,17 +158,17 @@ def run_point(args) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     rss_start = _rss_gb() if device == "cpu" else torch.cuda.memory_allocated() / 2 ** 30
-    start = time.perf_counter()
+    cpu_start, start = time.process_time(), time.perf_counter()
     sample_questions(backbone, sampler, ids, questions, args.n, seed=0, max_trajectories=args.max_trajectories,
                      max_new_tokens=ANSWER_TOKENS)
     if device == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     peak = (torch.cuda.max_memory_allocated() / 2 ** 30 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2 ** 30)
     rates += matmul_rates(device, dtype, 3)
     bound = flop_bound(backbone, questions, args.n, args.prefill, ANSWER_TOKENS)
-    return {"seconds": seconds, "trajectories": len(questions) * args.n, "traj_per_s": len(questions) * args.n / seconds,
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "trajectories": len(questions) * args.n, "traj_per_s": len(questions) * args.n / seconds,
             "peak_gb": peak, "start_gb": rss_start, "flops": bound["total"], "prompt_tokens": bound["prompt_tokens"],
             "rate_at_point": statistics.median(rates)}
 
@@ -186,14 +186,22 @@ def _point(args, backbone: str, setup: str, n: int, questions: int, max_traj: in
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+HEADER = (f"{'point':<58} {'traj/s':>7} {'cpu-s':>7} {'peak GB':>7} {'+GB':>6} {'bound/s':>7} {'of bound':>8} "
+          f"{'rate@pt':>7} {'of b@pt':>7}")
+
+
+def _fraction(value: float) -> str:
+    return f"{value:>7.1%}" if value <= 1.0 else "meas.err"
+
+
 def _row(label: str, r: dict | str, rate: float) -> str:
     if isinstance(r, str):
         return f"{label} {r}"
     bound = r["trajectories"] / (r["flops"] / (rate * 1e9))
-    frac = r["traj_per_s"] / bound
-    shown = f"{frac:>7.1%}" if frac <= 1.0 else "  MEASUREMENT ERROR (>100%: the rate was measured low)"
-    return (f"{label} {r['traj_per_s']:>8.2f} {r['peak_gb']:>7.2f} {r['peak_gb'] - r['start_gb']:>7.2f} "
-            f"{bound:>8.2f} {shown} {r['rate_at_point']:>8.1f}")
+    local = r["trajectories"] / (r["flops"] / (r["rate_at_point"] * 1e9))
+    return (f"{label} {r['traj_per_s']:>7.2f} {r['cpu_seconds']:>7.2f} {r['peak_gb']:>7.2f} {r['peak_gb'] - r['start_gb']:>6.2f} "
+            f"{bound:>7.2f} {_fraction(r['traj_per_s'] / bound):>8} {r['rate_at_point']:>7.1f} "
+            f"{_fraction(r['traj_per_s'] / local):>7}")
 
 
 def _baseline_tree(ref: str) -> str:
@@ -218,7 +226,9 @@ def main() -> None:
     parser.add_argument("--setups", default="agn:shared,dropout:per_sample", help=f"comma-separated of {list(SETUPS)}")
     parser.add_argument("--max_trajectories", type=int, default=64, help="rows run at once (chunk size)")
     parser.add_argument("--memory", action="store_true",
-                        help="also AGN shared at N = 64 and N = 1024 with max_trajectories 1024 (peak memory)")
+                        help="also AGN shared at N = 64 and N = 1024 with max_trajectories 1024, the predictor's "
+                             "default (peak memory; the copying baseline needs ~13 GB at N = 1024)")
+    parser.add_argument("--memory_questions", type=int, default=8, help="questions of the --memory points")
     parser.add_argument("--compare", action="store_true", help="run every point with --baseline too, back to back")
     parser.add_argument("--baseline", default=BASELINE_REF, help="git ref of the baseline for --compare")
     parser.add_argument("--compile", action="store_true", help="torch.compile the transformer (dynamic shapes)")
@@ -244,14 +254,14 @@ def main() -> None:
                 for setup in args.setups.split(","):
                     points.append((backbone, setup, n, args.questions, args.max_trajectories))
     if args.memory:
-        points += [("gpt2-small", "agn:shared", n, args.questions, 1024) for n in (64, 1024)]
+        points += [("gpt2-small", "agn:shared", n, args.memory_questions, 1024) for n in (64, 1024)]
 
     ours = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     base = _baseline_tree(args.baseline) if args.compare else None
     before = matmul_rates(args.device, dtype, 5)
     print(f"device {args.device}, dtype {args.dtype}, threads {torch.get_num_threads()}, prompts {args.prompts}"
           + (f", baseline {args.baseline[:10]} (in {base})" if base else ""), flush=True)
-    print(f"{'point':<46} {'traj/s':>8} {'peak GB':>7} {'+GB':>7} {'bound/s':>8} {'of bound':>7} {'rate@pt':>8}")
+    print(HEADER)
     results = []
     for i, (backbone, setup, n, questions, max_traj) in enumerate(points):
         runs = [("new", ours)] + ([("baseline", base)] if base else [])
@@ -261,7 +271,7 @@ def main() -> None:
             r = _point(args, backbone, setup, n, questions, max_traj, path)
             label = f"{backbone} {setup} N={n} q={questions} chunk={max_traj}" + (f" [{tag}]" if base else "")
             results.append((label, r))
-            print(_row(f"{label:<46}", r, statistics.median(before)), flush=True)
+            print(_row(f"{label:<58}", r, statistics.median(before)), flush=True)
     after = matmul_rates(args.device, dtype, 5)
     rates = before + after
     rate = statistics.median(rates)
@@ -272,14 +282,16 @@ def main() -> None:
     if (max(rates) - min(rates)) / rate > 0.2:
         print("warning: the matmul rate varied by more than 20%: the machine is busy, bounds and fractions are rough")
     print("\nFractions against that median rate (the rows above used the rate before the points):")
-    print(f"{'point':<46} {'traj/s':>8} {'peak GB':>7} {'+GB':>7} {'bound/s':>8} {'of bound':>7} {'rate@pt':>8}")
+    print(HEADER)
     for label, r in results:
-        print(_row(f"{label:<46}", r, rate))
-    print("\npeak GB: max RSS of the point's process (CUDA: max allocated); +GB: above the memory held before the "
-          "timed run (model, tokenizer, warm-up). bound/s: trajectories per second at the FLOP bound of the point's "
-          "prefill mode (shared: prompt once per question; per_sample: once per trajectory; real tokens only), "
-          f"{ANSWER_TOKENS} answer tokens, {ANSWER_TOKENS - 1} of them fed back. rate@pt: matmul GFLOP/s measured in "
-          "the point's process just before and after it.")
+        print(_row(f"{label:<58}", r, rate))
+    print("\ncpu-s: CPU seconds of the timed run (all threads). peak GB: max RSS of the point's process (CUDA: max "
+          "allocated); +GB: above the memory held before the timed run (model, tokenizer, warm-up). bound/s: "
+          "trajectories per second at the FLOP bound of the point's prefill mode (shared: prompt once per question; "
+          f"per_sample: once per trajectory; real tokens only), {ANSWER_TOKENS} answer tokens, {ANSWER_TOKENS - 1} of "
+          "them fed back; of bound: traj/s over bound/s. rate@pt: matmul GFLOP/s measured in the point's process just "
+          "before and after it, and of b@pt the fraction against that rate. meas.err: a fraction above 100%, i.e. the "
+          "rate was measured lower than the machine ran the point (a busy machine), not a result.")
 
 
 if __name__ == "__main__":

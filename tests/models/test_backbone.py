@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT
-from latentlit.models.backbone import LatentBackbone, length_buckets
+from latentlit.models.backbone import LatentBackbone, blocked_linear, length_buckets
 from latentlit.testing.tiny import tiny_backbone
 
 SHORT_Q = "3"
@@ -44,6 +44,15 @@ def test_batch_equals_single(backbone):
         # columns past the single run's length can only be padding (the other row went on)
         assert both.answer_ids[row, width:].eq(backbone.latent_config.pad_id).all()
         assert both.answers_text[row] == alone.answers_text[0]
+
+
+def test_blocked_linear_equals_linear():
+    g = torch.Generator().manual_seed(0)
+    x, w, b = torch.randn(3, 5, 16, generator=g), torch.randn(4100, 16, generator=g), torch.randn(4100, generator=g)
+    for bias in (b, None):
+        out = blocked_linear(x, w, bias, 1000)
+        assert out.shape == (3, 5, 4100)
+        torch.testing.assert_close(out, torch.nn.functional.linear(x, w, bias), atol=1e-6, rtol=1e-6)
 
 
 def test_length_buckets():
