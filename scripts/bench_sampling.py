@@ -60,8 +60,10 @@ SETUPS = {"agn:shared": ("agn", "shared"), "dropout:per_sample": ("dropout", "pe
 
 # ---------------------------------------------------------------------- matmul rate
 def matmul_rates(device: str, dtype: torch.dtype, repeats: int, n: int | None = None) -> list[float]:
-    """``repeats`` measurements (GFLOP/s) of an n x n matmul, each timing 2 products."""
+    """``repeats`` measurements (GFLOP/s) of an n x n matmul, each timing 2 products (CPU) or 20
+    (GPU, where one takes about a millisecond)."""
     n = n or (1536 if device == "cpu" else 8192)
+    products = 2 if device == "cpu" else 20
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     a @ b  # warm-up (allocations, kernel selection)
@@ -70,11 +72,11 @@ def matmul_rates(device: str, dtype: torch.dtype, repeats: int, n: int | None = 
         if device == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        a @ b
-        a @ b
+        for _ in range(products):
+            a @ b
         if device == "cuda":
             torch.cuda.synchronize()
-        rates.append(2 * 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
+        rates.append(products * 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
     return rates
 
 
@@ -152,7 +154,11 @@ def run_point(args) -> dict:
     items = questions_for(args.prompts, Path(args.data), args.questions)
     ids, questions = [i for i, _ in items], [q for _, q in items]
     sampler = AGN(sigma=0.6, prefill=args.prefill) if args.sampler == "agn" else MCDropout(p=0.2, prefill=args.prefill)
-    sample_questions(backbone, sampler, ids[:1], questions[:1], 2, seed=1, max_new_tokens=2)  # warm-up
+    if args.compile:  # warm up on the point itself: compiled code is specialised to its shapes
+        sample_questions(backbone, sampler, ids, questions, args.n, seed=1, max_trajectories=args.max_trajectories,
+                         max_new_tokens=ANSWER_TOKENS)
+    else:
+        sample_questions(backbone, sampler, ids[:1], questions[:1], 2, seed=1, max_new_tokens=2)  # warm-up
     rates = matmul_rates(device, dtype, 3)
     if device == "cuda":
         torch.cuda.synchronize()
@@ -226,12 +232,16 @@ def main() -> None:
     parser.add_argument("--setups", default="agn:shared,dropout:per_sample", help=f"comma-separated of {list(SETUPS)}")
     parser.add_argument("--max_trajectories", type=int, default=64, help="rows run at once (chunk size)")
     parser.add_argument("--memory", action="store_true",
-                        help="also AGN shared at N = 64 and N = 1024 with max_trajectories 1024, the predictor's "
-                             "default (peak memory; the copying baseline needs ~13 GB at N = 1024)")
-    parser.add_argument("--memory_questions", type=int, default=8, help="questions of the --memory points")
+                        help="instead: AGN shared at N = 64 and N = 1024 with max_trajectories 1024, the predictor's "
+                             "default, so all N of a question run at once (peak memory; the copying baseline of "
+                             "--compare needs ~13 GB at N = 1024)")
+    parser.add_argument("--memory_questions", type=int, default=8, help="questions of the N = 64 memory point")
+    parser.add_argument("--memory_questions_1024", type=int, default=8,
+                        help="questions of the N = 1024 memory point (each runs alone: its peak is one question's)")
     parser.add_argument("--compare", action="store_true", help="run every point with --baseline too, back to back")
     parser.add_argument("--baseline", default=BASELINE_REF, help="git ref of the baseline for --compare")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the transformer (dynamic shapes)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer (dynamic shapes); the point then runs once untimed first")
     parser.add_argument("--point", action="store_true", help=argparse.SUPPRESS)
     for name in ("backbone", "sampler", "prefill"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -245,7 +255,10 @@ def main() -> None:
     default_ns = "1,8,64,256" if args.device == "cuda" else "1,8,64"
     ns = [int(x) for x in (args.ns or default_ns).split(",")]
     points = []  # (backbone, setup, N, questions, max_trajectories)
-    if args.quick:
+    if args.memory:
+        points = [("gpt2-small", "agn:shared", n, q, 1024) for n, q in ((64, args.memory_questions),
+                                                                         (1024, args.memory_questions_1024))]
+    elif args.quick:
         for setup in ("agn:shared", "dropout:per_sample"):
             points += [("gpt2-small", setup, 8, 8, args.max_trajectories), ("gpt2-small", setup, 64, 2, args.max_trajectories)]
     else:
@@ -253,8 +266,6 @@ def main() -> None:
             for n in ns:
                 for setup in args.setups.split(","):
                     points.append((backbone, setup, n, args.questions, args.max_trajectories))
-    if args.memory:
-        points += [("gpt2-small", "agn:shared", n, args.memory_questions, 1024) for n in (64, 1024)]
 
     ours = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     base = _baseline_tree(args.baseline) if args.compare else None
