@@ -176,7 +176,7 @@ def run_point(args) -> dict:
     bound = flop_bound(backbone, questions, args.n, args.prefill, ANSWER_TOKENS)
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "trajectories": len(questions) * args.n, "traj_per_s": len(questions) * args.n / seconds,
             "peak_gb": peak, "start_gb": rss_start, "flops": bound["total"], "prompt_tokens": bound["prompt_tokens"],
-            "rate_at_point": statistics.median(rates)}
+            "rate_at_point": statistics.median(rates), "threads": torch.get_num_threads()}
 
 
 # ---------------------------------------------------------------------- driver
@@ -193,7 +193,7 @@ def _point(args, backbone: str, setup: str, n: int, questions: int, max_traj: in
 
 
 HEADER = (f"{'point':<58} {'traj/s':>7} {'cpu-s':>7} {'peak GB':>7} {'+GB':>6} {'bound/s':>7} {'of bound':>8} "
-          f"{'rate@pt':>7} {'of b@pt':>7}")
+          f"{'rate@pt':>7} {'of b@pt':>7} {'of b cpu':>8}")
 
 
 def _fraction(value: float) -> str:
@@ -205,9 +205,11 @@ def _row(label: str, r: dict | str, rate: float) -> str:
         return f"{label} {r}"
     bound = r["trajectories"] / (r["flops"] / (rate * 1e9))
     local = r["trajectories"] / (r["flops"] / (r["rate_at_point"] * 1e9))
+    # the bound's time over the CPU time per thread: insensitive to time the process waited for a core
+    cpu = (r["flops"] / (rate * 1e9)) / (r["cpu_seconds"] / r.get("threads", 1)) if r["cpu_seconds"] > 0 else float("nan")
     return (f"{label} {r['traj_per_s']:>7.2f} {r['cpu_seconds']:>7.2f} {r['peak_gb']:>7.2f} {r['peak_gb'] - r['start_gb']:>6.2f} "
             f"{bound:>7.2f} {_fraction(r['traj_per_s'] / bound):>8} {r['rate_at_point']:>7.1f} "
-            f"{_fraction(r['traj_per_s'] / local):>7}")
+            f"{_fraction(r['traj_per_s'] / local):>7} {_fraction(cpu):>8}")
 
 
 def _baseline_tree(ref: str) -> str:
@@ -301,7 +303,9 @@ def main() -> None:
           "trajectories per second at the FLOP bound of the point's prefill mode (shared: prompt once per question; "
           f"per_sample: once per trajectory; real tokens only), {ANSWER_TOKENS} answer tokens, {ANSWER_TOKENS - 1} of "
           "them fed back; of bound: traj/s over bound/s. rate@pt: matmul GFLOP/s measured in the point's process just "
-          "before and after it, and of b@pt the fraction against that rate. meas.err: a fraction above 100%, i.e. the "
+          "before and after it, and of b@pt the fraction against that rate. of b cpu: the bound's time over the CPU "
+          "seconds per thread (on a busy machine this leaves out the time the point waited for a core; with several "
+          "threads it is only as good as their load balance). meas.err: a fraction above 100%, i.e. the "
           "rate was measured lower than the machine ran the point (a busy machine), not a result.")
 
 
