@@ -305,9 +305,9 @@ class LatentBackbone(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden states (..., d) -> vocabulary logits (..., V).
 
-        At inference on CPU a plain linear LM head runs in blocks of ``LOGIT_BLOCK`` vocabulary rows: for a
-        few dozen rows against a 50k vocabulary the BLAS kernel reached ~19 GFLOP/s in one call
-        and ~30 in blocks (GPT-2-small head, 64 rows, one thread), with identical results.
+        At inference on CPU a plain linear LM head runs in blocks of ``LOGIT_BLOCK`` vocabulary
+        rows: for a few dozen rows against a 50k vocabulary the BLAS kernel reached ~19 GFLOP/s in
+        one call and ~30 in blocks (GPT-2-small head, 64 rows, one thread), with identical results.
         """
         head = self.lm.get_output_embeddings()
         if (hidden.device.type == "cpu" and type(head) is nn.Linear and head.out_features > 2 * LOGIT_BLOCK
