@@ -22,6 +22,14 @@ def tiny_backbone_dir(tmp_path_factory) -> Path:
     return write_tiny_backbone(tmp_path_factory.mktemp("tiny") / "backbone")
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_backbone_dir(tmp_path_factory) -> Path:
+    """A random 2-layer Llama latent backbone with a dynamic stop (1..4 latents) in latentlit's format."""
+    from latentlit.testing.tiny import write_tiny_llama_backbone
+
+    return write_tiny_llama_backbone(tmp_path_factory.mktemp("tiny_llama") / "backbone")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     # the tests run tiny matrices: one thread is as fast, and far faster when the cores are busy

@@ -48,3 +48,21 @@ def test_shipped_latent_rm_prefers_correct_trajectories(backbone):
     scores = trajectory_score(rm.score_groups([p.question for p in problems], torch.stack([s.latents for s in samples])))
     best = correct.gather(1, scores.argmax(1, keepdim=True)).mean()
     assert best > correct.mean() + 0.02
+
+
+def test_shipped_llama_backbone_stops_after_each_problems_own_steps():
+    """The Llama quickstart learned its dynamic stop: on the test problems its latent phase ends
+    after exactly as many latents as the problem has operations (2..4), and it reaches the
+    embedded default's accuracy target."""
+    from transformers import LlamaForCausalLM
+
+    llama = LatentBackbone.from_pretrained("quickstart_llama")
+    cfg = llama.latent_config
+    assert isinstance(llama.lm, LlamaForCausalLM) and cfg.latent_stop_id == cfg.end_latent_id and cfg.max_latents == 4
+    problems = SyntheticProblems("test").load()[:200]
+    out = llama.generate([p.question for p in problems], max_new_tokens=8)
+    assert out.latent_mask.sum(1).tolist() == [len(p.steps) for p in problems]
+    accuracy = sum(answers_match(extract_answer(x, "coconut"), p.answer) for x, p in zip(out.answers_text, problems))
+    assert accuracy / len(problems) >= 0.40
+    rm = LatentRM.from_pretrained("quickstart_llama")  # its LatentRM: a Llama over the same latents
+    assert rm.transformer.config.model_type == "llama" and rm.latent_size == llama.hidden_size and rm.projection is None

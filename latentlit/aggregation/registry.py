@@ -163,6 +163,12 @@ AGGREGATORS: list[Aggregator] = [
     Aggregator("beam_search", "beam search", True,
                "only at k = N: its budget B x K = N steers the sampling, so smaller budgets need their own run",
                spends=lambda model, record, k: model.beam_search(record), enabled=lambda s: bool(s.get("beam_width"))),
+    Aggregator("dvts", "DVTS", True,
+               "only at k = N: N / W subtrees of width W steer the sampling; the best-scored subtree winner",
+               spends=lambda model, record, k: model.beam_search(record, "dvts"), enabled=lambda s: bool(s.get("dvts_width"))),
+    Aggregator("dvts_vote", "DVTS vote", True,
+               "only at k = N: majority vote over the N / W subtree winners of the same DVTS run",
+               spends=lambda model, record, k: model.beam_search(record, "dvts"), enabled=lambda s: bool(s.get("dvts_width"))),
 ]
 
 

@@ -36,23 +36,30 @@ def tokenize_problem(problem: Problem, tokenizer, prompt_template: str, eos_id: 
     return TokenizedProblem(prompt, steps, enc(f" {ANSWER_MARKER} {problem.answer}") + (eos_id,))
 
 
-def stage_rows(example: TokenizedProblem, stage: int, thoughts_per_step: int, end_latent_id: int) -> tuple[list[int], int, list[int]]:
+def stage_rows(example: TokenizedProblem, stage: int, thoughts_per_step: int, end_latent_id: int,
+               dynamic: bool = False) -> tuple[list[int], int, list[int]]:
     """(prompt ids, number of latents, suffix ids) of one example at ``stage``.
 
-    The suffix is ``end_latent_id``, the steps not replaced, then the answer.
+    The suffix is ``end_latent_id``, the steps not replaced, then the answer. The number of
+    latents is k*c, or with ``dynamic`` min(k, number of steps)*c: a problem thinks only for the
+    steps it has (what a dynamic latent stop learns to do).
     """
-    kept = example.steps[min(stage, len(example.steps)):]
+    replaced = min(stage, len(example.steps))
+    kept = example.steps[replaced:]
     suffix = [end_latent_id] + [t for step in kept for t in step] + list(example.answer)
-    return list(example.prompt), stage * thoughts_per_step, suffix
+    return list(example.prompt), (replaced if dynamic else stage) * thoughts_per_step, suffix
 
 
 def build_stage_batch(examples: list[TokenizedProblem], stage: int, thoughts_per_step: int, end_latent_id: int,
-                      pad_id: int, device: torch.device | str = "cpu") -> dict:
+                      pad_id: int, device: torch.device | str = "cpu", dynamic: bool = False) -> dict:
     """Batch for :meth:`LatentBackbone.forward_train` at curriculum ``stage``.
 
+    Args:
+        dynamic: each row gets min(k, its number of steps)*c latents (see :func:`stage_rows`).
+
     Returns:
-        dict with ``prompt_ids``/``prompt_mask`` (B, L) left-padded, ``num_latents`` (int, k*c),
-        ``suffix_ids``/``suffix_mask`` (B, S) right-padded.
+        dict with ``prompt_ids``/``prompt_mask`` (B, L) left-padded, ``num_latents`` (int k*c,
+        or with ``dynamic`` a (B,) long tensor), ``suffix_ids``/``suffix_mask`` (B, S) right-padded.
 
     Raises:
         ValueError: negative stage or thoughts per step.
@@ -61,8 +68,9 @@ def build_stage_batch(examples: list[TokenizedProblem], stage: int, thoughts_per
 
     if stage < 0 or thoughts_per_step < 0:
         raise ValueError(f"stage ({stage}) and thoughts_per_step ({thoughts_per_step}) must be >= 0")
-    rows = [stage_rows(e, stage, thoughts_per_step, end_latent_id) for e in examples]
+    rows = [stage_rows(e, stage, thoughts_per_step, end_latent_id, dynamic) for e in examples]
     prompt_ids, prompt_mask = left_pad([r[0] for r in rows], pad_id, device)
     suffix_ids, suffix_mask = right_pad([r[2] for r in rows], pad_id, device)
-    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "num_latents": stage * thoughts_per_step,
+    num_latents = torch.tensor([r[1] for r in rows], dtype=torch.long, device=device) if dynamic else stage * thoughts_per_step
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "num_latents": num_latents,
             "suffix_ids": suffix_ids, "suffix_mask": suffix_mask}

@@ -107,8 +107,9 @@ def build_bpe_tokenizer(corpus: Iterable[str], *, vocab_size: int = 4096) -> Pre
     return _wrap(backend)
 
 
-def require_latent_tokens(tokenizer: PreTrainedTokenizerBase, source: str | PathLike[str]) -> dict[str, int]:
-    """Return the ids of the three latent tokens, or fail loudly.
+def require_latent_tokens(tokenizer: PreTrainedTokenizerBase, source: str | PathLike[str],
+                          tokens: Iterable[str] = LATENT_TOKENS) -> dict[str, int]:
+    """Return the ids of the three latent tokens (or of ``tokens``), or fail loudly.
 
     A token counts as missing if it encodes to anything other than exactly one
     id, or to the unknown-token id.
@@ -118,14 +119,14 @@ def require_latent_tokens(tokenizer: PreTrainedTokenizerBase, source: str | Path
         source: Where the tokenizer came from (a path), for the error message.
 
     Returns:
-        ``{START_LATENT: id, LATENT: id, END_LATENT: id}``.
+        ``{START_LATENT: id, LATENT: id, END_LATENT: id}`` (the ids of ``tokens``).
 
     Raises:
         ValueError: Naming ``source`` and every missing token.
     """
     ids: dict[str, int] = {}
     missing: list[str] = []
-    for token in LATENT_TOKENS:
+    for token in tokens:
         encoded = tokenizer.encode(token, add_special_tokens=False)
         if len(encoded) != 1 or (tokenizer.unk_token_id is not None and encoded[0] == tokenizer.unk_token_id):
             missing.append(token)

@@ -30,9 +30,17 @@ class LatentBackboneModule(L.LightningModule):
     T = num_stages * thoughts_per_step.
 
     Args:
-        arch: GPT-2 config fields for a model built from scratch (``n_layer``, ``n_embd``,
-            ``n_head``, ``resid_pdrop``...; vocab size and special ids come from the tokenizer).
-            Dropout stays in the config: MC-dropout needs it at inference.
+        arch: config fields for a model built from scratch: GPT-2 by default (``n_layer``,
+            ``n_embd``, ``n_head``, ``resid_pdrop``...), or any transformers causal LM named by
+            ``model_type`` (``llama``: ``hidden_size``, ``num_hidden_layers``,
+            ``num_attention_heads``, ``intermediate_size``...); vocab size and special ids come
+            from the tokenizer. Dropout stays in the config: MC-dropout needs it at inference.
+        dynamic_stop: train a CoLaR-style dynamic latent stop: at stage k a problem with s
+            reasoning steps gets min(k, s)*c latents (not k*c), the LM head learns to emit
+            ``<|latent|>`` while thinking and ``<|end-latent|>`` after the last latent
+            (:meth:`LatentBackbone.forward_train` ``stop_targets``), and the exported backbone
+            stops when it emits ``<|end-latent|>`` (``latent_stop_id``), after at most
+            ``num_stages * thoughts_per_step`` latents.
         init_from: a latentlit backbone directory to start from instead (its tokenizer is used).
         schedule: ``steps`` | ``epochs``. reset_optimizer: clear AdamW state at each new stage.
         export_dir: where the trained backbone is saved (HF format) at the end of fit; default
@@ -45,7 +53,7 @@ class LatentBackboneModule(L.LightningModule):
                  stage_length: int = 250, lr: float = 1e-3, weight_decay: float = 0.01,
                  reset_optimizer: bool = True, prompt_template: str = "{question} " + START_LATENT,
                  answer_format: str = "coconut", export_dir: str | None = None, val_max_new_tokens: int = 40,
-                 seed: int = 0):
+                 seed: int = 0, dynamic_stop: bool = False):
         super().__init__()
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule={schedule!r}; expected one of {SCHEDULES}")
@@ -56,6 +64,8 @@ class LatentBackboneModule(L.LightningModule):
         self._stage_seen = -1
         self._t0 = None
         self.val_acc = DistinctMean()
+        self.val_latents = DistinctMean()
+        self.val_stop = DistinctMean()
         self.step_mean = StepMean()
         self.history: list[dict] = []
         self._seconds_before = 0.0  # training time of the runs this one resumes
@@ -70,11 +80,17 @@ class LatentBackboneModule(L.LightningModule):
             self.backbone = LatentBackbone.from_pretrained(hp.init_from)
             if dm is not None:
                 dm.tokenizer = self.backbone.tokenizer
+            if hp.dynamic_stop:
+                cfg = self.backbone.latent_config
+                if cfg.latent_id is None:
+                    raise ValueError(f"dynamic_stop needs a backbone with a <|latent|> token; {hp.init_from} has none")
+                cfg.latent_stop_id = cfg.latent_stop_id if cfg.latent_stop_id is not None else cfg.end_latent_id
+                cfg.max_latents = hp.num_stages * hp.thoughts_per_step
             return
         if dm is None or getattr(dm, "tokenizer", None) is None:
             raise RuntimeError("LatentBackboneModule built from scratch needs a datamodule that provides a tokenizer")
-        self.backbone = build_gpt2_backbone(dm.tokenizer, hp.arch or {}, hp.num_stages * hp.thoughts_per_step,
-                                            hp.prompt_template, hp.answer_format, seed=hp.seed)
+        self.backbone = build_backbone(dm.tokenizer, hp.arch or {}, hp.num_stages * hp.thoughts_per_step,
+                                       hp.prompt_template, hp.answer_format, seed=hp.seed, dynamic_stop=hp.dynamic_stop)
 
 
     # ------------------------------------------------------------------ curriculum
@@ -108,8 +124,11 @@ class LatentBackboneModule(L.LightningModule):
     def training_step(self, batch: list[Problem], batch_idx: int) -> torch.Tensor:
         cfg = self.backbone.latent_config
         stage = self.current_stage()
-        b = build_stage_batch(self._tokens(batch), stage, self.hparams.thoughts_per_step, cfg.end_latent_id, cfg.pad_id, self.device)
-        loss_sum, n = self.backbone.forward_train(b["prompt_ids"], b["prompt_mask"], b["num_latents"], b["suffix_ids"], b["suffix_mask"])
+        dynamic = self.hparams.dynamic_stop
+        b = build_stage_batch(self._tokens(batch), stage, self.hparams.thoughts_per_step, cfg.end_latent_id, cfg.pad_id,
+                              self.device, dynamic=dynamic)
+        loss_sum, n = self.backbone.forward_train(b["prompt_ids"], b["prompt_mask"], b["num_latents"], b["suffix_ids"],
+                                                  b["suffix_mask"], stop_targets=dynamic)
         self.log("train/stage", float(stage), prog_bar=True, batch_size=len(batch))
         # the summed loss: the gradient is divided by the whole step's target tokens in
         # on_before_optimizer_step, so accumulation and DDP do not change it
@@ -132,20 +151,36 @@ class LatentBackboneModule(L.LightningModule):
         fmt = self.backbone.latent_config.answer_format
         correct = [answers_match(extract_answer(text, fmt), p.answer) for text, (_, p) in zip(out.answers_text, batch)]
         # keyed by problem index: DDP's padded repeats count once, so the accuracy is exact
-        self.val_acc.update(torch.tensor([i for i, _ in batch]), torch.tensor(correct, dtype=torch.float64))
+        index = torch.tensor([i for i, _ in batch])
+        self.val_acc.update(index, torch.tensor(correct, dtype=torch.float64))
+        # with a dynamic stop: does the latent phase end after the problem's own number of steps?
+        used = out.latent_mask.sum(1).cpu()
+        c = max(self.hparams.thoughts_per_step, 1)
+        wanted = torch.tensor([min(len(p.steps), t // c) * c for _, p in batch])
+        self.val_latents.update(index, used.to(torch.float64))
+        self.val_stop.update(index, (used == wanted).to(torch.float64))
 
     def on_validation_epoch_end(self) -> None:
         acc = float(self.val_acc.compute())
-        self.val_acc.reset()
+        latents, stop = float(self.val_latents.compute()), float(self.val_stop.compute())
+        for metric in (self.val_acc, self.val_latents, self.val_stop):
+            metric.reset()
         stage = self.current_stage()
         self.log("val/acc", acc, prog_bar=True, sync_dist=False)
         if self.trainer.sanity_checking:  # Lightning's pre-training check, not a validation of the run
             return
         elapsed = self._train_seconds()
-        self.history.append({"step": int(self.global_step), "stage": stage, "val_acc": acc, "elapsed_s": round(elapsed, 1)})
+        entry = {"step": int(self.global_step), "stage": stage, "val_acc": acc, "elapsed_s": round(elapsed, 1)}
+        extra = ""
+        if self.hparams.dynamic_stop:
+            self.log("val/mean_latents", latents, sync_dist=False)
+            self.log("val/stop_exact", stop, sync_dist=False)
+            entry.update(mean_latents=round(latents, 4), stop_exact=round(stop, 4))
+            extra = f", mean latents {latents:.2f}, stop at the problem's own step count {stop:.3f}"
+        self.history.append(entry)
         if self.trainer.is_global_zero:
             print(f"[latentlit] step {self.global_step} stage {stage} (T={stage * self.hparams.thoughts_per_step}): "
-                  f"val accuracy {acc:.3f}, {elapsed:.0f} s", flush=True)
+                  f"val accuracy {acc:.3f}{extra}, {elapsed:.0f} s", flush=True)
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -178,6 +213,8 @@ class LatentBackboneModule(L.LightningModule):
             return
         path = self.export_path()
         self.backbone.latent_config.num_latents = self.hparams.num_stages * self.hparams.thoughts_per_step
+        if self.hparams.dynamic_stop:
+            self.backbone.latent_config.max_latents = self.backbone.latent_config.num_latents
         self.backbone.save_pretrained(path)
         summary = {"train_seconds": round(self._train_seconds(), 1) if self._t0 or self._seconds_before else None,
                    "global_step": int(self.global_step), "validation": self.history}
@@ -185,44 +222,70 @@ class LatentBackboneModule(L.LightningModule):
         print(f"[latentlit] trained backbone saved to {path}", flush=True)
 
 
+def _config_class(arch: dict):
+    from transformers import AutoConfig
+
+    model_type = arch.get("model_type", "gpt2")
+    try:
+        return type(AutoConfig.for_model(model_type))
+    except ValueError as err:
+        raise ValueError(f"arch model_type={model_type!r} is not a transformers model type") from err
+
+
 def check_arch(arch: dict) -> None:
-    """Check GPT-2 ``arch`` fields before training starts.
+    """Check ``arch`` fields (GPT-2, or the config class of ``arch["model_type"]``) before
+    training starts.
 
     Raises:
-        ValueError: a field GPT2Config does not have (a typo would otherwise be stored and
-            ignored), or a dropout rate (``*_pdrop``) outside [0, 1).
+        ValueError: an unknown ``model_type``; a field its config does not have (a typo would
+            otherwise be stored and ignored); a dropout rate (``*_pdrop``, ``*_dropout``)
+            outside [0, 1).
     """
     import difflib
 
-    from transformers import GPT2Config
-
-    known = set(GPT2Config().to_dict()) | set(GPT2Config.attribute_map)
+    cls = _config_class(arch)
+    known = set(cls().to_dict()) | set(getattr(cls, "attribute_map", {})) | {"model_type"}
     for key, value in arch.items():
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=3)
-            raise ValueError(f"arch field {key!r} is not a GPT-2 config field" + (f" (did you mean {close}?)" if close else ""))
-        if key.endswith("pdrop") and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            family = "GPT-2" if cls.model_type == "gpt2" else cls.model_type
+            raise ValueError(f"arch field {key!r} is not a {family} config field" + (f" (did you mean {close}?)" if close else ""))
+        if key.endswith(("pdrop", "dropout")) and not (isinstance(value, (int, float)) and 0 <= value < 1):
             raise ValueError(f"arch {key}={value!r} must be a dropout rate in [0, 1)")
 
 
-def build_gpt2_backbone(tokenizer, arch: dict, num_latents: int, prompt_template: str, answer_format: str,
-                        seed: int = 0) -> LatentBackbone:
-    """A randomly initialised GPT-2 latent backbone sized by ``arch`` over ``tokenizer``.
+def build_backbone(tokenizer, arch: dict, num_latents: int, prompt_template: str, answer_format: str,
+                   seed: int = 0, dynamic_stop: bool = False) -> LatentBackbone:
+    """A randomly initialised latent backbone sized by ``arch`` over ``tokenizer``: GPT-2, or
+    the causal LM of ``arch["model_type"]`` (``AutoModelForCausalLM.from_config``).
 
-    Uses transformers' fused ``gelu_pytorch_tanh`` (same function as GPT-2's ``gelu_new``).
+    GPT-2 uses transformers' fused ``gelu_pytorch_tanh`` (same function as GPT-2's ``gelu_new``)
+    and 256 positions unless ``arch`` says otherwise. With ``dynamic_stop`` the latent phase
+    ends when the LM head emits ``<|end-latent|>`` (at most ``num_latents`` steps).
     """
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     from latentlit.data.tokenizer import require_latent_tokens
 
+    check_arch(arch)
     ids = require_latent_tokens(tokenizer, "training tokenizer")
-    fields = {"n_positions": 256, "activation_function": "gelu_pytorch_tanh", **arch}
-    config = GPT2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id, **fields)
+    fields = {k: v for k, v in arch.items() if k != "model_type"}
+    if arch.get("model_type", "gpt2") == "gpt2":
+        fields = {"n_positions": 256, "activation_function": "gelu_pytorch_tanh", **fields}
+    config = _config_class(arch)(vocab_size=len(tokenizer), bos_token_id=tokenizer.eos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **fields)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        lm = GPT2LMHeadModel(config)
+        lm = AutoModelForCausalLM.from_config(config)
     latent = LatentConfig(num_latents=num_latents, start_latent_id=ids[START_LATENT], latent_id=ids[LATENT],
                           end_latent_id=ids[END_LATENT], eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id,
-                          prompt_template=prompt_template, answer_format=answer_format)
+                          prompt_template=prompt_template, answer_format=answer_format,
+                          latent_stop_id=ids[END_LATENT] if dynamic_stop else None, max_latents=num_latents)
     return LatentBackbone(lm, tokenizer, latent)
+
+
+def build_gpt2_backbone(tokenizer, arch: dict, num_latents: int, prompt_template: str, answer_format: str,
+                        seed: int = 0, dynamic_stop: bool = False) -> LatentBackbone:
+    """:func:`build_backbone` for a GPT-2 ``arch`` (kept for callers that name the family)."""
+    return build_backbone(tokenizer, {"model_type": "gpt2", **arch}, num_latents, prompt_template, answer_format,
+                          seed=seed, dynamic_stop=dynamic_stop)

@@ -21,8 +21,12 @@ class LatentRMModule(L.LightningModule):
     """Train r_t = g(x, h_1..h_t) with the step-level contrastive loss (or BCE).
 
     Args:
-        backbone: the latent backbone whose weights initialise the RM (and whose tokenizer and
-            prompt it uses). n_layer: keep only the first ``n_layer`` blocks (a smaller RM).
+        backbone: the latent backbone (any family latentlit loads) whose latents the RM scores;
+            its transformer initialises the RM (and its tokenizer and prompt are used).
+            n_layer: keep only the first ``n_layer`` blocks (a smaller RM).
+        transformer: initialise from this transformers causal LM instead (a directory or hub
+            id, e.g. a smaller LM; its tokenizer reads the prompt); a learned projection maps
+            the backbone's latents when the widths differ.
         loss: ``contrastive`` (softmax over the N candidates at each step) | ``bce``.
         score: trajectory score for validation recall@1: ``sum`` (paper) | ``mean`` | ``last`` | ``min``.
         export_dir: where the best RM (by validation recall@1) is saved at the end of fit;
@@ -32,7 +36,7 @@ class LatentRMModule(L.LightningModule):
 
     def __init__(self, backbone: str = "quickstart", n_layer: int | None = None, loss: str = "contrastive",
                  lr: float = 3e-4, weight_decay: float = 0.0, score: str = "sum", head_dropout: float = 0.1,
-                 export_dir: str | None = None, seed: int = 0):
+                 export_dir: str | None = None, seed: int = 0, transformer: str | None = None):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r}; expected one of {LOSSES}")
@@ -40,7 +44,7 @@ class LatentRMModule(L.LightningModule):
         from latentlit.models.backbone import LatentBackbone
 
         self.rm = LatentRM.from_backbone(LatentBackbone.from_pretrained(backbone), n_layer=n_layer, seed=seed,
-                                         head_dropout=head_dropout)
+                                         head_dropout=head_dropout, transformer=transformer)
         self._best: tuple[float, dict] | None = None
         self.step_mean = StepMean()
         self.val_recall, self.val_loss = DistinctMean(), DistinctMean()
@@ -50,7 +54,7 @@ class LatentRMModule(L.LightningModule):
     def on_fit_start(self) -> None:
         StepMean.check(self.trainer)
         groups = getattr(self.trainer.datamodule, "train_groups", None)
-        width = self.rm.transformer.config.n_embd
+        width = self.rm.latent_size
         if groups and groups[0].latents.shape[-1] != width:
             raise ValueError(f"the groups in {self.trainer.datamodule.groups_dir} hold {groups[0].latents.shape[-1]}-dim "
                              f"latents but the RM built from backbone {self.hparams.backbone} reads {width}-dim ones: "

@@ -19,7 +19,7 @@ from torchmetrics import MeanMetric, SumMetric
 
 from latentlit.aggregation import majority_vote, registry
 from latentlit.aggregation.adaptive import AdaptiveOptions, parse_adaptive
-from latentlit.aggregation.beam_search import latent_beam_search
+from latentlit.aggregation.beam_search import dvts, latent_beam_search
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
 from latentlit.lit.adaptive import AdaptiveTable, adaptive_field, adaptive_settings, head_record
@@ -36,6 +36,8 @@ from latentlit.sampling.nway import sample_questions
 from latentlit.scoring.losses import TRAJECTORY_SCORES, trajectory_score
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# what each search spends: latent steps per question (samples: sum of the N trajectories' T_n)
+COSTED = ("samples", "beam_search", "dvts")
 
 
 class TTSPredictor(L.LightningModule):
@@ -64,6 +66,10 @@ class TTSPredictor(L.LightningModule):
             ``<output_dir>/latents/*.safetensors`` (one file per batch, keyed by question id).
         beam_width: B for latent beam search (needs ``latent_rm``); K = N // B candidates per
             beam, so beam search spends the same N trajectories' worth of latent steps.
+        dvts_width: W for diverse verifier tree search (needs ``latent_rm``): N // W subtrees,
+            each keeping its best prefix and expanding it into W candidates per step (the same
+            N candidates per step as beam search); ``dvts`` takes the best-scored subtree winner,
+            ``dvts_vote`` the majority vote of the N // W winners' answers.
         adaptive: adaptive N (:mod:`latentlit.aggregation.adaptive`),
             :class:`~latentlit.aggregation.adaptive.AdaptiveOptions` (or a mapping of its fields):
             ``round_size`` (default 4), ``rule`` and ``threshold`` (a rule to run live: each
@@ -79,17 +85,23 @@ class TTSPredictor(L.LightningModule):
             round_size samples (:func:`latentlit.lit.adaptive.head_record`), and its
             ``metrics.json`` ``config.n_samples`` is that N (``config.adaptive.n_max``: N_max).
 
+    With a dynamic latent stop the N trajectories have their own lengths; best-of-N and the
+    weighted vote score each over its own steps, and a trajectory with no latent step has no
+    score (``null`` in ``rm_scores``, ranked as a non-finite score but not counted as one). Each
+    record's ``latent_steps`` holds the latents each method proposed (``samples`` = sum of T_n).
+
     Raises:
-        ValueError: bad N / dtype / rm_score, beam search without a LatentRM, or B not dividing N;
-            a bad ``adaptive`` mapping, or a live adaptive rule with beam search; at setup, an
-            output directory holding results of other settings or other questions.
+        ValueError: bad N / dtype / rm_score, beam search or DVTS without a LatentRM, or B / W
+            not dividing N; a bad ``adaptive`` mapping, or a live adaptive rule with beam search
+            or DVTS; at setup, an output directory holding results of other settings or other
+            questions.
     """
 
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 16,
                  max_trajectories: int = 1024, seed: int = 0, num_latents: int | None = None, max_new_tokens: int = 8,
                  answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32",
                  latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None,
-                 save_latents: bool = False, adaptive: AdaptiveOptions | None = None):
+                 save_latents: bool = False, adaptive: AdaptiveOptions | None = None, dvts_width: int | None = None):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
@@ -101,6 +113,8 @@ class TTSPredictor(L.LightningModule):
             raise ValueError(f"rm_score={rm_score!r}; expected one of {TRAJECTORY_SCORES}")
         if beam_width is not None and (latent_rm is None or beam_width < 1 or n_samples % beam_width):
             raise ValueError(f"beam_width={beam_width} needs latent_rm and must divide n_samples={n_samples}")
+        if dvts_width is not None and (latent_rm is None or dvts_width < 1 or n_samples % dvts_width):
+            raise ValueError(f"dvts_width={dvts_width} needs latent_rm and must divide n_samples={n_samples}")
         # Only plain values go into hyperparameters: a checkpoint must load with weights_only=True.
         self.save_hyperparameters(ignore=["sampler", "adaptive"])
         self.hparams["adaptive"] = adaptive.to_dict() if isinstance(adaptive, AdaptiveOptions) else adaptive
@@ -116,14 +130,14 @@ class TTSPredictor(L.LightningModule):
             from latentlit.models.latent_rm import LatentRM
 
             self.rm = LatentRM.from_pretrained(latent_rm).eval()
-            if self.rm.transformer.config.n_embd != self.backbone.hidden_size:
-                raise ValueError(f"latent_rm {latent_rm} reads {self.rm.transformer.config.n_embd}-dim latents but backbone "
+            if self.rm.latent_size != self.backbone.hidden_size:
+                raise ValueError(f"latent_rm {latent_rm} reads {self.rm.latent_size}-dim latents but backbone "
                                  f"{backbone} writes {self.backbone.hidden_size}-dim ones: use the RM trained on this backbone")
         self.adaptive = parse_adaptive(adaptive, has_scores=self.rm is not None, n_max=n_samples)
         self.live = self.adaptive is not None and self.adaptive.run is not None
-        if self.live and beam_width:
-            raise ValueError("adaptive.rule (live adaptive N) cannot be combined with beam_width: beam search spends "
-                             "a fixed budget; use the replayed adaptive table (no adaptive.rule) instead")
+        if self.live and (beam_width or dvts_width):
+            raise ValueError("adaptive.rule (live adaptive N) cannot be combined with beam_width or dvts_width: beam search "
+                             "and DVTS spend a fixed budget; use the replayed adaptive table (no adaptive.rule) instead")
         # the samples every question's metrics use: N, or in a live run the first round's
         self.n_metrics = min(self.adaptive.round_size, n_samples) if self.live else n_samples
         self.ks = coverage_ks(self.n_metrics)
@@ -164,6 +178,7 @@ class TTSPredictor(L.LightningModule):
             "accuracy": KeyedMean(metric_keys(self.ks, self.n_metrics, self.aggregators)),
             "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
             "samples": SumMetric(), **{name: SumMetric() for name in COUNTS},
+            **{f"steps_{name}": MeanMetric() for name in COSTED},
         })
         if self.adaptive is not None:
             self.metrics["adaptive"] = AdaptiveTable(self.adaptive)
@@ -196,7 +211,8 @@ class TTSPredictor(L.LightningModule):
                 "seed": hp.seed, "num_latents": self.backbone.latent_config.num_latents,
                 "max_new_tokens": hp.max_new_tokens, "answer_format": self.answer_format, "dtype": hp.dtype,
                 "latent_rm": hp.latent_rm, "rm_score": hp.rm_score, "beam_width": hp.beam_width,
-                "adaptive": adaptive_settings(self.adaptive, hp.n_samples)}
+                "adaptive": adaptive_settings(self.adaptive, hp.n_samples),
+                **({"dvts_width": hp.dvts_width} if hp.dvts_width else {})}
 
     def on_predict_start(self) -> None:
         for r in self._resumed:
@@ -219,7 +235,7 @@ class TTSPredictor(L.LightningModule):
         greedy_steps = list(zip(greedy.latent_mask.sum(1).tolist(),
                                 answer_positions(greedy.answer_ids, self.backbone.latent_config.eos_id, hp.max_new_tokens)))
         rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
-        scores = beams = None
+        scores = beams = trees = None
         if self.live:
             drawn = sample_adaptive(
                 self.backbone, self.sampler, ids, questions, n_max=hp.n_samples, seed=hp.seed, rule=self.adaptive.run,
@@ -238,6 +254,9 @@ class TTSPredictor(L.LightningModule):
             beams = latent_beam_search(self.backbone, self.sampler, ids, questions, self._beam_scorer(questions),
                                        beam_width=hp.beam_width, candidates=hp.n_samples // hp.beam_width, seed=hp.seed,
                                        max_new_tokens=hp.max_new_tokens)
+        if hp.dvts_width:
+            trees = dvts(self.backbone, self.sampler, ids, questions, self._beam_scorer(questions), budget=hp.n_samples,
+                         width=hp.dvts_width, seed=hp.seed, max_new_tokens=hp.max_new_tokens)
         records = []
         for i, ((index, problem), g_text, s) in enumerate(zip(batch, greedy.answers_text, samples)):
             compute = {"prompt": int(prompts[i]), "latents": [int(x) for x in s.latent_mask.sum(1).tolist()],
@@ -245,7 +264,7 @@ class TTSPredictor(L.LightningModule):
             if rm_prompts is not None:
                 compute["rm_prompt"] = int(rm_prompts[i])
             records.append(self._record(index, problem, g_text, s, None if scores is None else scores[i],
-                                        None if beams is None else beams[i], compute))
+                                        None if beams is None else beams[i], compute, None if trees is None else trees[i]))
         if hp.save_latents:
             self._save_latents(batch, samples)
         self._seconds += time.perf_counter() - start
@@ -287,7 +306,7 @@ class TTSPredictor(L.LightningModule):
         return LatentRMStepScorer(self.rm, questions, how=self.hparams.rm_score)
 
     def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None, beam=None,
-                compute: dict | None = None) -> dict:
+                compute: dict | None = None, tree=None) -> dict:
         fmt = self.answer_format
         answers = [extract_answer(t, fmt) for t in s.texts]
         correct = [answers_match(a, problem.answer) for a in answers]
@@ -302,6 +321,7 @@ class TTSPredictor(L.LightningModule):
             # a live adaptive run's over the first round only, the samples every question has
             "diversity": [round(float(x), 4) for x in trajectory_diversity(s.latents[:self.n_metrics],
                                                                            s.latent_mask[:self.n_metrics])],
+            "latent_steps": {"samples": int(s.latent_mask.sum())},
         }
         if scores is not None:
             # non-finite scores are stored as null, never win and carry no weight
@@ -321,10 +341,27 @@ class TTSPredictor(L.LightningModule):
             ans = extract_answer(beam.text, fmt) if finite else None
             record["beam_search"] = {"answer": ans, "correct": answers_match(ans, problem.answer), "text": beam.text,
                                      "score": round(beam.score, 5) if finite else None, "nonfinite_scores": beam.nonfinite}
+            record["latent_steps"]["beam_search"] = beam.latent_steps
             if compute is not None:
                 compute["beam_search"] = {"width": self.hparams.beam_width,
                                           "candidates": self.hparams.n_samples // self.hparams.beam_width,
-                                          "answers": list(beam.beam_answer_positions)}
+                                          "answers": list(beam.beam_answer_positions), **beam.compute}
+        if tree is not None:
+            finite = math.isfinite(tree.score)
+            ans = extract_answer(tree.text, fmt) if finite else None
+            winners = [extract_answer(t, fmt) if math.isfinite(x) else None
+                       for t, x in zip(tree.subtree_texts, tree.subtree_scores)]
+            vote = majority_vote(winners)
+            record["dvts"] = {"answer": ans, "correct": answers_match(ans, problem.answer), "text": tree.text,
+                              "score": round(tree.score, 5) if finite else None, "nonfinite_scores": tree.nonfinite,
+                              "subtree_answers": winners,
+                              "subtree_scores": [round(x, 5) if math.isfinite(x) else None for x in tree.subtree_scores]}
+            record["dvts_vote"] = {"answer": vote.answer, "correct": answers_match(vote.answer, problem.answer)}
+            record["latent_steps"]["dvts"] = tree.latent_steps
+            if compute is not None:
+                compute["dvts"] = {"width": 1, "candidates": self.hparams.dvts_width,
+                                   "subtrees": self.hparams.n_samples // self.hparams.dvts_width,
+                                   "answers": list(tree.beam_answer_positions), **tree.compute}
         if compute is not None:
             record["compute"] = compute
         return record
@@ -341,6 +378,11 @@ class TTSPredictor(L.LightningModule):
         m["questions"].update(torch.tensor(1.0, device=dev))
         for name, value in record_counts(r).items():
             m[name].update(torch.tensor(float(value), device=dev))
+        steps = dict(r.get("latent_steps", {}))
+        if "compute" in r:  # the samples the metrics describe (a live adaptive run's first round)
+            steps["samples"] = sum(r["compute"]["latents"])
+        for name, value in steps.items():
+            m[f"steps_{name}"].update(torch.tensor(float(value), device=dev))
         if r["diversity"]:
             m["diversity"].update(torch.tensor([r["diversity"]], device=dev))
 
@@ -370,13 +412,17 @@ class TTSPredictor(L.LightningModule):
                        "max_new_tokens": self.hparams.max_new_tokens, "answer_format": self.answer_format,
                        "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype,
                        "latent_rm": self.hparams.latent_rm, "rm_score": self.hparams.rm_score,
-                       "beam_width": self.hparams.beam_width, "adaptive": adaptive_settings(self.adaptive, n)},
+                       "beam_width": self.hparams.beam_width, "dvts_width": self.hparams.dvts_width,
+                       "adaptive": adaptive_settings(self.adaptive, n)},
             "metrics": {
                 **m["accuracy"].as_dict(),
                 "distinct_answers": float(m["distinct"].compute()),
                 "no_answer_greedy": tally["no_answer_greedy"] / max(questions, 1),
                 "no_answer_samples": tally["no_answer_samples"] / max(samples, 1),
                 "diversity_per_step": [round(x, 4) for x in m["diversity"].compute().reshape(-1).tolist()],
+                "latent_steps_per_question": {name: round(float(m[f"steps_{name}"].compute()), 4) for name in COSTED
+                                              if name == "samples" or self.hparams.get(
+                                                  {"beam_search": "beam_width", "dvts": "dvts_width"}[name])},
             },
             "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0]),
                        "nonfinite_rm_scores": tally["nonfinite_rm_scores"],

@@ -25,14 +25,17 @@ def answer_format_warning(requested: str | None, trained: str) -> str | None:
 
 def record_counts(record: dict) -> dict[str, int]:
     """Per-question counts that ``metrics.json`` sums: outputs without a parsable answer (greedy:
-    0 or 1; samples: 0..N) and non-finite LatentRM scores (best-of-N / weighted vote, and beam
-    search's candidate scores)."""
-    beam = record.get("beam_search") or {}
+    0 or 1; samples: 0..N) and non-finite LatentRM scores (best-of-N / weighted vote, and the
+    candidate scores of beam search and DVTS). A trajectory that stopped before its first latent
+    (dynamic stop) has no score (``null``) without a non-finite one: it is not counted."""
+    beam, tree = record.get("beam_search") or {}, record.get("dvts") or {}
+    latents = (record.get("compute") or {}).get("latents")
+    scores = record.get("rm_scores") or []
     return {
         "no_answer_greedy": int(record["greedy"]["answer"] is None),
         "no_answer_samples": sum(a is None for a in record["answers"]),
-        "nonfinite_rm_scores": sum(s is None for s in record.get("rm_scores") or []),
-        "nonfinite_beam_scores": int(beam.get("nonfinite_scores", 0)),
+        "nonfinite_rm_scores": sum(s is None and (latents is None or latents[i] > 0) for i, s in enumerate(scores)),
+        "nonfinite_beam_scores": int(beam.get("nonfinite_scores", 0)) + int(tree.get("nonfinite_scores", 0)),
     }
 
 

@@ -230,15 +230,20 @@ class LatentBackbone(nn.Module):
         return load_backbone(path, num_latents=num_latents, dtype=dtype)
 
     def set_num_latents(self, num_latents: int) -> None:
-        """Run with T = ``num_latents``; warns when it differs from the trained T."""
-        trained = self.latent_config.num_latents
+        """Run with T = ``num_latents``; warns when it differs from the trained T. With a
+        dynamic stop (``latent_stop_id``) it is the cap on latent steps (``max_latents``)."""
+        cfg = self.latent_config
+        trained = cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents
         if num_latents != trained:
+            what = "at most" if cfg.latent_stop_id is not None else "with"
             warnings.warn(
-                f"running with num_latents={num_latents} latent steps, but the checkpoint was trained with "
-                f"num_latents={trained}",
+                f"running {what} num_latents={num_latents} latent steps, but the checkpoint was trained with "
+                f"{'a cap of ' if cfg.latent_stop_id is not None else ''}num_latents={trained}",
                 stacklevel=2,
             )
-        self.latent_config.num_latents = int(num_latents)
+        cfg.num_latents = int(num_latents)
+        if cfg.latent_stop_id is not None:
+            cfg.max_latents = int(num_latents)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write an HF-format directory: config.json (with the latent config), safetensors
@@ -411,35 +416,62 @@ class LatentBackbone(nn.Module):
             active=torch.ones(len(rows), dtype=torch.bool, device=device),
         )
 
+    def stops(self, state: LatentState) -> torch.Tensor:
+        """(R,) bool: rows whose latent phase ends before the next latent step, i.e. rows
+        already stopped, and, with a dynamic stop (``latent_stop_id``), rows whose LM head's
+        greedy token at their last position is the stop token. Deterministic given the state
+        (no sampler acts on the LM head), so every continuation of a prefix stops at the same
+        step."""
+        stopped = ~state.active
+        if self.latent_config.latent_stop_id is not None:
+            stopped = stopped | (self.logits(state.hidden).argmax(-1) == self.latent_config.latent_stop_id)
+        return stopped
+
     def latent_step(self, state: LatentState, step: int, *, sampler: Sampler | None = None,
-                    keys: torch.Tensor | None = None) -> tuple[LatentState, torch.Tensor]:
-        """Latent step ``step`` (1-based): feed h_t = perturb(f(hidden)) and advance.
+                    keys: torch.Tensor | None = None, active: torch.Tensor | None = None) -> tuple[LatentState, torch.Tensor]:
+        """Latent step ``step`` (1-based): feed h_t = perturb(f(hidden)) and advance
+        (:meth:`propose_latent` then :meth:`feed_latent`).
+
+        Args:
+            active: (R,) bool, teacher forcing (training): rows that take this step, in place
+                of the dynamic stop's LM-head decision (rows already stopped stay stopped).
 
         Returns:
             the new state and the fed latent vectors (R, d) (zeros for rows already stopped).
         """
+        active = state.active & active if active is not None else ~self.stops(state)
+        latent = self.propose_latent(state, step, sampler=sampler, keys=keys)
+        new = self.feed_latent(state, latent, step, sampler=sampler, keys=keys, active=active)
+        return new, torch.where(active[:, None], latent, torch.zeros_like(latent))
+
+    def propose_latent(self, state: LatentState, step: int, *, sampler: Sampler | None = None,
+                       keys: torch.Tensor | None = None) -> torch.Tensor:
+        """h_t = perturb(f(hidden)) (R, d): the latent each row would feed at step ``step``
+        (computed for every row; the sampler's perturbation, e.g. AGN, acts here)."""
+        sampler = sampler or _DETERMINISTIC
+        return sampler.perturb(self.latent_head(state.hidden), _keys(keys, state.hidden), step)
+
+    def feed_latent(self, state: LatentState, latent: torch.Tensor, step: int, *, sampler: Sampler | None = None,
+                    keys: torch.Tensor | None = None, active: torch.Tensor | None = None) -> LatentState:
+        """The forward pass of latent step ``step`` on ``latent`` (R, d), inside the sampler's
+        scope (MC-dropout acts here), for rows ``active`` ((R,) bool, default all); the other
+        rows keep their state. Returns the new state (its ``active`` is ``active``)."""
         sampler = sampler or _DETERMINISTIC
         keys = _keys(keys, state.hidden)
-        active = state.active
-        if self.latent_config.latent_stop_id is not None:
-            stop = self.logits(state.hidden).argmax(-1) == self.latent_config.latent_stop_id
-            active = active & ~stop
-        latent = sampler.perturb(self.latent_head(state.hidden), keys, step)
+        active = torch.ones_like(state.active) if active is None else active
         positions = state.next_position[:, None]
         # A stopped row still occupies a column of the batch; masking it keeps its own sequence
         # (and so its answer) identical to running it alone.
         mask = torch.cat([state.attention_mask, active.long()[:, None]], dim=1)
         with sampler.scope("latent", keys, step, positions):
             hidden = self._forward(latent[:, None].to(self.lm.dtype), mask, positions, state.cache)[:, -1]
-        act = active[:, None]
-        new = LatentState(
+        return LatentState(
             cache=state.cache,
             attention_mask=mask,
             next_position=state.next_position + active.long(),
-            hidden=torch.where(act, hidden, state.hidden),
+            hidden=torch.where(active[:, None], hidden, state.hidden),
             active=active,
         )
-        return new, torch.where(act, latent, torch.zeros_like(latent))
 
     def run_latents(self, state: LatentState, num_latents: int | None = None, *, sampler: Sampler | None = None,
                     keys: torch.Tensor | None = None, start_step: int = 1) -> tuple[LatentState, torch.Tensor, torch.Tensor]:
@@ -559,30 +591,60 @@ class LatentBackbone(nn.Module):
         return LatentOutput(latents, latent_mask, answer_ids, self.decode(answer_ids), first_logits)
 
     # ------------------------------------------------------------------ training
-    def forward_train(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_latents: int,
-                      suffix_ids: torch.Tensor, suffix_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_train(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, num_latents: int | torch.Tensor,
+                      suffix_ids: torch.Tensor, suffix_mask: torch.Tensor, *,
+                      stop_targets: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced multi-pass forward (COCONUT Sec. 3): prompt, ``num_latents`` latent
         steps each fed the previous position's f(hidden) (gradients through the chain), then
         the suffix ``<|end-latent|> steps... ### answer <eos>``.
 
         Args:
             prompt_ids, prompt_mask: (B, L) left-padded prompts ending with ``<|start-latent|>``.
+            num_latents: T for every row (int), or (B,) long, each row's own number of latents
+                (a row that has run its latents is masked, as a stopped row at inference).
             suffix_ids, suffix_mask: (B, S) right-padded suffixes starting with ``end_latent_id``.
+            stop_targets: also train the dynamic stop (``latent_stop_id``): the LM head at each
+                position that decides a latent step (the prompt's last token and latents
+                1..n-1) targets ``latent_id`` ("think on") and at the row's last latent (the
+                prompt's last token when n = 0) targets ``latent_stop_id``, so that at
+                inference :meth:`stops` ends the row after its n-th latent. These targets
+                count as tokens.
 
         Returns:
-            (summed token cross-entropy over suffix targets, number of target tokens). Targets
-            are the suffix tokens after ``end_latent_id``: the loss is only on them.
+            (summed token cross-entropy over the targets, number of target tokens). Suffix
+            targets are the tokens after ``end_latent_id``.
+
+        Raises:
+            ValueError: ``stop_targets`` without ``latent_stop_id`` and ``latent_id`` in the config.
         """
+        rows = prompt_ids.shape[0]
+        lengths = (num_latents if torch.is_tensor(num_latents)
+                   else torch.full((rows,), int(num_latents), dtype=torch.long)).to(prompt_ids.device)
         state = self.prefill(prompt_ids, prompt_mask)
-        for step in range(1, num_latents + 1):
-            state, _ = self.latent_step(state, step)
+        decisions = [state.hidden]
+        for step in range(1, int(lengths.max()) + 1 if rows else 1):
+            state, _ = self.latent_step(state, step, active=lengths >= step)
+            decisions.append(state.hidden)
         positions = state.next_position[:, None] + torch.arange(suffix_ids.shape[1], device=suffix_ids.device)
         mask = torch.cat([state.attention_mask, suffix_mask.long()], dim=1)
         hidden = self._forward(self.embed(suffix_ids), mask, positions, state.cache)
         logits = self.logits(hidden[:, :-1]).float()
         targets = suffix_ids[:, 1:].masked_fill(suffix_mask[:, 1:] == 0, -100)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum")
-        return loss, (targets != -100).sum()
+        count = (targets != -100).sum()
+        if stop_targets:
+            cfg = self.latent_config
+            if cfg.latent_stop_id is None or cfg.latent_id is None:
+                raise ValueError("stop_targets needs latent_stop_id and latent_id in the latent config")
+            stop_logits = self.logits(torch.stack(decisions, 1)).float()  # (B, max n + 1, V)
+            index = torch.arange(stop_logits.shape[1], device=lengths.device)[None]
+            stop_t = torch.full_like(index.expand(rows, -1), -100)
+            stop_t = stop_t.masked_fill(index < lengths[:, None], cfg.latent_id)
+            stop_t = stop_t.masked_fill(index == lengths[:, None], cfg.latent_stop_id)
+            loss = loss + F.cross_entropy(stop_logits.reshape(-1, stop_logits.shape[-1]), stop_t.reshape(-1),
+                                          ignore_index=-100, reduction="sum")
+            count = count + (stop_t != -100).sum()
+        return loss, count
 
 
 _DETERMINISTIC = Deterministic()

@@ -19,13 +19,14 @@ from transformers.utils import logging as hf_logging
 from latentlit.models.backbone import CONFIG_KEY, LATENT_HEAD_FILE, LatentBackbone, LatentConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED = {"quickstart": ASSETS / "quickstart_backbone"}
-SHIPPED_RM = {"quickstart": ASSETS / "quickstart_latentrm"}
+SHIPPED = {"quickstart": ASSETS / "quickstart_backbone", "quickstart_llama": ASSETS / "quickstart_llama_backbone"}
+SHIPPED_RM = {"quickstart": ASSETS / "quickstart_latentrm", "quickstart_llama": ASSETS / "quickstart_llama_latentrm"}
 
 
 def resolve_path(path: str | Path, kind: str = "backbone") -> str:
-    """Map a shipped name (``"quickstart"``) to its packaged backbone (or, with
-    ``kind="latent_rm"``, LatentRM) directory; other paths unchanged."""
+    """Map a shipped name (``"quickstart"``: GPT-2; ``"quickstart_llama"``: Llama with a dynamic
+    latent stop) to its packaged backbone (or, with ``kind="latent_rm"``, LatentRM) directory;
+    other paths unchanged."""
     return str((SHIPPED_RM if kind == "latent_rm" else SHIPPED).get(str(path), path))
 
 

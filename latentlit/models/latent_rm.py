@@ -1,45 +1,97 @@
 """LatentRM: a step-wise scorer of latent trajectories (paper Sec. 3.3).
 
-A GPT-2-style transformer reads ``prompt tokens, h_1, ..., h_T`` (the latent vectors fed in
-place of ``<|latent|>`` slot embeddings) and a linear head reads the hidden state at each latent
-position: ``r_t = g(x, h_1..h_t)``, causal by construction. Parameter names (``transformer.*``,
-``classifier.*``) follow the released LatentRM, so its weights load with ``strict=True``. Only
-the latent positions are scored, so tokens after the latents (``<|end-latent|>``, the answer),
-which the released input format also carries, cannot change any r_t and are not fed.
+A transformer reads ``prompt tokens, h_1, ..., h_T`` (the latent vectors fed in place of
+``<|latent|>`` slot embeddings) and a linear head reads the hidden state at each latent
+position: ``r_t = g(x, h_1..h_t)``, causal by construction. Only the latent positions are scored,
+so tokens after the latents (``<|end-latent|>``, the answer), which the released input format
+also carries, cannot change any r_t and are not fed.
+
+The transformer is the base model of any transformers causal LM (``AutoModel.from_config``:
+``GPT2Model``, ``LlamaModel``, ...). :meth:`LatentRM.from_backbone` initialises it from the
+backbone's own transformer (optionally its first ``n_layer`` blocks), or from another causal LM
+(a smaller one): when that transformer's width differs from the backbone's latent width d, a
+learned ``projection`` (Linear d -> width) maps each latent into it.
+
+Directory layout (:meth:`LatentRM.save_pretrained`): ``config.json`` (the transformer's
+transformers config), ``latent_rm.json`` (the RM's own settings: prompt template, BOS, head
+dropout, latent width), ``model.safetensors`` with ``transformer.*``, ``classifier.*`` and, only
+when widths differ, ``projection.*``, and the tokenizer files. The released COCONUT LatentRM
+(GPT-2 ``transformer.*`` + ``classifier.*``, no ``latent_rm.json``) is this layout without the
+RM settings. Loading is strict: a missing or unexpected tensor or a shape that disagrees with
+the config is an error naming the key.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoTokenizer, GPT2Config, GPT2Model
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
-from latentlit.models.backbone import left_pad
+from latentlit.models.backbone import CONFIG_KEY, left_pad
 from latentlit.models.cache import LatentCache
 from latentlit.scoring.losses import trajectory_score
 
 RM_CONFIG = "latent_rm.json"
 RM_WEIGHTS = "model.safetensors"
+# The released LatentRM was written by the COCONUT authors' code: its prompt and no head dropout.
+RELEASED_RM_SETTINGS = {"prompt_template": "{question}\n<|start-latent|>", "add_bos": False, "head_dropout": 0.0}
+# GPT-2 attention-mask constants that older transformers wrote as buffers: no learned values.
+_MASK_BUFFERS = re.compile(r"^transformer\.h\.\d+\.attn\.(bias|masked_bias)$")
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks)\.(\d+)\.")
+
+
+def _rm_config(config: PretrainedConfig, n_layer: int | None) -> PretrainedConfig:
+    """A copy of an LM config for the RM's transformer: the backbone-layout keys removed (an RM
+    directory must never be taken for a backbone), depth cut to ``n_layer`` when given."""
+    from latentlit.models.released import DETECT_KEYS
+
+    config = copy.deepcopy(config)
+    for key in {CONFIG_KEY, *(k for _, k in DETECT_KEYS), "latent_start_id", "latent_end_id", "target_id",
+                "projector_dropout", "projector_hidden_size", "latent_intermediate_size"}:
+        if key in config.__dict__:
+            delattr(config, key)
+    if n_layer is not None:
+        depth = config.num_hidden_layers
+        if not 1 <= n_layer <= depth:
+            raise ValueError(f"n_layer={n_layer} must be in 1..{depth}")
+        config.num_hidden_layers = n_layer
+    return config
+
+
+def _prompt_tokens(template: str) -> list[str]:
+    from latentlit.data.tokenizer import LATENT_TOKENS
+
+    return [t for t in LATENT_TOKENS if t in template]
 
 
 class LatentRM(nn.Module):
     """Step scorer.
 
     Args:
-        config: GPT-2 config of the transformer. tokenizer: the backbone's tokenizer.
+        config: transformers config of the transformer (any model type ``AutoModel`` builds).
+        tokenizer: the tokenizer of that transformer's vocabulary (the backbone's when the RM
+            is initialised from the backbone).
         prompt_template: the backbone's prompt template (``{question}``...).
         add_bos: tokenize prompts with BOS. head_dropout: dropout before the head.
+        latent_size: d, the width of the latents scored (the backbone's hidden size); default
+            the transformer's width. When they differ a ``projection`` Linear(d, width) is added.
     """
 
-    def __init__(self, config: GPT2Config, tokenizer, prompt_template: str, add_bos: bool = False, head_dropout: float = 0.1):
+    def __init__(self, config: PretrainedConfig, tokenizer, prompt_template: str, add_bos: bool = False,
+                 head_dropout: float = 0.1, latent_size: int | None = None):
         super().__init__()
-        self.transformer = GPT2Model(config)
+        self.transformer = AutoModel.from_config(config)
+        width = self.transformer.config.hidden_size
+        self.latent_size = int(latent_size or width)
+        self.projection = nn.Linear(self.latent_size, width) if self.latent_size != width else None
         self.dropout = nn.Dropout(head_dropout)
-        self.classifier = nn.Linear(config.n_embd, 1)
+        self.classifier = nn.Linear(width, 1)
         self.tokenizer = tokenizer
         self.prompt_template, self.add_bos, self.head_dropout = prompt_template, add_bos, head_dropout
 
@@ -48,31 +100,60 @@ class LatentRM(nn.Module):
         """Device of the RM's weights."""
         return self.classifier.weight.device
 
+    @property
+    def width(self) -> int:
+        """Hidden size of the RM's transformer."""
+        return self.transformer.config.hidden_size
+
     @classmethod
-    def from_backbone(cls, backbone, n_layer: int | None = None, seed: int = 0, head_dropout: float = 0.1) -> "LatentRM":
-        """Initialise from a GPT-2 latent backbone's weights (first ``n_layer`` blocks when
-        given: a smaller RM), with a randomly initialised head (seeded).
+    def from_backbone(cls, backbone, n_layer: int | None = None, seed: int = 0, head_dropout: float = 0.1,
+                      transformer: str | None = None) -> "LatentRM":
+        """An RM for ``backbone``'s latents with a randomly initialised head (seeded).
+
+        Args:
+            backbone: the :class:`~latentlit.models.backbone.LatentBackbone` (any family).
+            n_layer: keep only the first ``n_layer`` blocks of the transformer (a smaller RM).
+            transformer: initialise from this causal LM (a ``save_pretrained`` directory or hub
+                id, loaded strictly) instead of the backbone: its base model and its tokenizer
+                (latent tokens of the prompt template are added when it lacks them; their
+                embedding rows are then new). A learned projection maps the backbone's latents
+                when the widths differ.
 
         Raises:
-            ValueError: the backbone is not GPT-2, or n_layer exceeds its depth.
+            ValueError: n_layer outside 1..depth; weights that do not match the transformer.
         """
-        lm = backbone.lm
-        if lm.config.model_type != "gpt2":
-            raise ValueError(f"LatentRM.from_backbone supports GPT-2 backbones, got {lm.config.model_type}")
-        config = GPT2Config.from_dict(lm.config.to_dict())
-        if n_layer is not None:
-            if not 1 <= n_layer <= config.n_layer:
-                raise ValueError(f"n_layer={n_layer} must be in 1..{config.n_layer}")
-            config.n_layer = n_layer
         lc = backbone.latent_config
+        if transformer is None:
+            lm, tokenizer = backbone.lm, backbone.tokenizer
+        else:
+            from latentlit.models.io import load_lm_strict
+
+            lm, tokenizer = load_lm_strict(str(transformer)), AutoTokenizer.from_pretrained(str(transformer))
+        config = _rm_config(lm.config, n_layer)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            rm = cls(config, backbone.tokenizer, lc.prompt_template, lc.add_bos, head_dropout)
-        state = {k: v for k, v in lm.transformer.state_dict().items()}
-        missing, unexpected = rm.transformer.load_state_dict(state, strict=False)
-        if missing:
-            raise ValueError(f"backbone lacks transformer weights {missing[:5]}")
+            rm = cls(config, tokenizer, lc.prompt_template, lc.add_bos, head_dropout, latent_size=backbone.hidden_size)
+        state = lm.base_model.state_dict()
+        expected = set(rm.transformer.state_dict())
+        missing = sorted(expected - set(state))
+        extra = sorted(k for k in set(state) - expected
+                       if not (n_layer is not None and (m := _LAYER_INDEX.search(k)) and int(m.group(1)) >= n_layer))
+        if missing or extra:
+            raise ValueError(f"cannot initialise the LatentRM from {transformer or 'the backbone'}: missing tensors "
+                             f"{missing[:8]}, unexpected tensors {extra[:8]}")
+        rm.transformer.load_state_dict({k: state[k] for k in expected}, strict=True)
+        if transformer is not None:
+            rm._add_prompt_tokens()
         return rm
+
+    def _add_prompt_tokens(self) -> None:
+        """Add the prompt template's latent tokens to a tokenizer that lacks them (new rows)."""
+        have = self.tokenizer.get_vocab()
+        new = [t for t in _prompt_tokens(self.prompt_template) if t not in have]
+        if new:
+            self.tokenizer.add_tokens(new, special_tokens=True)
+            self.transformer.resize_token_embeddings(len(self.tokenizer))
+            self.transformer.config.vocab_size = len(self.tokenizer)
 
     def encode_prompts(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and mask (B, L)."""
@@ -80,13 +161,20 @@ class LatentRM(nn.Module):
                 for q in questions]
         return left_pad(rows, self.tokenizer.pad_token_id or 0, self.device)
 
+    def embed_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (..., d) -> input embeddings (..., width) of the RM's transformer."""
+        weight = self.transformer.get_input_embeddings().weight
+        x = latents.to(device=weight.device, dtype=weight.dtype)
+        return self.projection(x) if self.projection is not None else x
+
     def forward(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, latents: torch.Tensor,
                 latent_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Step scores.
 
         Args:
             prompt_ids, prompt_mask: (R, L) left-padded prompts. latents: (R, T, d).
-            latent_mask: (R, T) bool, False for missing steps.
+            latent_mask: (R, T) bool, False for missing steps (padding, or steps after a
+                dynamic stop); their scores are computed but meaningless.
 
         Returns:
             r: (R, T) float32 step scores.
@@ -94,8 +182,8 @@ class LatentRM(nn.Module):
         r, t = latents.shape[:2]
         if latent_mask is None:
             latent_mask = torch.ones(r, t, dtype=torch.bool, device=latents.device)
-        embeds = torch.cat([self.transformer.wte(prompt_ids), latents.to(self.transformer.wte.weight.dtype)], dim=1)
-        mask = torch.cat([prompt_mask.long(), latent_mask.long()], dim=1)
+        embeds = torch.cat([self.transformer.get_input_embeddings()(prompt_ids), self.embed_latents(latents)], dim=1)
+        mask = torch.cat([prompt_mask.long(), latent_mask.long().to(prompt_mask.device)], dim=1)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         hidden = self.transformer(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
         return self.classifier(self.dropout(hidden[:, -t:])).squeeze(-1).float() if t else hidden.new_zeros(r, 0)
@@ -120,14 +208,18 @@ class LatentRM(nn.Module):
         return cache, mask
 
     # ------------------------------------------------------------------ io
+    def settings(self) -> dict:
+        """The RM's own settings, as written to ``latent_rm.json``."""
+        return {"prompt_template": self.prompt_template, "add_bos": self.add_bos, "head_dropout": self.head_dropout,
+                "latent_size": self.latent_size}
+
     def save_pretrained(self, path: str | Path) -> None:
-        """Directory: GPT-2 ``config.json``, ``latent_rm.json``, ``model.safetensors``
-        (``transformer.*``, ``classifier.*``), tokenizer files."""
+        """Directory: the transformer's ``config.json``, ``latent_rm.json``, ``model.safetensors``
+        (``transformer.*``, ``classifier.*``, ``projection.*`` when present), tokenizer files."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.transformer.config.save_pretrained(path)
-        (path / RM_CONFIG).write_text(json.dumps({"prompt_template": self.prompt_template, "add_bos": self.add_bos,
-                                                   "head_dropout": self.head_dropout}, indent=2))
+        (path / RM_CONFIG).write_text(json.dumps(self.settings(), indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(path / RM_WEIGHTS))
         self.tokenizer.save_pretrained(path)
@@ -138,8 +230,9 @@ class LatentRM(nn.Module):
         ``transformer.*`` + ``classifier.*``; its prompt defaults to COCONUT's).
 
         Raises:
-            FileNotFoundError: missing directory or weights. KeyError: missing/unexpected tensors
-            (named). ValueError: a tokenizer without the latent tokens.
+            FileNotFoundError: missing directory or weights. ValueError: a missing or unexpected
+            tensor, or a tensor whose shape disagrees with the config (each named with the
+            file); a tokenizer without the latent tokens its prompt template uses.
         """
         from latentlit.data.tokenizer import require_latent_tokens
         from latentlit.models.io import resolve_path
@@ -149,23 +242,41 @@ class LatentRM(nn.Module):
             raise FileNotFoundError(f"LatentRM directory {path} does not exist")
         if not (path / RM_WEIGHTS).exists():
             raise FileNotFoundError(f"no {RM_WEIGHTS} in LatentRM directory {path}")
-        meta = json.loads((path / RM_CONFIG).read_text()) if (path / RM_CONFIG).exists() else {
-            "prompt_template": "{question}\n<|start-latent|>", "add_bos": False, "head_dropout": 0.0}
-        config = GPT2Config.from_pretrained(path)
+        meta = json.loads((path / RM_CONFIG).read_text()) if (path / RM_CONFIG).exists() else dict(RELEASED_RM_SETTINGS)
+        config = AutoConfig.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)
+        template = prompt_template or meta["prompt_template"]
         # without them the prompt's <|start-latent|> would be spelled out byte by byte, silently
-        require_latent_tokens(tokenizer, path)
-        rm = cls(config, tokenizer, prompt_template or meta["prompt_template"],
-                 meta.get("add_bos", False), meta.get("head_dropout", 0.0))
+        require_latent_tokens(tokenizer, path, _prompt_tokens(template))
+        rm = cls(config, tokenizer, template, meta.get("add_bos", False), meta.get("head_dropout", 0.0),
+                 latent_size=meta.get("latent_size"))
         state = load_file(str(path / RM_WEIGHTS))
-        expected = set(rm.state_dict())
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        # buffers such as attention biases may be absent from released files
-        missing = [k for k in missing if not k.endswith(".attn.bias") and not k.endswith("masked_bias")]
-        if missing or unexpected:
-            raise KeyError(f"{path}/{RM_WEIGHTS}: missing tensors {missing[:8]}, unexpected tensors {unexpected[:8]}")
-        rm.load_state_dict(state, strict=False)
+        state = {k: v for k, v in state.items() if not _MASK_BUFFERS.match(k)}
+        check_state(rm.state_dict(), state, f"{path}/{RM_WEIGHTS}")
+        rm.load_state_dict(state, strict=True)
         return rm.eval()
+
+
+def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Strict weight check: every expected tensor present with its shape, nothing else.
+
+    Raises:
+        ValueError: naming ``source`` and the missing, unexpected and mis-shaped keys (with both
+            shapes).
+    """
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(f"{k}: file {tuple(found[k].shape)}, model {tuple(expected[k].shape)}"
+                    for k in set(expected) & set(found) if found[k].shape != expected[k].shape)
+    parts = []
+    if missing:
+        parts.append(f"missing tensor(s) {missing}")
+    if unexpected:
+        parts.append(f"unexpected tensor(s) {unexpected}")
+    if shapes:
+        parts.append(f"shape mismatch {shapes}")
+    if parts:
+        raise ValueError(f"{source}: strict LatentRM loading failed: " + "; ".join(parts))
 
 
 class LatentRMStepScorer:
@@ -185,6 +296,7 @@ class LatentRMStepScorer:
         self.rm, self.how = rm, how
         self._cache, self._mask = rm.encode_prefix(questions)
         self._steps = torch.zeros(len(questions), 0, device=rm.device)
+        self._step_mask = torch.zeros(len(questions), 0, dtype=torch.bool, device=rm.device)
 
     def reset(self, owners: torch.Tensor) -> None:
         """Start R rows, row i belonging to question ``owners[i]`` ((R,) long)."""
@@ -192,19 +304,24 @@ class LatentRMStepScorer:
 
     def _take(self, rows: torch.Tensor) -> None:
         self._cache = self._cache.select_rows(rows)
-        self._mask, self._steps = self._mask[rows], self._steps[rows]
+        self._mask, self._steps, self._step_mask = self._mask[rows], self._steps[rows], self._step_mask[rows]
 
     @torch.no_grad()
-    def extend(self, parents: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+    def extend(self, parents: torch.Tensor, latents: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         """Append latent ``latents[i]`` (R', d) to the prefix of row ``parents[i]`` of the
-        previous call (or of :meth:`reset`) and return the R' trajectory scores (float32)."""
+        previous call (or of :meth:`reset`) and return the R' trajectory scores (float32).
+
+        ``active`` (R',) bool: rows given False append nothing (a trajectory whose latent phase
+        has ended) and keep their parent's score; their column is masked in the RM's cache."""
         self._take(parents.to(self.rm.device))
         rows = latents.shape[0]
+        act = torch.ones(rows, dtype=torch.bool, device=self.rm.device) if active is None else active.to(self.rm.device)
         positions = self._mask.sum(-1, keepdim=True)
-        self._mask = torch.cat([self._mask, self._mask.new_ones(rows, 1)], dim=1)
-        embeds = latents[:, None].to(device=self.rm.device, dtype=self.rm.transformer.wte.weight.dtype)
+        self._mask = torch.cat([self._mask, act.long()[:, None]], dim=1)
+        embeds = self.rm.embed_latents(latents[:, None])
         hidden = self.rm.transformer(inputs_embeds=embeds, attention_mask=self._mask, position_ids=positions,
                                      cache=self._cache, use_cache=True).last_hidden_state[:, -1]
         r = self.rm.classifier(self.rm.dropout(hidden)).squeeze(-1).float()
         self._steps = torch.cat([self._steps, r[:, None]], dim=1)
-        return trajectory_score(self._steps, how=self.how)
+        self._step_mask = torch.cat([self._step_mask, act[:, None]], dim=1)
+        return trajectory_score(self._steps, self._step_mask, how=self.how)

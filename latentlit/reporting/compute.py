@@ -8,13 +8,17 @@ processes:
   trajectories; ``answers``: forward passes A_j that decoded each answer (up to and including
   its eos, or ``max_new_tokens``); ``greedy``: [T, A] of the greedy pass;
 * with a LatentRM, ``rm_prompt``: the RM prompt's tokens; with beam search, ``beam_search``:
-  ``{"width": B, "candidates": K, "answers": [A_b for each final beam]}``.
+  ``{"width": B, "candidates": K, "answers": [A_b for each final beam], "prefills", "fed",
+  "proposed", "stop_checks", "beam_latents"}`` (what the search ran,
+  :class:`latentlit.aggregation.beam_search.BeamResult`); with DVTS, ``dvts``: the same with
+  ``"subtrees": S`` (width 1, K = W).
 
 Token positions are what latentlit runs (padding excluded): a trajectory is P (its own prefill,
 only with per-sample prefill) + T_j + A_j positions; shared prefill adds P once per question;
 the LatentRM scores a trajectory in one pass over its prompt and latents (P_rm + T_j); beam
-search prefills once, runs B x K candidates at each of T steps, decodes B beams, and its RM scorer
-encodes the prompt once then one position per candidate per step.
+search (and DVTS) prefills once (or per step-1 candidate with per-sample prefill), feeds each
+step's candidates' latents (counted per step in the record), decodes the final beams, and its RM
+scorer encodes the prompt once then one position per proposed latent.
 
 FLOPs are matrix-multiply FLOPs (2 per multiply-add), following Kaplan et al. (2020, Table 1)
 and Hoffmann et al. (2022, App. F): per forward position 2 x (non-embedding matrix parameters);
@@ -93,12 +97,15 @@ def backbone_shape(backbone) -> ModelShape:
 
 
 def rm_shape(rm) -> ModelShape:
-    """:class:`ModelShape` of a :class:`latentlit.models.latent_rm.LatentRM` (GPT-2 blocks plus a
-    scalar head on each latent position)."""
+    """:class:`ModelShape` of a :class:`latentlit.models.latent_rm.LatentRM` (the blocks of any
+    transformers decoder, plus a scalar head, and the latent projection when it has one, on each
+    latent position)."""
     t = rm.transformer
-    matrix = sum(p.numel() for n, p in t.named_parameters() if p.dim() >= 2 and not n.startswith(("wte.", "wpe.")))
-    return ModelShape(matrix_params=matrix, n_layer=t.config.n_layer, d_model=t.config.n_embd, vocab=0,
-                      head_params=_matrix_params(rm.classifier))
+    embeddings = {id(p) for m in t.modules() if type(m).__name__ == "Embedding" for p in m.parameters()}
+    matrix = sum(p.numel() for p in t.parameters() if p.dim() >= 2 and id(p) not in embeddings)
+    head = _matrix_params(rm.classifier) + (0 if rm.projection is None else _matrix_params(rm.projection))
+    return ModelShape(matrix_params=matrix, n_layer=t.config.num_hidden_layers, d_model=t.config.hidden_size, vocab=0,
+                      head_params=head)
 
 
 @dataclass(frozen=True)
@@ -176,23 +183,36 @@ class CostModel:
         t, a = c["greedy"]
         return self._prefill(c["prompt"]) + self._decode(c["prompt"], t, a)
 
-    def beam_search(self, record: dict) -> Cost:
-        """Latent beam search (``latentlit.aggregation.beam_search``): one prefill, B x K
-        candidates at each of T steps, B answers decoded; the RM scorer encodes the prompt once
-        and then one position per candidate per step."""
+    def beam_search(self, record: dict, name: str = "beam_search") -> Cost:
+        """Latent beam search or DVTS (``latentlit.aggregation.beam_search``; ``name`` is the
+        record's ``compute`` entry): the prompt prefilled once (or by each of the step-1
+        candidates with per-sample prefill), the latents each step's candidates fed (a child
+        feeds its parent's last latent; the kept beams feed theirs at the end), f on every
+        candidate at each step, the LM head's stop decisions (dynamic stop), the final beams'
+        answers; the RM scorer encodes its prompt once, then one position per proposed latent.
+        Entries without the per-step counts (older records) are counted as B x K candidates at
+        each of T steps."""
         c = record["compute"]
-        beam = c["beam_search"]
-        p, t, rows = c["prompt"], max(c["latents"]), beam["width"] * beam["candidates"]
-        bb = self.backbone
-        cost = self._prefill(p)
-        flops = rows * (bb.steps_flops(p, t) + 2.0 * bb.head_params * t)
-        cost = cost + Cost(backbone_tokens=rows * t, flops=flops)
-        for a in beam["answers"]:
+        e = c[name]
+        p, bb = c["prompt"], self.backbone
+        rows = e["width"] * e["candidates"] * e.get("subtrees", 1)
+        t_max = max(c["latents"])
+        fed = e.get("fed", [rows] * t_max)
+        proposed = e.get("proposed", [rows] * t_max)
+        beam_latents = e.get("beam_latents", [t_max] * len(e["answers"]))
+        cost = self._prefill(p) * e.get("prefills", 1)
+        flops = sum(n * bb.steps_flops(p + j - 1, 1) for j, n in enumerate(fed, start=1))
+        flops += 2.0 * bb.head_params * rows * len(proposed)
+        if bb.logits_on_latents:
+            flops += bb.logits_flops(e.get("stop_checks", rows * t_max))
+        cost = cost + Cost(backbone_tokens=sum(fed), flops=flops)
+        for a, t in zip(e["answers"], beam_latents):
             cost = cost + Cost(backbone_tokens=a, flops=bb.steps_flops(p + t, a) + bb.logits_flops(a))
         if self.rm is not None:
             q = c["rm_prompt"]
-            cost = cost + Cost(rm_tokens=q + rows * t, flops=self.rm.pass_flops(q) + rows * (
-                self.rm.steps_flops(q, t) + 2.0 * self.rm.head_params * t))
+            rm_flops = self.rm.pass_flops(q) + sum(m * (self.rm.steps_flops(q + t - 1, 1) + 2.0 * self.rm.head_params)
+                                                   for t, m in enumerate(proposed, start=1))
+            cost = cost + Cost(rm_tokens=q + sum(proposed), flops=rm_flops)
         return cost
 
     def spent(self, spends, record: dict, ks: list[int]) -> list[Cost]:

@@ -4,6 +4,13 @@ Shapes: ``scores``, ``labels`` and ``mask`` are (G, N, T): G groups (questions),
 trajectories per group, T latent steps. ``labels[g, n, t]`` = y_t^(n) in [0, 1], the fraction of
 rollouts from prefix h_1..h_t that reach the gold answer. ``mask`` is False for padding
 (missing candidates or steps); padded entries take no part in any softmax or sum.
+
+Ragged step groups (a dynamic latent stop, CoLaR): candidate n has its own length T_n, and
+``mask[g, n, t]`` is True exactly for t < T_n (0-based). Candidates are aligned by step index,
+and the contrastive softmax at step t runs over the candidates still thinking at t only: a
+stopped candidate has no r_t (the RM scores latent positions, and it has none there), so it
+neither competes at nor receives gradient from later steps. A step where a single candidate is
+still thinking contributes log 1 = 0.
 """
 
 from __future__ import annotations
@@ -47,20 +54,28 @@ def trajectory_score(step_scores: torch.Tensor, mask: torch.Tensor | None = None
     """Trajectory score from step scores (..., T): ``sum`` (paper), ``mean``, ``last`` or ``min``
     over the unmasked steps. Returns (...,).
 
+    Trajectories of different lengths (a dynamic latent stop) are scored over their own steps:
+    with ``sum`` a longer trajectory adds more terms, so the sign of the RM's step scores
+    decides whether length helps; ``mean`` compares per-step averages. A trajectory with no
+    step at all (its latent phase ended before the first latent) has no LatentRM score: it
+    scores ``-inf`` under every ``how``, so it loses to any scored trajectory.
+
     Raises:
         ValueError: unknown ``how``.
     """
+    if how not in TRAJECTORY_SCORES:
+        raise ValueError(f"trajectory score how={how!r}; expected one of {TRAJECTORY_SCORES}")
     if mask is None:
         mask = torch.ones_like(step_scores, dtype=torch.bool)
     mask = mask.bool()
     s = step_scores.float()
     if how == "sum":
-        return (s * mask).sum(-1)
-    if how == "mean":
-        return (s * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-    if how == "min":
-        return s.masked_fill(~mask, float("inf")).amin(-1)
-    if how == "last":
+        out = (s * mask).sum(-1)
+    elif how == "mean":
+        out = (s * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+    elif how == "min":
+        out = s.masked_fill(~mask, float("inf")).amin(-1)
+    else:
         last = (mask.long().cumsum(-1) * mask).argmax(-1, keepdim=True)
-        return s.gather(-1, last).squeeze(-1)
-    raise ValueError(f"trajectory score how={how!r}; expected one of {TRAJECTORY_SCORES}")
+        out = s.gather(-1, last).squeeze(-1) if s.shape[-1] else s.sum(-1)
+    return out.masked_fill(~mask.any(-1), float("-inf"))

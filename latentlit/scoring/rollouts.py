@@ -5,11 +5,19 @@ answers are correct or all wrong (each filter switchable); for each kept traject
 t, run M rollouts that continue from the prefix h_1..h_t (remaining latent steps sampled, answer
 decoded greedily); the label y_t^(n) is the fraction of rollouts reaching the gold answer.
 
+Dynamic latent length (CoLaR: the latent phase ends when the LM head emits the stop token):
+trajectory n has its own length T_n <= ``max_latents`` and labels exist for t = 1..T_n only
+(``latent_mask``). Rollouts from h_1..h_t continue with the backbone's own stopping, so each
+rollout has its own length too. Groups keep their N candidates aligned by step index.
+
 Cost: rollouts start from a copy of the KV cache of (question, h_1..h_t), so the question is
-prefilled once per trajectory, never per rollout. At t = T nothing is left to sample and the
-answer is decoded greedily, so all M rollouts equal the trajectory itself: its own correctness is
-the label and no rollout is run. The reference implementation re-prefills the whole prefix for
-each of the N*T*M rollouts; :func:`reference_forward_tokens` estimates that count for comparison.
+prefilled once per trajectory, never per rollout. At t = T_n nothing is left to sample (the stop
+decision is the LM head's greedy token, a function of the prefix, and the answer is decoded
+greedily), so all M rollouts equal the trajectory itself: its own correctness is the label and
+no rollout is run. When the sampler also acts on answer decoding (``on_answer``), the answer is
+random and the last step is rolled out like the others. The reference implementation
+re-prefills the whole prefix for each of the N*T*M rollouts; :func:`reference_forward_tokens`
+estimates that count for comparison.
 """
 
 from __future__ import annotations
@@ -96,39 +104,45 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     """Label the latent steps of ``problems`` (processed together; callers chunk them).
 
     Returns:
-        one entry per problem (None when filtered out) and the run's :class:`LabelStats`.
+        one entry per problem (None when filtered out) and the run's :class:`LabelStats`. A
+        group's step dimension is its own longest trajectory (T for a fixed-T backbone).
         Results depend only on (seed, question id, sample index, rollout index), not on which
         problems share the call.
 
     Raises:
-        ValueError: n_samples or n_rollouts < 1; a backbone with a dynamic latent stop (the
-            rollout prefix of a stopped trajectory is not defined yet).
+        ValueError: n_samples or n_rollouts < 1.
     """
     if n_samples < 1 or n_rollouts < 1:
         raise ValueError(f"n_samples ({n_samples}) and n_rollouts ({n_rollouts}) must be >= 1")
     cfg = backbone.latent_config
-    if cfg.latent_stop_id is not None:
-        raise ValueError("rollout labelling needs a fixed number of latent steps (latent_stop_id is set)")
     fmt = answer_format or cfg.answer_format
     sampler.bind(backbone)
     stats = LabelStats(questions=len(problems))
     start_tokens = backbone.forward_tokens
-    q, n, m, T = len(problems), n_samples, n_rollouts, cfg.num_latents
+    q, n, m = len(problems), n_samples, n_rollouts
+    cap = cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents
+    # a sampler acting on the answer makes the last step's continuation random: roll it out too
+    last_rolled = 0 if sampler.on_answer else 1
     keys = trajectory_keys(seed, [p.id for p in problems], n).to(backbone.device)
     state = backbone.prefill_samples([p.question for p in problems], n, sampler, keys)
     # real prompt lengths (rows are question-major), for the reference's re-prefill count
     prompt_lens = state.attention_mask[::n].sum(1).tolist()
-    snapshots, latents = [], []
-    for t in range(1, T + 1):
+    snapshots, latents, masks = [], [], []
+    for t in range(1, cap + 1):
         state, h = backbone.latent_step(state, t, sampler=sampler, keys=keys)
+        if not bool(state.active.any()):
+            break
         latents.append(h.float().cpu())
-        if t < T:
-            snapshots.append(state.select(torch.arange(state.rows)))
-    answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys, first_step=T + 1)
+        masks.append(state.active.cpu())
+        snapshots.append(state.select(torch.arange(state.rows)) if t < cap or last_rolled == 0 else None)
+    answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys, first_step=cap + 1)
     golds = [p.answer for p in problems for _ in range(n)]
     final = _correct(backbone, answer_ids, golds, fmt).reshape(q, n)
     answer_steps = answer_ids.shape[1]
-    traj = torch.stack(latents, 1).reshape(q, n, T, -1) if T else torch.zeros(q, n, 0, backbone.hidden_size)
+    steps = len(latents)
+    traj = torch.stack(latents, 1) if steps else torch.zeros(q * n, 0, backbone.hidden_size)
+    mask = torch.stack(masks, 1) if steps else torch.zeros(q * n, 0, dtype=torch.bool)
+    lengths = mask.sum(1)  # T_n of each row
 
     keep = torch.ones(q, dtype=torch.bool)
     all_c, all_w = final.all(1), ~final.any(1)
@@ -138,29 +152,37 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     if drop_all_wrong:
         keep &= ~all_w
     stats.kept = int(keep.sum())
-    labels = torch.zeros(q, n, T)
-    if T:
-        labels[:, :, T - 1] = final.float()
-    kept_rows = torch.nonzero(keep.repeat_interleave(n)).flatten()
-    if len(kept_rows):
-        kept_golds = [golds[i] for i in kept_rows.tolist() for _ in range(m)]
-        for t in range(1, T):
-            prefix = snapshots[t - 1].select(kept_rows.to(backbone.device)).repeat_interleave(m)
-            rkeys = derive_keys(keys[kept_rows.to(keys.device)].repeat_interleave(m), _ROLLOUT_STREAM, t)
-            rkeys = derive_keys(rkeys ^ torch.arange(m, device=rkeys.device).repeat(len(kept_rows)), _ROLLOUT_STREAM)
-            prefix, _, _ = backbone.run_latents(prefix, T, sampler=sampler, keys=rkeys, start_step=t + 1)
-            out, _ = backbone.decode_answer(prefix, max_new_tokens=max_new_tokens, sampler=sampler, keys=rkeys, first_step=T + 1)
-            frac = _correct(backbone, out, kept_golds, fmt).float().reshape(len(kept_rows), m).mean(1)
-            labels.view(q * n, T)[kept_rows, t - 1] = frac
+    labels = torch.zeros(q * n, steps)
+    if last_rolled:
+        has = lengths > 0
+        labels[has.nonzero().flatten(), lengths[has] - 1] = final.flatten()[has].float()
+    kept = keep.repeat_interleave(n)
+    for t in range(1, steps + 1):
+        # rows still thinking after step t (t < T_n), or at their last step when it is rolled out
+        rows = torch.nonzero(kept & (lengths >= t + last_rolled)).flatten()
+        if not len(rows):
+            continue
+        rows_dev = rows.to(backbone.device)
+        prefix = snapshots[t - 1].select(rows_dev).repeat_interleave(m)
+        rkeys = derive_keys(keys[rows_dev].repeat_interleave(m), _ROLLOUT_STREAM, t)
+        rkeys = derive_keys(rkeys ^ torch.arange(m, device=rkeys.device).repeat(len(rows)), _ROLLOUT_STREAM)
+        prefix, _, _ = backbone.run_latents(prefix, cap, sampler=sampler, keys=rkeys, start_step=t + 1)
+        out, _ = backbone.decode_answer(prefix, max_new_tokens=max_new_tokens, sampler=sampler, keys=rkeys, first_step=cap + 1)
+        rgolds = [golds[i] for i in rows.tolist() for _ in range(m)]
+        labels[rows, t - 1] = _correct(backbone, out, rgolds, fmt).float().reshape(len(rows), m).mean(1)
     stats.forward_tokens = backbone.forward_tokens - start_tokens
     groups: list[LabelledGroup | None] = []
     for i, p in enumerate(problems):
+        rows = slice(i * n, (i + 1) * n)
+        own = lengths[rows].tolist()
         # the reference samples the N trajectories the same way before its rollouts
-        stats.reference_forward_tokens += n * (prompt_lens[i] + T + answer_steps)
+        stats.reference_forward_tokens += sum(prompt_lens[i] + t_n + answer_steps for t_n in own)
         if not keep[i]:
             groups.append(None)
             continue
-        stats.reference_forward_tokens += reference_forward_tokens(prompt_lens[i], n, T, m, answer_steps)
-        stats.labels += labels[i].flatten().tolist()
-        groups.append(LabelledGroup(p.id, p.question, p.answer, traj[i], torch.ones(n, T, dtype=torch.bool), labels[i], final[i]))
+        stats.reference_forward_tokens += sum(reference_forward_tokens(prompt_lens[i], 1, t_n, m, answer_steps) for t_n in own)
+        width = max(own)  # the group's own longest trajectory: no dependence on its batch
+        g_mask = mask[rows, :width]
+        stats.labels += labels[rows, :width][g_mask].tolist()
+        groups.append(LabelledGroup(p.id, p.question, p.answer, traj[rows, :width], g_mask, labels[rows, :width], final[i]))
     return groups, stats

@@ -4,7 +4,8 @@ groups are produced, resumable, one writer per process.
 Layout of a groups directory::
 
     shard-r<rank>-<k>.safetensors   latents (S, N, T, d), latent_mask (S, N, T), labels (S, N, T),
-                                    final_correct (S, N)
+                                    final_correct (S, N); T is the shard's longest group,
+                                    shorter groups are zero-padded (mask False)
     index.r<rank>.jsonl             one line per question: index, id, question, gold, kept,
                                     shard, row   (kept=false lines have shard=null)
     summary.json                    labelling settings and statistics (written at the end)
@@ -54,9 +55,9 @@ class GroupShardWriter:
             name = f"shard-r{self.rank}-{self._next:05d}.safetensors"
             gs = [g for _, g in self._groups]
             save_file({
-                "latents": torch.stack([g.latents for g in gs]).contiguous(),
-                "latent_mask": torch.stack([g.latent_mask for g in gs]).contiguous(),
-                "labels": torch.stack([g.labels for g in gs]).contiguous(),
+                "latents": _stack([g.latents for g in gs]),
+                "latent_mask": _stack([g.latent_mask for g in gs]),
+                "labels": _stack([g.labels for g in gs]),
                 "final_correct": torch.stack([g.final_correct for g in gs]).contiguous(),
             }, str(self.dir / name))
             self._next += 1
@@ -67,6 +68,16 @@ class GroupShardWriter:
                 for line in sorted(lines, key=lambda x: x["index"]):
                     f.write(json.dumps(line) + "\n")
         self._groups, self._dropped = [], []
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack (N, T_g, ...) tensors, zero-padding the step dimension to the longest group
+    (groups of a dynamic-stop backbone differ in length; the mask marks the padding)."""
+    width = max(x.shape[1] for x in tensors)
+    out = tensors[0].new_zeros(len(tensors), tensors[0].shape[0], width, *tensors[0].shape[2:])
+    for i, x in enumerate(tensors):
+        out[i, :, : x.shape[1]] = x
+    return out
 
 
 def read_index(directory: str | Path) -> list[dict]:
@@ -100,6 +111,9 @@ def load_groups(directory: str | Path) -> list[LabelledGroup]:
         if line["shard"] not in shards:
             shards[line["shard"]] = load_file(str(Path(directory) / line["shard"]))
         s, r = shards[line["shard"]], line["row"]
-        groups.append(LabelledGroup(line["id"], line["question"], line["gold"], s["latents"][r], s["latent_mask"][r],
-                                    s["labels"][r], s["final_correct"][r]))
+        # back to the group's own length (its longest trajectory), whatever its shard's padding
+        steps = s["latent_mask"][r].any(0).nonzero()
+        width = int(steps.max()) + 1 if len(steps) else 0
+        groups.append(LabelledGroup(line["id"], line["question"], line["gold"], s["latents"][r][:, :width],
+                                    s["latent_mask"][r][:, :width], s["labels"][r][:, :width], s["final_correct"][r]))
     return groups

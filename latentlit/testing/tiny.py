@@ -39,3 +39,31 @@ def write_numeric_backbone(path: str | Path, seed: int = 1, **kwargs) -> Path:
     bb.lm.lm_head.weight = torch.nn.Parameter(head)
     bb.save_pretrained(path)
     return Path(path)
+
+
+def tiny_llama_backbone(max_latents: int = 4, n_embd: int = 32, seed: int = 0, stop_scale: float = 3.0):
+    """A random Llama latent backbone with a CoLaR-style dynamic stop (the latent phase ends when
+    the LM head's greedy token is ``<|end-latent|>``, at most ``max_latents`` steps), over the
+    same word tokenizer as :func:`tiny_backbone`.
+
+    A random LM head almost never picks the stop token, so its row is scaled by ``stop_scale``:
+    at the default 3.0, AGN (sigma 1) trajectories stop after 1..4 latents; at 4.0 some stop
+    before the first latent (length 0).
+    """
+    import torch
+
+    from latentlit.lit.backbone_module import build_backbone
+
+    tok = build_word_tokenizer(problem_corpus(generate_problems(300, 123)))
+    arch = {"model_type": "llama", "hidden_size": n_embd, "intermediate_size": 2 * n_embd, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}
+    backbone = build_backbone(tok, arch, max_latents, "{question} <|start-latent|>", "coconut", seed=seed, dynamic_stop=True)
+    with torch.no_grad():
+        backbone.lm.get_output_embeddings().weight[backbone.latent_config.latent_stop_id] *= stop_scale
+    return backbone.eval()
+
+
+def write_tiny_llama_backbone(path: str | Path, **kwargs) -> Path:
+    """Save :func:`tiny_llama_backbone` to ``path`` and return it."""
+    tiny_llama_backbone(**kwargs).save_pretrained(path)
+    return Path(path)

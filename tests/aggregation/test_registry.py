@@ -26,9 +26,12 @@ def test_enabled_aggregators_follow_the_settings():
     assert names({"latent_rm": "rm", "beam_width": None}) == ["majority_vote", "random", "best_of_n", "weighted_vote"]
     assert names({"latent_rm": "rm", "beam_width": 2}) == ["majority_vote", "random", "best_of_n", "weighted_vote",
                                                           "beam_search"]
+    assert names({"latent_rm": "rm", "beam_width": 2, "dvts_width": 4}) == [
+        "majority_vote", "random", "best_of_n", "weighted_vote", "beam_search", "dvts", "dvts_vote"]
     assert registry.get("best_of_n").needs_rm and registry.get("beam_search").at_k is None
-    with pytest.raises(KeyError, match="no aggregator 'dvts'; registered"):
-        registry.get("dvts")
+    assert registry.get("dvts").choose is None and registry.get("dvts_vote").at_k is None
+    with pytest.raises(KeyError, match="no aggregator 'adaptive_n'; registered"):
+        registry.get("adaptive_n")
 
 
 def test_register_checks_and_replaces(restore_registry):
@@ -36,7 +39,7 @@ def test_register_checks_and_replaces(restore_registry):
         registry.register(Aggregator("x", "x", False, "none", choose=lambda q: {}, spends="tokens"))
     new = Aggregator("random", "random again", False, "exact", choose=lambda q: {"answer": None, "correct": False})
     registry.register(new)
-    assert registry.get("random") is new and len(registry.AGGREGATORS) == 5
+    assert registry.get("random") is new and len(registry.AGGREGATORS) == 7
 
 
 def test_a_registered_aggregator_reaches_every_output(restore_registry, tiny_backbone_dir, tmp_path, capsys):

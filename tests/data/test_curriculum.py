@@ -64,3 +64,11 @@ def test_negative_stage_rejected():
         build_stage_batch([A], -1, 1, END, PAD)
     with pytest.raises(ValueError, match="thoughts_per_step"):
         build_stage_batch([A], 1, -1, END, PAD)
+
+
+def test_dynamic_batch_gives_each_problem_its_own_number_of_latents():
+    # stage 2: A (3 steps) gets 2*c latents, B (1 step) only 1*c, and both lose the steps replaced
+    b = build_stage_batch([A, B], 2, 2, END, PAD, dynamic=True)
+    assert b["num_latents"].tolist() == [4, 2]
+    assert b["suffix_ids"].tolist() == [[END, 24, 30, 31, 1], [END, 32, 1, PAD, PAD]]
+    assert stage_rows(B, 5, 1, END, dynamic=True)[1] == 1 and stage_rows(B, 0, 1, END, dynamic=True)[1] == 0

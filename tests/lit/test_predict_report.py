@@ -161,8 +161,9 @@ def test_metrics_equal_an_independent_recomputation_from_the_records(run, capsys
             sum(x["prompt"] + k * t for x, t in zip(c, per_traj)) / Q, abs=0.01)
         assert rows[("best_of_n", k)]["rm_tokens"] == pytest.approx(
             sum(k * (x["rm_prompt"] + sum(x["latents"]) / N) for x in c) / Q, abs=0.01)
+    # beam search 2 x 2, T = 3: steps 2 and 3 feed 4 candidates each, the 2 kept beams feed their last latent
     assert rows[("beam_search", N)]["backbone_tokens"] == pytest.approx(
-        sum(x["prompt"] + 4 * 3 + sum(x["beam_search"]["answers"]) for x in c) / Q, abs=0.01)
+        sum(x["prompt"] + 4 * 2 + 2 + sum(x["beam_search"]["answers"]) for x in c) / Q, abs=0.01)
     assert rows[("greedy", 1)]["flops"] > 0
 
     for name in ("scaling", "risk_coverage", "calibration", "accuracy_vs_compute"):

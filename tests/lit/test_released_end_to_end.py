@@ -83,7 +83,7 @@ def test_latentrm_with_misnamed_tensor_fails_naming_it(tmp_path):
     state = load_file(str(rm_dir / "model.safetensors"))
     state["classifierX.weight"] = state.pop("classifier.weight")
     save_file(state, str(rm_dir / "model.safetensors"))
-    with pytest.raises(KeyError, match="classifier.weight"):
+    with pytest.raises(ValueError, match="missing tensor.*classifier.weight.*unexpected tensor.*classifierX.weight"):
         LatentRM.from_pretrained(rm_dir)
 
 
@@ -173,3 +173,37 @@ def test_sigterm_stops_predict_after_the_current_batch(tmp_path):
     assert f"stopped (SIGTERMException); results written so far are in {out}: run the same command again" in stdout
     assert 2 <= len(lines) < 400  # stopped early, every written line whole
     assert all(json.loads(x)["id"] for x in lines)
+
+
+def test_colar_layout_label_rm_and_every_aggregator(tmp_path):
+    """CoLaR layout (Llama, prompt without latent tokens, BOS-adding tokenizer, dynamic stop):
+    labelling, a LatentRM initialised from it (a LlamaModel), and best-of-N / weighted vote /
+    beam search / DVTS in predict."""
+    from transformers import LlamaModel
+
+    from latentlit.data.synthetic import generate_problems
+    from latentlit.models.released import detect_layout, load_backbone
+    from latentlit.sampling import AGN
+    from latentlit.scoring.rollouts import label_problems
+
+    ckpt = write_tiny_colar(tmp_path / "colar")
+    backbone = load_backbone(ckpt, num_latents=6)
+    groups, _ = label_problems(backbone, AGN(sigma=1.0), generate_problems(2, seed=3), n_samples=2, n_rollouts=2,
+                               drop_all_correct=False, drop_all_wrong=False, max_new_tokens=3)
+    assert all(g.latents.shape[1] <= 6 and g.latent_mask.any() for g in groups)
+    rm_dir = tmp_path / "rm"
+    LatentRM.from_backbone(backbone).save_pretrained(rm_dir)
+    config = json.loads((rm_dir / "config.json").read_text())
+    assert "latent_embedding_std" not in config and "latent_intermediate_size" not in config
+    with pytest.raises(ValueError, match="is a LatentRM"):
+        detect_layout(rm_dir)  # an RM directory is never taken for a CoLaR backbone
+    rm = LatentRM.from_pretrained(rm_dir)
+    assert isinstance(rm.transformer, LlamaModel) and rm.prompt_template.startswith("Question: {question}")
+    records, metrics = _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN",
+                                "--model.num_latents", "6", "--model.latent_rm", str(rm_dir), "--model.beam_width", "2",
+                                "--model.dvts_width", "2")
+    for r in records:
+        assert len(r["rm_scores"]) == 4 and {"beam_search", "dvts", "dvts_vote", "weighted_vote"} <= set(r)
+        assert 0 < r["latent_steps"]["dvts"] <= 4 * 6
+    for key in ("best_of_n@4", "weighted_vote@4", "beam_search@4", "dvts@4", "dvts_vote@4"):
+        assert metrics["metrics"][key] == pytest.approx(sum(r[key[:-2]]["correct"] for r in records) / 3, abs=1e-6)

@@ -140,3 +140,41 @@ def test_validation_accuracy_counts_each_problem_once(tmp_path):
     assert 0 < sum(correct) < len(rows)
     assert result["val/acc"] == pytest.approx(sum(correct) / len(rows), abs=1e-7)
     assert model.history[-1]["val_acc"] == pytest.approx(sum(correct) / len(rows), abs=1e-7)
+
+
+def test_llama_with_a_dynamic_stop_trains_and_exports(tmp_path):
+    """arch model_type llama + dynamic_stop: the exported backbone is a LlamaForCausalLM whose latent
+    phase ends when its LM head emits <|end-latent|>, after at most num_stages * c latents."""
+    from transformers import LlamaForCausalLM
+
+    from latentlit.lit.backbone_module import check_arch
+
+    sizes = {"n_train": 256, "n_val": 16, "n_test": 16}
+    dm = CurriculumDataModule(train=SyntheticProblems("train", **sizes), val=SyntheticProblems("val", **sizes), batch_size=32)
+    export = tmp_path / "export"
+    model = LatentBackboneModule(arch={"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+                                       "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 128},
+                                 num_stages=3, thoughts_per_step=1, stage0_length=20, stage_length=10, lr=3e-3,
+                                 export_dir=str(export), seed=0, dynamic_stop=True, val_max_new_tokens=4)
+    recorder = _LossRecorder()
+    L.seed_everything(0, verbose=False)
+    trainer = L.Trainer(max_steps=50, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, val_check_interval=50, check_val_every_n_epoch=None, accelerator="cpu", devices=1,
+                        callbacks=[recorder], default_root_dir=tmp_path, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(model, datamodule=dm)
+    first, last = sum(recorder.losses[:5]) / 5, sum(recorder.losses[-5:]) / 5
+    assert last < 0.75 * first, (first, last)
+    history = json.loads((export / "training_summary.json").read_text())["validation"]
+    assert {"mean_latents", "stop_exact"} <= set(history[-1]) and 0 <= history[-1]["mean_latents"] <= 3
+    loaded = LatentBackbone.from_pretrained(export)
+    cfg = loaded.latent_config
+    assert isinstance(loaded.lm, LlamaForCausalLM)
+    assert (cfg.latent_stop_id, cfg.max_latents, cfg.num_latents) == (cfg.end_latent_id, 3, 3)
+    out = loaded.generate(["Ann has 18 stones . buys 2 . how many ?"], max_new_tokens=3)
+    assert out.latent_mask.shape[1] <= 3
+    with pytest.raises(ValueError, match="'hidden_sise' is not a llama config field"):
+        check_arch({"model_type": "llama", "hidden_sise": 32})
+    with pytest.raises(ValueError, match="model_type='lama' is not a transformers model type"):
+        check_arch({"model_type": "lama"})

@@ -239,3 +239,43 @@ def test_forward_train_gradients_through_latent_chain():
     assert torch.allclose(loss, loss2)  # same forward values
     grad2 = bb2.lm.get_input_embeddings().weight.grad
     assert (grad[q_ids] - grad2[q_ids]).abs().max() > 1e-6
+
+
+def test_forward_train_with_own_lengths_equals_rows_alone_and_trains_the_stop():
+    """Per-row latent counts: a batch's loss is the sum of its rows' losses run alone; the stop
+    targets add the LM head's cross-entropy at each decision position (hand-built here)."""
+    import torch.nn.functional as F
+
+    from latentlit.data.curriculum import build_stage_batch, tokenize_problem
+    from latentlit.data.synthetic import generate_problems
+    from latentlit.testing.tiny import tiny_llama_backbone
+
+    bb = tiny_llama_backbone()
+    cfg = bb.latent_config
+    toks = [tokenize_problem(p, bb.tokenizer, cfg.prompt_template, cfg.eos_id) for p in generate_problems(3, seed=11)]
+    batch = build_stage_batch(toks, 3, 1, cfg.end_latent_id, cfg.pad_id, dynamic=True)
+    lengths = batch["num_latents"]
+    assert lengths.tolist() == [min(3, len(t.steps)) for t in toks] and len(set(lengths.tolist())) > 1
+    with torch.no_grad():
+        loss, count = bb.forward_train(batch["prompt_ids"], batch["prompt_mask"], lengths, batch["suffix_ids"],
+                                       batch["suffix_mask"])
+        alone = [bb.forward_train(*(build_stage_batch([t], min(3, len(t.steps)), 1, cfg.end_latent_id, cfg.pad_id)[k]
+                                    for k in ("prompt_ids", "prompt_mask", "num_latents", "suffix_ids", "suffix_mask")))
+                 for t in toks]
+        assert loss.item() == pytest.approx(sum(x[0].item() for x in alone), rel=1e-5)
+        assert int(count) == sum(int(x[1]) for x in alone)
+        stop_loss, stop_count = bb.forward_train(batch["prompt_ids"], batch["prompt_mask"], lengths, batch["suffix_ids"],
+                                                 batch["suffix_mask"], stop_targets=True)
+        # by hand, row by row: h_0 .. h_{n-1} -> <|latent|>, h_n -> <|end-latent|>
+        extra = 0.0
+        for i, t in enumerate(toks):
+            ids, mask = batch["prompt_ids"][i:i + 1], batch["prompt_mask"][i:i + 1]
+            state = bb.prefill(ids, mask)
+            hidden = [state.hidden]
+            for step in range(1, int(lengths[i]) + 1):
+                state, _ = bb.latent_step(state, step, active=torch.tensor([True]))
+                hidden.append(state.hidden)
+            targets = torch.tensor([cfg.latent_id] * int(lengths[i]) + [cfg.latent_stop_id])
+            extra += F.cross_entropy(bb.logits(torch.cat(hidden)).float(), targets, reduction="sum").item()
+    assert stop_loss.item() == pytest.approx(loss.item() + extra, rel=1e-5)
+    assert int(stop_count) == int(count) + int(lengths.sum()) + len(toks)

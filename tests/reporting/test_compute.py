@@ -90,12 +90,44 @@ def test_rm_scoring_and_beam_search_counts_equal_measured(backbone):
 
     results, tokens, flops = _measure(backbone, beam)
     assert results[0].beam_answer_positions == [4, 4]
-    record["compute"]["beam_search"] = {"width": 2, "candidates": 3, "answers": results[0].beam_answer_positions}
+    record["compute"]["beam_search"] = {"width": 2, "candidates": 3, "answers": results[0].beam_answer_positions,
+                                        **results[0].compute}
     cost = model.beam_search(record)
-    assert cost.backbone_tokens == tokens  # prefill once, 2 x 3 candidates x 3 steps, 2 answers
-    assert cost.backbone_tokens == record["compute"]["prompt"] + 6 * 3 + 2 * 4
-    assert cost.rm_tokens == p_rm + 6 * 3
+    # prefill once; steps 2 and 3: 2 x 3 candidates feed their parent's latent; the 2 kept beams
+    # feed their last one; 2 answers of 4 passes
+    assert cost.backbone_tokens == tokens == record["compute"]["prompt"] + 6 * 2 + 2 + 2 * 4
+    assert cost.rm_tokens == p_rm + 6 * 3  # one RM position per proposed latent
     assert cost.flops == pytest.approx(flops, rel=1e-12)
+
+
+@pytest.mark.parametrize("prefill", ["shared", "per_sample"])
+def test_dvts_count_equals_measured(backbone, prefill):
+    """DVTS under MC-dropout: per-sample prefill prefills every step-1 candidate."""
+    from latentlit.aggregation.beam_search import dvts
+
+    model = CostModel(backbone_shape(backbone), shared_prefill=prefill == "shared")
+    results, tokens, flops = _measure(backbone, lambda: dvts(
+        backbone, MCDropout(p=0.2, prefill=prefill), ["q0"], [QUESTION],
+        HistoryScorerForCount(), budget=4, width=2, seed=0, max_new_tokens=4))
+    r = results[0]
+    record = {"compute": {"prompt": _prompt(backbone), "latents": [3] * 4, "answers": [4] * 4, "greedy": [3, 4],
+                          "dvts": {"width": 1, "candidates": 2, "subtrees": 2, "answers": r.beam_answer_positions,
+                                   **r.compute}}}
+    cost = model.beam_search(record, "dvts")
+    prefills = 1 if prefill == "shared" else 4
+    assert r.compute["prefills"] == prefills and r.compute["fed"] == [4, 4, 2] and r.compute["proposed"] == [4, 4, 4]
+    assert cost.backbone_tokens == tokens == prefills * record["compute"]["prompt"] + 4 + 4 + 2 + sum(r.beam_answer_positions)
+    assert cost.flops == pytest.approx(flops, rel=1e-12)
+
+
+class HistoryScorerForCount:
+    """A scorer that runs nothing through a transformer (so the counts are the backbone's alone)."""
+
+    def reset(self, owners):
+        self._n = len(owners)
+
+    def extend(self, parents, latents, active=None):
+        return latents[:, 0].float()
 
 
 def test_shapes_and_answer_positions(backbone):

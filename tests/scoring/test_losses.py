@@ -68,3 +68,38 @@ def test_trajectory_scores():
     assert trajectory_score(s, m, "last").tolist() == [4.0, 5.0]
     with pytest.raises(ValueError, match="how="):
         trajectory_score(s, m, "max")
+
+
+def test_ragged_contrastive_loss_matches_hand_computation():
+    """Dynamic latent length: candidates stop at T_n = 3, 1, 2; the softmax at step t runs over the
+    candidates still thinking at t only."""
+    r = torch.tensor([[[1.0, 2.0, 0.5], [0.0, 9.0, 9.0], [2.0, -1.0, 7.0]]])  # scores past T_n are garbage
+    y = torch.tensor([[[1.0, 0.5, 1.0], [0.0, 0.7, 0.7], [0.5, 0.25, 0.3]]])
+    lengths = torch.tensor([3, 1, 2])
+    mask = torch.arange(3)[None, None, :] < lengths[None, :, None]
+    # t=1: all three candidates; t=2: candidates 0 and 2; t=3: candidate 0 alone (log 1 = 0)
+    step1 = -(1.0 * (1.0 - math.log(math.e ** 1 + math.e ** 0 + math.e ** 2))
+              + 0.0 * (0.0 - math.log(math.e ** 1 + math.e ** 0 + math.e ** 2))
+              + 0.5 * (2.0 - math.log(math.e ** 1 + math.e ** 0 + math.e ** 2)))
+    step2 = -(0.5 * (2.0 - math.log(math.e ** 2 + math.e ** -1)) + 0.25 * (-1.0 - math.log(math.e ** 2 + math.e ** -1)))
+    step3 = 0.0
+    assert step_contrastive_loss(r, y, mask).item() == pytest.approx(step1 + step2 + step3, rel=1e-6)
+    # numerically: 1.61140895 + 0.78644051
+    assert step_contrastive_loss(r, y, mask).item() == pytest.approx(2.39784946, abs=1e-6)
+    # no gradient reaches a stopped candidate's steps, nor the lone candidate at t=3
+    r = r.clone().requires_grad_(True)
+    step_contrastive_loss(r, y, mask).backward()
+    assert r.grad[0, 1, 1:].abs().sum() == 0 and r.grad[0, 2, 2] == 0 and r.grad[0, 0, 2] == 0
+    assert r.grad[0, 1, 0] != 0 and r.grad[0, 2, 1] != 0
+
+
+def test_trajectory_scores_over_own_steps_and_empty_is_minus_inf():
+    s = torch.tensor([[1.0, -2.0, 4.0], [3.0, 5.0, 0.0], [7.0, 7.0, 7.0]])
+    mask = torch.tensor([[True, True, True], [True, False, False], [False, False, False]])
+    assert trajectory_score(s, mask, "sum").tolist() == [3.0, 3.0, float("-inf")]
+    assert trajectory_score(s, mask, "mean").tolist() == [1.0, 3.0, float("-inf")]
+    assert trajectory_score(s, mask, "last").tolist() == [4.0, 3.0, float("-inf")]
+    assert trajectory_score(s, mask, "min").tolist() == [-2.0, 3.0, float("-inf")]
+    assert trajectory_score(torch.zeros(2, 0), how="sum").tolist() == [float("-inf")] * 2
+    with pytest.raises(ValueError, match="how='max'"):
+        trajectory_score(s, mask, "max")

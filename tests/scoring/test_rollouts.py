@@ -121,3 +121,93 @@ def test_labelling_under_ddp_equals_one_process(tiny_backbone_dir, tmp_path):
         assert torch.equal(a.labels, b.labels)
         assert torch.allclose(a.latents, b.latents, atol=1e-5)
     assert json.loads((out / "summary.json").read_text())["questions_total"] == 6
+
+
+# ---------------------------------------------------------------- dynamic latent length (Llama, CoLaR-style stop)
+from latentlit.data.problem import Problem  # noqa: E402
+from latentlit.sampling.rng import derive_keys, trajectory_keys  # noqa: E402
+from latentlit.scoring.rollouts import _ROLLOUT_STREAM  # noqa: E402
+from latentlit.testing.tiny import tiny_llama_backbone  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_llama_backbone()
+
+
+def _gold_from_samples(backbone, sampler, problems, n):
+    """Golds that some but not all samples reach ("last_number" reads the random model's outputs)."""
+    from latentlit.data.answers import extract_answer
+
+    out = backbone.generate([p.question for p in problems], n_samples=n, sampler=sampler,
+                            keys=trajectory_keys(0, [p.id for p in problems], n), max_new_tokens=3)
+    golds = [extract_answer(out.answers_text[i * n], "last_number") or "0" for i in range(len(problems))]
+    return [Problem(p.id, p.question, p.steps, g) for p, g in zip(problems, golds)], out
+
+
+def test_dynamic_length_labels_exist_for_each_trajectorys_own_steps(llama):
+    sampler = AGN(sigma=1.0)
+    problems, out = _gold_from_samples(llama, sampler, PROBLEMS, 4)
+    groups, stats = label_problems(llama, sampler, problems, n_samples=4, n_rollouts=4, max_new_tokens=3,
+                                   drop_all_correct=False, drop_all_wrong=False, answer_format="last_number")
+    lengths = out.latent_mask.sum(1).reshape(len(problems), 4)
+    assert len(set(lengths.flatten().tolist())) >= 3  # ragged: the stop fires at different steps
+    for g, own in zip(groups, lengths):
+        t = int(own.max())
+        assert g.latents.shape == (4, t, llama.hidden_size) and g.labels.shape == g.latent_mask.shape == (4, t)
+        assert torch.equal(g.latent_mask.sum(1), own)  # T_n <= max_latents, the same as plain sampling
+        assert torch.equal(g.latent_mask, torch.arange(t)[None] < own[:, None])
+        assert (g.labels[~g.latent_mask] == 0).all() and (g.latents[~g.latent_mask] == 0).all()
+        assert ((g.labels * 4).round() == g.labels * 4).all()
+        for n in range(4):  # the last step's label is the trajectory's own correctness
+            assert g.labels[n, own[n] - 1] == float(g.final_correct[n])
+    assert 0 < stats.summary()["label_mean"] < 1
+    assert len(stats.labels) == int(lengths.sum())  # statistics over real steps only
+
+
+def test_dynamic_rollouts_continue_with_the_backbones_own_stopping(llama):
+    """Rebuild one (trajectory, step) label through the public seams: prefix h_1..h_t, then M
+    continuations that stop when the LM head says so, answers decoded greedily."""
+    from latentlit.data.answers import answers_match, extract_answer
+
+    sampler, m = AGN(sigma=1.0), 6
+    problems, out = _gold_from_samples(llama, sampler, PROBLEMS[:1], 3)
+    groups, _ = label_problems(llama, sampler, problems, n_samples=3, n_rollouts=m, max_new_tokens=3,
+                               drop_all_correct=False, drop_all_wrong=False, answer_format="last_number")
+    keys = trajectory_keys(0, [problems[0].id], 3)
+    row = int(out.latent_mask.sum(1).argmax())  # the longest trajectory has rollouts at t = 1
+    state = llama.prefill_samples([problems[0].question], 3, sampler, keys)
+    state, _ = llama.latent_step(state, 1, sampler=sampler, keys=keys)
+    prefix = state.select(torch.tensor([row])).repeat_interleave(m)
+    rkeys = derive_keys(derive_keys(keys[[row]].repeat_interleave(m), _ROLLOUT_STREAM, 1) ^ torch.arange(m), _ROLLOUT_STREAM)
+    prefix, _, rmask = llama.run_latents(prefix, llama.latent_config.max_latents, sampler=sampler, keys=rkeys, start_step=2)
+    answers, _ = llama.decode_answer(prefix, max_new_tokens=3)
+    right = [answers_match(extract_answer(t, "last_number"), problems[0].answer) for t in llama.decode(answers)]
+    assert groups[0].labels[row, 0].item() == pytest.approx(sum(right) / m)
+    assert len(set(rmask.sum(1).tolist())) > 1  # the rollouts themselves stop at different steps
+
+
+def test_dynamic_labels_do_not_depend_on_batching(llama):
+    sampler = AGN(sigma=1.0)
+    together, _ = label_problems(llama, sampler, PROBLEMS, n_samples=3, n_rollouts=2, drop_all_correct=False,
+                                 drop_all_wrong=False, seed=2)
+    for i, p in enumerate(PROBLEMS):
+        alone, _ = label_problems(llama, sampler, [p], n_samples=3, n_rollouts=2, drop_all_correct=False,
+                                  drop_all_wrong=False, seed=2)
+        assert torch.equal(alone[0].labels, together[i].labels) and torch.equal(alone[0].latent_mask, together[i].latent_mask)
+        assert torch.allclose(alone[0].latents, together[i].latents, atol=1e-5)
+
+
+def test_ragged_groups_survive_shards(llama, tmp_path):
+    from latentlit.scoring.shards import GroupShardWriter
+
+    groups, _ = label_problems(llama, AGN(sigma=1.0), PROBLEMS, n_samples=2, n_rollouts=2, drop_all_correct=False,
+                               drop_all_wrong=False, seed=3)
+    assert [g.latents.shape[1] for g in groups] == [2, 4, 2, 4]  # groups of different lengths in one shard
+    writer = GroupShardWriter(tmp_path)
+    for i, g in enumerate(groups):
+        writer.add(i, g.id, g.question, g.gold, g)
+    writer.flush()
+    for a, b in zip(groups, load_groups(tmp_path)):
+        assert torch.equal(a.latents, b.latents) and torch.equal(a.labels, b.labels)
+        assert torch.equal(a.latent_mask, b.latent_mask)
