@@ -114,10 +114,12 @@ class LatentLitCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         """Fail on a missing backbone / LatentRM / groups directory before anything is loaded, with
-        the command that makes it (``latentlit.cli_parser.check_input_paths``)."""
-        from latentlit.cli_parser import check_input_paths
+        the command that makes it (``latentlit.cli_parser.check_input_paths``), and on an output
+        directory that cannot be created (``check_output_paths``)."""
+        from latentlit.cli_parser import check_input_paths, check_output_paths
 
         check_input_paths(self.config[self.subcommand])
+        check_output_paths(self.config[self.subcommand])
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, with the TensorBoard run named after the config (and, for predict and
@@ -171,9 +173,10 @@ class _DropMessages(logging.Filter):
 def main(args: list[str] | None = None) -> None:
     """Run the CLI (``args`` defaults to ``sys.argv[1:]``).
 
-    Exit status: 0 done; 2 bad input (one ``latentlit: error:`` line); 130 Ctrl-C before the run
-    started; 143 stopped by SIGTERM (fit saves a resumable checkpoint first, predict and
-    labelling keep everything written)."""
+    Exit status: 0 done; 1 failed; 2 bad input (one ``latentlit: error:`` line); 130 stopped by
+    Ctrl-C (one ``latentlit: interrupted`` line); 143 stopped by SIGTERM. A stopped run keeps its
+    work and says how to go on: fit saves a resumable checkpoint and prints the command, predict
+    and labelling keep every record written and resume when the same command is run again."""
     try:
         _main(args)
     except KeyboardInterrupt:
@@ -195,11 +198,19 @@ def _main(args: list[str] | None) -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
                  "lightning_utilities.core.rank_zero"):
         logging.getLogger(name).addFilter(_DropMessages("\N{ELECTRIC LIGHT BULB} Tip"))
+    # Lightning's own line for Ctrl-C; the run's resume hint and ours follow
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropMessages("\nDetected KeyboardInterrupt"))
     try:
         _run_cli(args)
     except SIGTERMException as err:
         # Lightning's fit loop raises it with no exit status (so the shell saw 0)
         raise SystemExit(err.code or 143) from None
+    except SystemExit as err:
+        # Lightning ends a run stopped by Ctrl-C with sys.exit(1) after its graceful shutdown
+        # (callbacks saved and printed the resume hint): report it as an interruption (130)
+        if err.code == 1 and _interrupted(err):
+            raise KeyboardInterrupt from None
+        raise
     except (ValueError, KeyError, FileNotFoundError, OSError, TypeError) as err:
         if os.environ.get("LATENTLIT_DEBUG"):
             raise
@@ -211,6 +222,16 @@ def _main(args: list[str] | None) -> None:
             raise
         sys.stderr.write(f"latentlit: error: {type(root).__name__}: {root}\n({where}; LATENTLIT_DEBUG=1 shows the traceback)\n")
         raise SystemExit(2) from None
+
+
+def _interrupted(err: BaseException) -> bool:
+    """True when ``err`` was raised while handling a KeyboardInterrupt (its context chain)."""
+    node = err.__context__
+    while node is not None:
+        if isinstance(node, KeyboardInterrupt):
+            return True
+        node = node.__context__
+    return False
 
 
 def _config_error_root(err: BaseException) -> BaseException | None:
@@ -254,7 +275,7 @@ def _run_cli(args: list[str] | None) -> None:
         subclass_mode_model=True,
         subclass_mode_data=True,
         parser_class=LatentLitParser,
-        parser_kwargs={name: {"command": name} for name in LatentLitCLI.subcommands()},
+        parser_kwargs={"overview": True, **{name: {"command": name} for name in LatentLitCLI.subcommands()}},
         # what Lightning's default (True) did, without its "No seed found" warning on every run
         seed_everything_default=0,
         trainer_defaults={

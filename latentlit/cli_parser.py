@@ -54,6 +54,8 @@ class ShortOption:
             the value given on the command line (mapped through ``choices`` when given).
         metavar / help: how ``--help`` shows it (one line).
         choices: accepted names and the value each one stands for (``agn`` -> the AGN class).
+        const: the value of the flag given alone (``--save_latents`` = ``--save_latents true``);
+            None: a value is required.
     """
 
     flag: str
@@ -61,6 +63,7 @@ class ShortOption:
     metavar: str
     help: str
     choices: tuple[tuple[str, str], ...] = ()
+    const: str | None = None
 
     def expand(self, value: str) -> list[tuple[str, str]]:
         """The ``(full option, value)`` pairs that ``flag value`` stands for.
@@ -103,6 +106,10 @@ _PREDICT = (
                 "where results go (default: outputs/<config name>-<settings hash>, one per setting)"),
     ShortOption("--latent_rm", _model("latent_rm"), "PATH", "LatentRM directory: adds best-of-N and weighted vote"),
     ShortOption("--beam_width", _model("beam_width"), "B", "latent beam search with B beams (needs --latent_rm; B divides N)"),
+    ShortOption("--dvts_width", _model("dvts_width"), "W", "DVTS: N / W subtrees of width W (needs --latent_rm; W divides N)"),
+    ShortOption("--num_latents", _model("num_latents"), "T", "latent steps T (default: the checkpoint's)"),
+    ShortOption("--save_latents", _model("save_latents"), "[BOOL]",
+                "also write the (N, T, d) latent trajectories (for scripts/plot_trajectories.py)", const="true"),
     ShortOption("--n_rollouts", _model("n_rollouts"), "M", "labelling: rollouts per (trajectory, step)"),
     ShortOption("--dtype", _model("dtype"), "{float32,bfloat16,float16}", "weights dtype (bfloat16 on GPUs)"),
     ShortOption("--batch_size", (("--data.init_args.batch_size", None),), "B", "questions per batch"),
@@ -176,6 +183,8 @@ class ShortOptionAction(argparse.Action):
 
     def __init__(self, option_strings, dest, short: ShortOption | None = None, **kwargs):
         self.short = short
+        if short is not None and short.const is not None:
+            kwargs.update(nargs="?", const=short.const)
         super().__init__(option_strings, dest, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
@@ -190,6 +199,25 @@ class ShortOptionAction(argparse.Action):
                 raise argparse.ArgumentError(self, f"sets {option}, but {problem}: {fix}")
             action = _full_option_action(parser, option)
             action(parser, namespace, parser._get_values(action, [value]), option)
+        # a class this option switched to (--sampler agn) must still take every value an earlier
+        # short option gave (--p 0.2): jsonargparse would drop it without a word
+        given = parser.__dict__.setdefault("_short_given", [])
+        problem = dropped_short_option(namespace, given)
+        if problem is not None:
+            raise argparse.ArgumentError(self, f"{values} chooses a class without the option that {problem}")
+        given += [(f"{self.short.flag} {values}", option) for option, fixed in self.short.targets
+                  if fixed is None and option.startswith(("--model.", "--data."))]
+
+
+def dropped_short_option(namespace, given: list[tuple[str, str]]) -> str | None:
+    """Why one of the short options ``given`` earlier (``("--p 0.2", full option)`` pairs) no
+    longer applies to the classes in ``namespace`` (a later option chose a class without that
+    option); None when all still do."""
+    for shown, option in given:
+        problem = check_short_target(namespace, option)
+        if problem is not None:
+            return f"{shown} (given before it) sets: {problem.replace(' at this point of the command line', ' now')}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------- config order
@@ -278,6 +306,63 @@ def check_input_paths(config) -> None:
         if Path(value).parts[:1] == ("checkpoints",):
             raise FileNotFoundError(f"{key} {value} does not exist: this config expects a released checkpoint there; "
                                     f"download it (README, 'Using released checkpoints') and give its directory with {flag}")
+
+
+def unwritable_directory(path: Path) -> OSError | None:
+    """Why the directory ``path`` cannot be created or written into, or None when it can.
+
+    Tried for real: a temporary directory is made (and removed at once) in ``path`` or in its
+    nearest existing parent, so read-only file systems, ``/proc``, missing permissions and a
+    file in the way are all caught, and nothing is left behind.
+
+    Returns:
+        an ``OSError`` of the kind the attempt raised (``NotADirectoryError`` for a file in the
+        way), whose message names the directory where creating failed, or None.
+    """
+    import tempfile
+
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return NotADirectoryError(f"{existing} is a file, not a directory")
+    try:
+        Path(tempfile.mkdtemp(prefix=".latentlit-check-", dir=existing)).rmdir()
+    except OSError as err:
+        return type(err)(f"creating a directory in {existing} fails: {err.strerror or err}")
+    return None
+
+
+def check_output_paths(config) -> None:
+    """Before anything is built or run: the directories the run will write (the model's
+    ``output_dir`` / ``export_dir``, else the default ``<default_root_dir>/outputs`` of predict
+    and labelling, and the trainer's ``default_root_dir``) can be created and written.
+
+    Args:
+        config: the subcommand's parsed config.
+
+    Raises:
+        OSError (of the kind the attempt raised): naming the option, the path and why.
+    """
+    def get(node, *keys):
+        for key in keys:
+            node = node.get(key) if hasattr(node, "get") else None
+        return node
+
+    model = get(config, "model", "init_args")
+    root = get(config, "trainer", "default_root_dir")
+    checks = [("--model.init_args.export_dir", get(model, "export_dir"))]
+    if hasattr(model, "get") and "output_dir" in model:  # predict and labelling
+        out = get(model, "output_dir")
+        checks.append(("--output_dir", out) if out else ("the default output directory under",
+                                                        str(Path(root or ".") / "outputs")))
+    checks.append(("--trainer.default_root_dir", root))
+    for flag, value in checks:
+        if isinstance(value, str) and value:
+            err = unwritable_directory(Path(value))
+            if err is not None:
+                raise type(err)(f"{flag} {value} cannot be created or written ({err}); give another directory")
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -430,16 +515,29 @@ class LatentLitParser(LightningArgumentParser):
     lists every option), short options, one-line errors.
 
     Args:
-        command: the subcommand this parser reads (None for the top-level parser); kept as
-            ``parser.subcommand``.
+        command: the subcommand this parser reads (None otherwise); kept as ``parser.subcommand``.
+        overview: this is the top-level ``latentlit`` parser, whose ``--help`` is the overview of
+            the subcommands. Parsers with neither (jsonargparse makes one for ``--model.help
+            CLASS``) print jsonargparse's full help.
     """
 
-    def __init__(self, *args, command: str | None = None, **kwargs):
+    def __init__(self, *args, command: str | None = None, overview: bool = False, **kwargs):
         kwargs.setdefault("allow_abbrev", False)  # a misspelt option must fail, not match a longer one
         super().__init__(*args, **kwargs)
         self.subcommand = subcommand = command
+        self.overview = overview
         if subcommand is not None:
             self.add_argument("--help_all", action=_HelpAllAction, help="every option (Trainer, model, data) and exit")
+
+    def parse_args(self, *args, **kwargs):
+        """jsonargparse's parse, then: every short option given still applies to the classes the
+        whole command line chose (a later ``--model.init_args.sampler`` may have switched one)."""
+        self._short_given = []
+        config = super().parse_args(*args, **kwargs)
+        problem = dropped_short_option(config, self._short_given) if self._short_given else None
+        if problem is not None:
+            self.error(f"a later option chose a class without the option that {problem}")
+        return config
 
     def add_short_options(self, options) -> None:
         """Register ``options`` (:class:`ShortOption`) in an "everyday options" group."""
@@ -454,8 +552,10 @@ class LatentLitParser(LightningArgumentParser):
         return super().format_help()
 
     def format_help(self, formatter=None) -> str:
-        if self.subcommand is None:
+        if self.overview:
             return self._format_overview()
+        if self.subcommand is None:  # --model.help CLASS and other per-class helps: every option of the class
+            return self.format_full_help()
         return self._format_subcommand()
 
     def _format_overview(self) -> str:
@@ -478,8 +578,8 @@ class LatentLitParser(LightningArgumentParser):
                 lines += _two_columns(head, s.help)
                 lines += _two_columns("", f"= {s.long_form}")
             lines.append("")
-        model_help = "latentlit.lit.TTSPredictor" if sub == "predict" else "latentlit.lit.LatentBackboneModule"
-        data_help = "latentlit.lit.ProblemDataModule" if sub == "predict" else "latentlit.lit.CurriculumDataModule"
+        model_help = "TTSPredictor (or RolloutLabeller)" if sub == "predict" else "LatentBackboneModule (or LatentRMModule)"
+        data_help = "ProblemDataModule" if sub == "predict" else "CurriculumDataModule (or LatentRMDataModule)"
         general = [
             ("-c, --config CONFIG", "a YAML config (configs/...); read before the other options wherever it appears"),
             ("--print_config", "print the config these options give, and exit"),
@@ -487,7 +587,7 @@ class LatentLitParser(LightningArgumentParser):
             ("--data.init_args.NAME VALUE", f"any option of the data module; --data.help {data_help} lists them"),
             ("--trainer.NAME VALUE", "Lightning Trainer options (devices, accelerator, strategy, logger, ...)"),
             ("--ckpt_path PATH", "a Lightning checkpoint to resume (fit) or load weights from"),
-            ("-h, --help", "this help; --help_all lists every option"),
+            ("-h, --help", "this help; --help_all lists every option (Trainer, and the model's and data's classes)"),
         ]
         lines.append("general options:")
         for head, text in general:
@@ -512,12 +612,65 @@ class LatentLitParser(LightningArgumentParser):
         self.exit(2)
 
 
+# the classes whose options --help_all lists when the command line configures none
+DEFAULT_CLASSES = {
+    "predict": {"model": "latentlit.lit.TTSPredictor", "model.init_args.sampler": "latentlit.sampling.MCDropout",
+                "data": "latentlit.lit.ProblemDataModule", "data.init_args.problems": "latentlit.data.sources.SyntheticProblems"},
+    "fit": {"model": "latentlit.lit.LatentBackboneModule", "data": "latentlit.lit.CurriculumDataModule"},
+    "validate": {"model": "latentlit.lit.LatentBackboneModule", "data": "latentlit.lit.CurriculumDataModule"},
+}
+_NESTED = {"model": ("sampler",), "data": ("problems", "train", "val")}
+
+
+def class_options_help(parser, namespace) -> str:
+    """The options of the model and data classes (and of their sampler / problem source) that
+    ``namespace`` configures, or of the subcommand's default classes (``DEFAULT_CLASSES``), as
+    ``--model.init_args.NAME`` lines with jsonargparse's descriptions: the part of ``--help_all``
+    that jsonargparse's own full help leaves out (it shows ``--model.help CLASS`` instead)."""
+    defaults = DEFAULT_CLASSES.get(getattr(parser, "subcommand", None), {})
+    sections = []
+    for part in ("model", "data"):
+        keys = [part] + [f"{part}.init_args.{name}" for name in _NESTED[part]]
+        for key in keys:
+            spec = namespace.get(key) if namespace is not None and hasattr(namespace, "get") else None
+            configured = _class_of(spec) if spec is not None else None
+            path = spec.get("class_path") if configured is not None else defaults.get(key)
+            cls = configured or _class_of({"class_path": path})
+            if cls is None:
+                continue
+            how = "as configured" if configured is not None else "the default"
+            if key == part:
+                how += f"; another class: --{part}.help CLASS"
+            sections.append(f"options of --{key} {path} ({how}):\n" + _class_arguments_help(cls, f"{key}.init_args"))
+    return "\n".join(sections)
+
+
+def _class_arguments_help(cls: type, prefix: str) -> str:
+    """jsonargparse's help lines of ``cls``'s init arguments under ``--<prefix>.`` (no usage)."""
+    sub = LatentLitParser(add_help=False, prog="latentlit")
+    sub.add_class_arguments(cls, prefix, fail_untyped=False, sub_configs=True)
+    text = sub.format_full_help()
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("  --")), len(lines))
+    out, skip = [], False
+    for line in lines[start:]:
+        if re.match(rf"^  --{re.escape(prefix)} CONFIG$", line):  # the class's own config-file option
+            skip = True
+            continue
+        if skip and line.startswith(" " * 6):
+            continue
+        skip = False
+        out.append(line)
+    return "\n".join(out).rstrip() + "\n"
+
+
 class _HelpAllAction(argparse.Action):
     def __init__(self, option_strings, dest, **kwargs):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         sys.stdout.write(parser.format_full_help())
+        sys.stdout.write("\n" + class_options_help(parser, namespace))
         parser.exit(0)
 
 

@@ -17,10 +17,13 @@ def plot_scaling(ks: list[int], curves: dict[str, dict], greedy: dict, title: st
 
     Args:
         curves: label -> ``{"values": [...], "low": [...], "high": [...]}`` over ``ks`` (fractions;
-            ``low``/``high`` optional), e.g. coverage@k, majority vote@k, best-of-N@k.
+            ``low``/``high`` optional), e.g. coverage@k, majority vote@k, best-of-N@k; optional
+            ``"colour"`` / ``"marker"`` (``latentlit.aggregation.registry.style``).
         greedy: ``{"value", "low", "high"}``: a horizontal line (and band).
-        points: label -> ``{"k", "value", "low", "high"}``: methods reported at one k only
-            (beam search at k = N), drawn as a point with an error bar.
+        points: label -> ``{"k", "value", "low", "high"}`` (optional ``"colour"`` /
+            ``"marker"``): methods reported at one k only (beam search and DVTS at k = N), drawn
+            as a point with an error bar. Points at the same k are spread a little sideways
+            (by factors of 2 ** +-0.06 on the log axis) so that none hides another.
 
     Returns:
         a matplotlib Figure (caller saves/closes it).
@@ -28,15 +31,25 @@ def plot_scaling(ks: list[int], curves: dict[str, dict], greedy: dict, title: st
     fig, ax = plt.subplots(figsize=(6, 4))
     markers = "os^vDPX*"
     for i, (label, c) in enumerate(curves.items()):
-        (line,) = ax.plot(ks, [100 * v for v in c["values"]], markers[i % len(markers)] + "-", ms=4, label=label)
+        marker = c.get("marker") or markers[i % len(markers)]
+        (line,) = ax.plot(ks, [100 * v for v in c["values"]], marker=marker, ls="-", ms=4, color=c.get("colour"),
+                          label=label)
         if c.get("low") is not None and c.get("high") is not None:
             ax.fill_between(ks, [100 * v for v in c["low"]], [100 * v for v in c["high"]], color=line.get_color(),
                             alpha=0.15, lw=0)
-    for label, p in (points or {}).items():
+    at_k: dict = {}
+    for p in (points or {}).values():
+        at_k[p["k"]] = at_k.get(p["k"], 0) + 1
+    seen: dict = {}
+    for i, (label, p) in enumerate((points or {}).items()):
         err = None
         if p.get("low") is not None:
             err = [[100 * (p["value"] - p["low"])], [100 * (p["high"] - p["value"])]]
-        ax.errorbar([p["k"]], [100 * p["value"]], yerr=err, fmt="k*", ms=9, capsize=3, label=label)
+        j, m = seen.get(p["k"], 0), at_k[p["k"]]
+        seen[p["k"]] = j + 1
+        x = p["k"] * 2 ** (0.06 * (j - (m - 1) / 2))
+        ax.errorbar([x], [100 * p["value"]], yerr=err, ls="none", marker=p.get("marker") or "*^vDPX"[i % 6], ms=8,
+                    color=p.get("colour") or f"C{(len(curves) + i) % 10}", capsize=3, label=label)
     ax.axhline(100 * greedy["value"], color="gray", ls="--", label="greedy")
     if greedy.get("low") is not None:
         ax.axhspan(100 * greedy["low"], 100 * greedy["high"], color="gray", alpha=0.1, lw=0)
@@ -105,16 +118,22 @@ def plot_accuracy_vs_compute(rows: list[dict], title: str = ""):
             where unknown); rows of one method form a line in order, single rows a point.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    from latentlit.aggregation.registry import style as registry_style
+
     methods: dict[str, list[dict]] = {}
     for r in rows:
         methods.setdefault(r["method"], []).append(r)
     markers = "os^vDPX<>p"
     for i, (method, rs) in enumerate(methods.items()):
-        style = markers[i % len(markers)] + ("-" if len(rs) > 1 else "")
+        try:  # the aggregator's own colour and marker, as in the scaling figure
+            colour, marker = registry_style(method)
+        except KeyError:
+            colour, marker = (None, markers[i % len(markers)]) if method != "greedy" else ("gray", "o")
         for ax, key in zip(axes, ("trajectories", "flops")):
             pts = [(r[key], 100 * r["accuracy"]) for r in rs if r.get(key) is not None]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=5, label=rs[0]["label"])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls="-" if len(rs) > 1 else "none",
+                        ms=5, color=colour, label=rs[0]["label"])
     axes[0].set_xscale("log", base=2)
     axes[0].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     axes[0].set_xlabel("trajectories per question")

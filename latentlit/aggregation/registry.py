@@ -97,6 +97,8 @@ class Aggregator:
             own sampling (beam search: :meth:`CostModel.beam_search`).
         enabled: ``run settings -> bool`` (settings as ``TTSPredictor.run_settings()``); default:
             always, or whenever a LatentRM is given for ``needs_rm``.
+        colour / marker: how figures draw it (matplotlib colour and marker); None: one of its own
+            from its place in the registry (:func:`style`).
     """
 
     name: str
@@ -107,6 +109,8 @@ class Aggregator:
     at_k: Callable[[QuestionView, Sequence[int]], AtK] | None = None
     spends: str | Callable = "samples"
     enabled: Callable[[dict], bool] | None = None
+    colour: str | None = None
+    marker: str | None = None
 
     def runs_with(self, settings: dict) -> bool:
         """Whether a run with these settings has this aggregator."""
@@ -199,6 +203,26 @@ def get(name: str) -> Aggregator:
     for a in AGGREGATORS:
         if a.name == name:
             return a
+    raise KeyError(f"no aggregator {name!r}; registered: {[a.name for a in AGGREGATORS]}")
+
+
+# coverage@k is drawn in C0 with circles; aggregators take C1, C2, ... and these markers in
+# registry order. 10 colours and 11 markers: (colour, marker) pairs repeat only after 110 aggregators.
+COVERAGE_STYLE = ("C0", "o")
+MARKERS = ("s", "^", "v", "D", "P", "X", "*", "<", ">", "p", "h")
+
+
+def style(name: str) -> tuple[str, str]:
+    """(matplotlib colour, marker) of the aggregator called ``name``: its own ``colour`` /
+    ``marker`` when set, else by its place in the registry, so every registered aggregator is
+    drawn apart from the others and from coverage (``COVERAGE_STYLE``).
+
+    Raises:
+        KeyError: no such aggregator.
+    """
+    for i, a in enumerate(AGGREGATORS):
+        if a.name == name:
+            return a.colour or f"C{(i + 1) % 10}", a.marker or MARKERS[i % len(MARKERS)]
     raise KeyError(f"no aggregator {name!r}; registered: {[a.name for a in AGGREGATORS]}")
 
 

@@ -10,7 +10,7 @@ from latentlit.data.loaders import (
     save_problems_jsonl,
 )
 from latentlit.data.problem import Problem
-from latentlit.data.sources import ProblemFile, ProblemSource, SyntheticProblems
+from latentlit.data.sources import NoProblemsError, ProblemFile, ProblemSource, SyntheticProblems
 from latentlit.data.synthetic import generate_problems, synthetic_splits
 from latentlit.data.tokenizer import (
     END_LATENT,
@@ -27,6 +27,7 @@ from latentlit.data.tokenizer import (
 )
 
 __all__ = [
+    "NoProblemsError",
     "ProblemFile",
     "ProblemSource",
     "SyntheticProblems",

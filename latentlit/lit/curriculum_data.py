@@ -29,6 +29,9 @@ class CurriculumDataModule(L.LightningDataModule):
             (``tokenizer_kind``: ``word`` for the synthetic task, ``bpe`` for GSM8K), unless the
             model was initialised from a checkpoint, whose tokenizer is then used.
         batch_size / val_batch_size: problems per batch.
+
+    Raises:
+        ValueError: a batch size below 1, or an unknown ``tokenizer_kind``.
     """
 
     def __init__(self, train: ProblemSource | None = None, val: ProblemSource | None = None, tokenizer: str | None = None,
@@ -37,6 +40,9 @@ class CurriculumDataModule(L.LightningDataModule):
         super().__init__()
         self.train_source = train or SyntheticProblems("train")
         self.val_source = val or SyntheticProblems("val")
+        for name, size in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f"{name}={size!r} must be >= 1 (problems per batch)")
         if tokenizer_kind not in ("word", "bpe"):
             raise ValueError(f"tokenizer_kind={tokenizer_kind!r}; expected 'word' or 'bpe'")
         self.tokenizer_path, self.tokenizer_kind, self.bpe_vocab_size = tokenizer, tokenizer_kind, bpe_vocab_size

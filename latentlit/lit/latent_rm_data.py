@@ -70,6 +70,8 @@ class LatentRMDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be >= 1 (groups per batch)")
         self.groups_dir, self.val_fraction, self.batch_size, self.seed = groups_dir, val_fraction, batch_size, seed
         self.train_groups: list[LabelledGroup] = []
         self.val_groups: list[LabelledGroup] = []

@@ -6,7 +6,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from latentlit.data.problem import Problem
-from latentlit.data.sources import ProblemSource, SyntheticProblems
+from latentlit.data.sources import NoProblemsError, ProblemSource, SyntheticProblems
 
 
 class IndexedProblems(Dataset):
@@ -40,10 +40,16 @@ class ProblemDataModule(L.LightningDataModule):
     Finished questions (resume) are skipped inside the modules' ``predict_step``, not here: under
     DDP every rank must still receive batches, or Lightning's distributed sampler fails on a rank
     left without work.
+
+    Raises:
+        ValueError: ``batch_size`` below 1. NoProblemsError: (setup) the source yields no
+            problem, whatever the source (a run over nothing is an error, never an empty result).
     """
 
     def __init__(self, problems: ProblemSource | None = None, batch_size: int = 16):
         super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size={batch_size!r} must be >= 1 (questions per batch; --batch_size)")
         self.source = problems or SyntheticProblems("test")
         self.batch_size = batch_size
         self.problems: list[Problem] = []
@@ -51,6 +57,8 @@ class ProblemDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.problems:
             self.problems = self.source.load()
+            if not self.problems:
+                raise NoProblemsError(f"no problems to run: {self.source.describe()} yields none")
             seen: set[str] = set()
             for p in self.problems:
                 if p.id in seen:

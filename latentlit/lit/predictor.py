@@ -111,10 +111,18 @@ class TTSPredictor(L.LightningModule):
             raise ValueError(f"dtype={dtype!r}; expected one of {sorted(DTYPES)}")
         if rm_score not in TRAJECTORY_SCORES:
             raise ValueError(f"rm_score={rm_score!r}; expected one of {TRAJECTORY_SCORES}")
-        if beam_width is not None and (latent_rm is None or beam_width < 1 or n_samples % beam_width):
-            raise ValueError(f"beam_width={beam_width} needs latent_rm and must divide n_samples={n_samples}")
-        if dvts_width is not None and (latent_rm is None or dvts_width < 1 or n_samples % dvts_width):
-            raise ValueError(f"dvts_width={dvts_width} needs latent_rm and must divide n_samples={n_samples}")
+        for name, width, method, split in (("beam_width", beam_width, "beam search", "B beams x N / B candidates each"),
+                                           ("dvts_width", dvts_width, "DVTS", "N / W subtrees of width W")):
+            # each condition its own message: the user must learn which one failed
+            if width is None:
+                continue
+            if width < 1:
+                raise ValueError(f"{name}={width} must be >= 1")
+            if latent_rm is None:
+                raise ValueError(f"{name}={width} needs a LatentRM: {method} keeps the candidates it scores best "
+                                 "(give latent_rm / --latent_rm)")
+            if n_samples % width:
+                raise ValueError(f"{name}={width} must divide n_samples={n_samples} ({split})")
         # Only plain values go into hyperparameters: a checkpoint must load with weights_only=True.
         self.save_hyperparameters(ignore=["sampler", "adaptive"])
         self.hparams["adaptive"] = adaptive.to_dict() if isinstance(adaptive, AdaptiveOptions) else adaptive

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from latentlit.aggregation.at_k import DEFAULT_SUBSETS
-from latentlit.aggregation.registry import AGGREGATORS, Aggregator
+from latentlit.aggregation.registry import AGGREGATORS, COVERAGE_STYLE, Aggregator, style
 from latentlit.reporting.bootstrap import paired_intervals, percentile_intervals, resample_counts, resample_indices
 from latentlit.reporting.compute import Cost, CostModel
 from latentlit.reporting.selective import CONFIDENCES, confidences, selective_summary
+from latentlit.reporting.text import interval, pct, points
 from latentlit.reporting.values import metric_keys, question_values, question_view
 
 RESAMPLES = 2000
@@ -184,14 +185,6 @@ def adaptive_rows(adaptive: dict, records: Sequence[dict], cost_model: CostModel
 
 
 # ---------------------------------------------------------------------- printing
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
-
-
-def _signed(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
 def format_summary(summary: dict) -> str:
     """The table ``latentlit predict`` prints: every method at every k (%), then one line per
     method at N with its 95% interval and its paired difference against greedy, then the
@@ -203,27 +196,27 @@ def format_summary(summary: dict) -> str:
     width = max(len(labels[x]) for x in names) + 2
     lines = [f"{'k':>4}" + "".join(f"{labels[x]:>{width}}" for x in names) + "   (accuracy %)"]
     for k in ks:
-        lines.append(f"{k:>4}" + "".join(f"{_pct(metrics[f'{x}@{k}']):>{width}}" for x in names))
+        lines.append(f"{k:>4}" + "".join(f"{pct(metrics[f'{x}@{k}']):>{width}}" for x in names))
     iv = summary.get("intervals")
     lines.append(f"at N = {n}: accuracy % [95% bootstrap CI]" + ("; minus greedy, paired [95% CI]" if iv else ""))
     rows = [("greedy", "greedy_accuracy"), ("coverage", f"coverage@{n}")]
     rows += [(a.label, f"{a.name}@{n}") for a in AGGREGATORS if f"{a.name}@{n}" in metrics]
     for label, key in rows:
-        line = f"  {label:<16}{_pct(metrics[key]):>6}"
+        line = f"  {label:<16}{pct(metrics[key]):>6}"
         if iv:
             a = iv["accuracy"][key]
-            line += f" [{_pct(a['low'])}, {_pct(a['high'])}]"
+            line += f" {interval(a['low'], a['high'])}"
             d = iv["minus_greedy"].get(key)
             if d is not None:
-                line += f"   {_signed(d['diff'])} [{_signed(d['low'])}, {_signed(d['high'])}]"
+                line += f"   {points(d['diff'])} {interval(d['low'], d['high'], signed=True)}"
         lines.append(line)
     for name, s in summary.get("selective", {}).items():
         gain = s["gain@50%"]
         ci = s.get("gain@50%_interval")
-        lines.append(f"selective, {s['definition']}: 50% most confident {_pct(s['accuracy@50%'])}% vs "
-                     f"{_pct(s['accuracy_all'])}% answering all ({_signed(gain)}"
-                     + (f" [{_signed(ci[0])}, {_signed(ci[1])}]" if ci else "") +
-                     f"); AURC {s['aurc']:.3f}; ECE {_pct(s['ece'])}%")
+        lines.append(f"selective, {s['definition']}: 50% most confident {pct(s['accuracy@50%'])}% vs "
+                     f"{pct(s['accuracy_all'])}% answering all ({points(gain)}"
+                     + (f" {interval(ci[0], ci[1], signed=True)}" if ci else "") +
+                     f"); AURC {s['aurc']:.3f}; ECE {pct(s['ece'])}%")
     speed = summary.get("trajectories_per_second")
     lines.append(f"questions {summary['counts']['questions']}; "
                  + (f"{speed} trajectories/s this run" if speed else "no new questions this run"))
@@ -249,14 +242,17 @@ def make_figures(summary: dict) -> dict:
         ok = all(x is not None for x in lows + highs)
         return {"values": [metrics[k] for k in keys], "low": list(lows) if ok else None, "high": list(highs) if ok else None}
 
-    curves = {"coverage@k": curve("coverage")}
+    colour, marker = COVERAGE_STYLE
+    curves = {"coverage@k": {**curve("coverage"), "colour": colour, "marker": marker}}
     points = {}
     for a in AGGREGATORS:
+        colour, marker = style(a.name)
         if f"{a.name}@1" in metrics:
-            curves[a.label] = curve(a.name)
+            curves[a.label] = {**curve(a.name), "colour": colour, "marker": marker}
         elif f"{a.name}@{n}" in metrics:
             lo, hi = band(f"{a.name}@{n}")
-            points[a.label] = {"k": n, "value": metrics[f"{a.name}@{n}"], "low": lo, "high": hi}
+            points[a.label] = {"k": n, "value": metrics[f"{a.name}@{n}"], "low": lo, "high": hi, "colour": colour,
+                               "marker": marker}
     g_lo, g_hi = band("greedy_accuracy")
     figures = {"scaling": plot_scaling(ks, curves, {"value": metrics["greedy_accuracy"], "low": g_lo, "high": g_hi},
                                        title=title, points=points)}
