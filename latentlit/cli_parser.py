@@ -484,7 +484,14 @@ def describe_parse_error(message: str, parser=None) -> str:
         close = difflib.get_close_matches(m.group(1).rsplit(".", 1)[-1], list(short), n=1, cutoff=0.5)
         return (f"{where}: no class {m.group(1)!r} can be imported"
                 + (f"; did you mean `{short[close[0]]}`?" if close else (f"; one of {', '.join(names)}" if names else "")))
-    leaf = leaf.replace("Expected a <class '", "expected ").replace("'>. Got value:", ", got")
+    leaf = re.sub(r"Expected a <class '([\w.]+)'>(\. Got value:)?", lambda m: f"expected {m.group(1)}" + (", got" if m.group(2) else ""), leaf)
+    if re.search(r"^\s*Given value: None$", text, re.M) and "<class 'NoneType'>" in text and not from_config:
+        # jsonargparse reads a nested `null` from the command line as the string 'None'; the
+        # enclosing group given whole (as YAML) takes it
+        parent = re.sub(r"(\.init_args)?\.[^.]+$", "", key)
+        name = key.rsplit(".", 1)[-1]
+        return (f"{where}: null cannot be given to this nested option on the command line; give its group whole, "
+                f"e.g. --{parent} \"{{..., {name}: null}}\", or set it in a config file")
     return f"{where}: {leaf}"
 
 

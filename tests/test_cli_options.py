@@ -42,6 +42,11 @@ def _error(capsys, monkeypatch, *args: str) -> str:
      ["--model.init_args.backbone", "ckpt/x", "--model.init_args.sampler.init_args.p", "0.2", "--model.init_args.seed", "3",
       "--model.init_args.output_dir", "out/x", "--model.init_args.latent_rm", "quickstart",
       "--model.init_args.beam_width", "4", "--model.init_args.dtype", "bfloat16", "--data.init_args.batch_size", "8"]),
+    (["--dvts_width", "4", "--num_latents", "3", "--save_latents"],
+     ["--model.init_args.dvts_width", "4", "--model.init_args.num_latents", "3", "--model.init_args.save_latents", "true"]),
+    (["--save_latents", "true", "--limit", "5", "--data_file", "x.json"],  # --limit before the source keeps its value
+     ["--model.init_args.save_latents", "true", "--data.init_args.problems", "latentlit.data.sources.ProblemFile",
+      "--data.init_args.problems.init_args.path", "x.json", "--data.init_args.problems.init_args.limit", "5"]),
 ])
 def test_short_options_give_the_config_of_their_long_forms(capsys, short, long):
     plain = _config(capsys, "predict", "--config", DROPOUT)
@@ -111,6 +116,14 @@ def test_config_file_errors_are_one_line(capsys, monkeypatch, tmp_path):
 def test_value_and_class_errors_are_one_line(capsys, monkeypatch):
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--model.init_args.n_samples", "abc")
     assert line == "latentlit: error: --model.init_args.n_samples: expected int, got abc"
+    # a nested null on the command line (jsonargparse reads it as 'None') names the form that works
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--model.init_args.adaptive.threshold", "null")
+    assert line == ("latentlit: error: --model.init_args.adaptive.init_args.threshold: null cannot be given to this "
+                    "nested option on the command line; give its group whole, e.g. --model.init_args.adaptive "
+                    "\"{..., threshold: null}\", or set it in a config file")
+    config = _config(capsys, "predict", "--config", DROPOUT, "--model.init_args.adaptive", "{rule: exact, threshold: null}")
+    assert config["model"]["init_args"]["adaptive"]["rule"] == "exact"
+    assert config["model"]["init_args"]["adaptive"]["threshold"] is None
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--model.init_args.sampler", "AGM")
     assert line.endswith("no class 'AGM' can be imported; did you mean `latentlit.sampling.agn.AGN`?")
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sampler", "agm")
@@ -191,3 +204,120 @@ def test_ctrl_c_while_the_command_starts_is_one_line():
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, err, out) == (130, "latentlit: interrupted\n", "")
+
+
+def _stdout(capsys, *args: str) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(args))
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_class_help_lists_that_classes_options(capsys):
+    out = _stdout(capsys, "predict", "--model.help", "latentlit.lit.TTSPredictor")
+    assert "Help for --model.help=latentlit.lit.TTSPredictor" in out and "subcommands:" not in out
+    for name in ("dvts_width", "save_latents", "answer_format", "num_latents", "rm_score", "adaptive", "beam_width"):
+        assert f"--model.{name}" in out
+    out = _stdout(capsys, "predict", "--data.help", "ProblemDataModule")  # short class names too
+    assert "--data.batch_size" in out and "--data.problems" in out
+    assert "--model.loss" in _stdout(capsys, "fit", "--model.help", "LatentRMModule")
+    nested = _stdout(capsys, "predict", "--model.help", "TTSPredictor", "--model.sampler.help", "AGN")
+    assert "--model.sampler.sigma" in nested and "--model.sampler.p " not in nested
+
+
+def test_help_all_lists_the_options_of_the_model_and_data_classes(capsys):
+    out = _stdout(capsys, "predict", "--help_all")
+    assert "--trainer.max_steps" in out
+    for option in ("--model.init_args.dvts_width", "--model.init_args.save_latents", "--model.init_args.answer_format",
+                   "--model.init_args.rm_score", "--model.init_args.adaptive", "--model.init_args.sampler.init_args.p",
+                   "--data.init_args.batch_size", "--data.init_args.problems.init_args.limit"):
+        assert option in out, option
+    assert "options of --model latentlit.lit.TTSPredictor (the default;" in out
+    # with a config: the classes it configures
+    out = _stdout(capsys, "predict", "--help_all", "--config", str(CONFIGS / "quickstart" / "predict_agn.yaml"))
+    assert "options of --model.init_args.sampler latentlit.sampling.AGN (as configured)" in out
+    assert "--model.init_args.sampler.init_args.sigma" in out and "--model.init_args.sampler.init_args.p " not in out
+    out = _stdout(capsys, "fit", "--config", str(CONFIGS / "quickstart" / "latentrm.yaml"), "--help_all")
+    assert "options of --model latentlit.lit.LatentRMModule (as configured;" in out and "--model.init_args.loss" in out
+
+
+def test_a_short_option_the_chosen_class_does_not_take_is_an_error(capsys, monkeypatch):
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--p", "0.2", "--sampler", "agn")
+    assert line.startswith("latentlit: error: --sampler: agn chooses a class without the option that --p 0.2 (given "
+                           "before it) sets: AGN")
+    assert line.endswith("has no option 'p'")
+    # the same through the long form of the class
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--p", "0.2", "--model.init_args.sampler",
+                  "latentlit.sampling.AGN")
+    assert "--p 0.2" in line and "AGN" in line and "has no option 'p'" in line
+    # and the same even when only printing the config
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--p", "0.2", "--sampler", "agn", "--print_config")
+    assert "--p 0.2" in line
+    config = _config(capsys, "predict", "--config", DROPOUT, "--sampler", "agn", "--sigma", "0.5")
+    assert config["model"]["init_args"]["sampler"]["init_args"]["sigma"] == 0.5
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batch_size", "0"], "ValueError: batch_size=0 must be >= 1 (questions per batch; --batch_size)"),
+    (["--limit", "0"], "ValueError: SyntheticProblems(split='test'): limit=0 must be >= 1"),
+    (["--limit", "-3"], "ValueError: SyntheticProblems(split='test'): limit=-3 must be >= 1"),
+    (["--data_file", "DATA", "--limit", "0"], "ValueError: ProblemFile(DATA): limit=0 must be >= 1"),
+    (["--data_file", "EMPTY"], "NoProblemsError: EMPTY: no problems to run (the file is empty)"),
+    (["--data.init_args.problems.init_args.n_test", "0"], "NoProblemsError: no problems to run: {'class': 'SyntheticProblems'"),
+    (["--output_dir", "/proc/latentlit-x"], "FileNotFoundError: --output_dir /proc/latentlit-x cannot be created or written "
+                                            "(creating a directory in /proc fails"),
+    (["--output_dir", "FILE/sub"], "NotADirectoryError: --output_dir FILE/sub cannot be created or written (FILE is a file"),
+    (["--trainer.default_root_dir", "FILE"], "NotADirectoryError: the default output directory under FILE/outputs cannot"),
+])
+def test_bad_numbers_and_paths_are_one_line_before_any_work(capsys, monkeypatch, tmp_path, args, message):
+    data, empty, blocker = tmp_path / "one.jsonl", tmp_path / "empty.jsonl", tmp_path / "a_file"
+    data.write_text('{"question": "Ann has 3 .", "answer": "#### 3"}\n')
+    empty.write_text("")
+    blocker.write_text("")
+    names = {"DATA": str(data), "EMPTY": str(empty), "FILE": str(blocker)}
+    for key, value in names.items():
+        args = [a.replace(key, value) for a in args]
+        message = message.replace(key, value)
+    if not any(a in ("--output_dir", "--trainer.default_root_dir") for a in args):
+        args += ["--output_dir", str(tmp_path / "out")]
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--n_samples", "2", "--trainer.logger", "false", *args)
+    assert line.startswith(f"latentlit: error: {message}"), line
+    assert not (tmp_path / "out").exists()  # nothing was started: no directory, no run.json
+
+
+@pytest.mark.parametrize("config,args,message", [
+    (DROPOUT, ["--model.init_args.max_trajectories", "0"], "max_trajectories (0) must be >= 1"),
+    (LABEL, ["--n_rollouts", "0"], "n_rollouts (0) must be >= 1"),
+])
+def test_other_counts_below_one_are_one_line_errors(capsys, monkeypatch, tmp_path, config, args, message):
+    line = _error(capsys, monkeypatch, "predict", "--config", config, "--n_samples", "2", "--limit", "1",
+                  "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+                  "--output_dir", str(tmp_path / "out"), *args)
+    assert line.startswith("latentlit: error: ValueError: ") and message in line
+
+
+def test_ctrl_c_during_a_run_exits_130_with_the_resume_hint(tmp_path, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    monkeypatch.delenv("LATENTLIT_DEBUG", raising=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "latentlit.cli", "predict", "--config", DROPOUT, "--n_samples", "8",
+                             "--batch_size", "1", "--output_dir", str(out), "--trainer.logger", "false",
+                             "--trainer.enable_progress_bar", "false"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    predictions = out / "predictions.jsonl"
+    deadline = time.time() + 120
+    while not (predictions.exists() and predictions.stat().st_size) and time.time() < deadline:
+        time.sleep(0.1)  # the run is under way once its first records are written
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.endswith("latentlit: interrupted\n") and "Traceback" not in stderr
+    assert "Detected KeyboardInterrupt" not in stdout + stderr
+    assert f"results written so far are in {out}: run the same command again to resume" in stdout
+    assert predictions.read_text().count("\n") >= 1  # what was done is kept

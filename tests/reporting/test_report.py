@@ -160,7 +160,125 @@ def test_compare_runs_script(tmp_path, capsys):
     assert any(x.startswith("| best-of-N@N - greedy (points) | ") for x in lines)
     assert any(x.startswith("| selective gain at 50% answered, vote (points) |") for x in lines)
     csv_lines = (tmp_path / "rows.csv").read_text().splitlines()
-    assert csv_lines[0] == "run,metric,k,value,low,high,minus_greedy,diff_low,diff_high"
+    assert csv_lines[0] == "run,metric,k,value,low,high,minus_greedy,diff_low,diff_high,threshold,trajectories"
     assert len(csv_lines) == 1 + 2 * 7  # greedy, coverage and five aggregators per run
     assert compare([str(tmp_path / "nope")]) == 2
     assert "nope/metrics.json does not exist" in capsys.readouterr().err
+
+
+def _run_dir(tmp_path, name: str, summary: dict) -> str:
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "metrics.json").write_text(json.dumps(summary))
+    return str(tmp_path / name)
+
+
+def test_compare_runs_shows_adaptive_rules_sampler_strength_and_seed(tmp_path, capsys):
+    import csv
+
+    records = _records(25)
+    fixed = add_report(_summary(records), records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    fixed["config"].update(sampler={"name": "AGN", "sigma": 0.5, "relative": True, "prefill": "shared"}, seed=0,
+                           adaptive={"n_max": N, "round_size": 2, "live": False, "rule": None, "threshold": None})
+    fixed["adaptive"] = {"beta": {"0.95": {"accuracy": 0.52, "mean_trajectories": 3.5, "median_trajectories": 2}},
+                         "exact": {"-": {"accuracy": 0.5, "mean_trajectories": 6.25, "median_trajectories": 6}}}
+    # the same run with another sigma and seed: every cell of the methods may coincide, the header may not
+    other = json.loads(json.dumps(fixed))
+    other["config"]["sampler"]["sigma"], other["config"]["seed"] = 1.0, 3
+    # a live adaptive run: its methods are those of N = round size, its rule's result is the adaptive row
+    live = json.loads(json.dumps(fixed))
+    live["config"].update(n_samples=2, adaptive={"n_max": 64, "round_size": 2, "live": True, "rule": "beta",
+                                                 "threshold": 0.95})
+    live["metrics"] = {k: v for k, v in live["metrics"].items() if "@" not in k or int(k.split("@")[1]) <= 2}
+    live["adaptive"] = {"beta": {"0.95": {"accuracy": 0.508, "mean_trajectories": 13.44, "median_trajectories": 4}}}
+    dirs = [_run_dir(tmp_path, n, r) for n, r in (("fixed", fixed), ("other", other), ("live", live))]
+    assert _compare_script()([*dirs, "--csv", str(tmp_path / "rows.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    cells = {x.split(" | ")[0][2:]: [c.strip(" |") for c in x.split(" | ")[1:]] for x in lines[2:] if x.startswith("| ")}
+    assert cells["sampler"] == ["AGN sigma=0.5 relative=True prefill=shared", "AGN sigma=1.0 relative=True prefill=shared",
+                                "AGN sigma=0.5 relative=True prefill=shared"]
+    assert cells["seed"] == ["0", "3", "0"]
+    assert cells["N"] == ["8", "8", "2 (live adaptive run: every question's first 2 samples; budget N_max 64)"]
+    assert cells["adaptive beta@0.95 (%, mean trajectories per question)"] == [
+        "52.0 (3.50 trajectories, replayed)", "52.0 (3.50 trajectories, replayed)", "50.8 (13.44 trajectories, live)"]
+    assert cells["adaptive exact (%, mean trajectories per question)"] == [
+        "50.0 (6.25 trajectories, replayed)", "50.0 (6.25 trajectories, replayed)", ""]
+    with (tmp_path / "rows.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"].startswith("adaptive:")]
+    assert [(r["run"], r["metric"], r["threshold"], float(r["value"]), float(r["trajectories"])) for r in rows] == [
+        ("fixed", "adaptive:beta", "0.95", 0.52, 3.5), ("fixed", "adaptive:exact", "-", 0.5, 6.25),
+        ("other", "adaptive:beta", "0.95", 0.52, 3.5), ("other", "adaptive:exact", "-", 0.5, 6.25),
+        ("live", "adaptive:beta", "0.95", 0.508, 13.44)]
+
+
+def test_compare_runs_sampler_row_shows_dropout_settings_and_what_differs():
+    from latentlit.reporting.compare import sampler_cells
+
+    base = {"name": "MCDropout", "p": 0.05, "mask_scope": "trajectory", "prefill": "per_sample", "attention_p": 0.0,
+            "targets": ["*.mlp.dropout"], "target_modules": 2}
+    runs = [{"config": {"sampler": base}}, {"config": {"sampler": {**base, "p": 0.1, "targets": ["*.drop"]}}},
+            {"config": {"sampler": {"name": "Deterministic", "prefill": "shared"}}}]
+    assert sampler_cells(runs) == [
+        'MCDropout p=0.05 mask_scope=trajectory prefill=per_sample target_modules=2 targets=["*.mlp.dropout"]',
+        'MCDropout p=0.1 mask_scope=trajectory prefill=per_sample target_modules=2 targets=["*.drop"]',
+        "Deterministic prefill=shared"]
+
+
+def test_printed_intervals_have_no_signed_zero_and_say_when_degenerate():
+    records = _records(30)
+    summary = add_report(_summary(records), records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    vote = summary["selective"]["vote"]
+    vote["gain@50%"], vote["gain@50%_interval"] = -1e-18, [-0.0, 0.0]  # every question equally confident
+    summary["intervals"]["minus_greedy"]["coverage@1"] = {"diff": 0.0, "low": -0.0004, "high": 0.0004}
+    text = format_summary(summary)
+    assert "-0.0" not in text and "+0.0" not in text
+    line = next(x for x in text.splitlines() if x.startswith("selective, vote share"))
+    assert "answering all (0.0 [0.0, 0.0] (zero width));" in line
+    assert "0.0 [0.0, 0.0]\n" not in text  # coverage@1 - greedy: a real (if narrow) interval, no "zero width"
+
+
+def test_scaling_figure_draws_each_aggregator_in_its_own_registry_style(tmp_path):
+    from matplotlib.colors import to_hex
+
+    aggs = registry.enabled({"latent_rm": "rm", "beam_width": 2, "dvts_width": 2})
+    records = _records(20)
+    for r in records:
+        r["dvts"] = {"answer": "5", "correct": True}
+        r["dvts_vote"] = {"answer": "6", "correct": False}
+    keys = metric_keys(KS, N, aggs)
+    values = [question_values(r, KS, aggs, 0).values for r in records]
+    summary = {"config": {"n_samples": N, "sampler": {"name": "AGN"}}, "counts": {"questions": 20},
+               "metrics": {k: round(sum(v[k] for v in values) / 20, 6) for k in keys}}
+    ax = make_figures(summary)["scaling"].axes[0]
+    drawn = {}
+    for line in ax.lines:
+        if line.get_label() in {"coverage@k", "greedy"} or line.get_label().startswith("_"):
+            continue
+        drawn[line.get_label()] = (to_hex(line.get_color()), line.get_marker(), float(line.get_xdata()[0]))
+    for container in ax.containers:  # error-bar points (beam search, DVTS, DVTS vote)
+        line = container.lines[0]
+        drawn[container.get_label()] = (to_hex(line.get_color()), line.get_marker(), float(line.get_xdata()[0]))
+    labels = {a.label: a.name for a in aggs}
+    assert set(drawn) == set(labels)
+    for label, (colour, marker, _) in drawn.items():
+        want_colour, want_marker = registry.style(labels[label])
+        assert (colour, marker) == (to_hex(want_colour), want_marker)
+    styles = [(c, m) for c, m, _ in drawn.values()]
+    assert len(set(styles)) == len(styles) and "#000000" not in {c for c, _ in styles}
+    at_n = [x for label, (_, _, x) in drawn.items() if labels[label] in ("beam_search", "dvts", "dvts_vote")]
+    assert len(set(at_n)) == 3 and all(0.9 * N < x < 1.1 * N for x in at_n)  # side by side around k = N
+
+
+def test_a_newly_registered_aggregator_gets_a_style_of_its_own():
+    from latentlit.aggregation.registry import AGGREGATORS, COVERAGE_STYLE, Aggregator, register, style
+
+    saved = list(AGGREGATORS)
+    try:
+        register(Aggregator("median_pick", "median pick", False, "test only", choose=lambda q: {}))
+        styles = [style(a.name) for a in AGGREGATORS]
+        assert len(set(styles)) == len(styles) and COVERAGE_STYLE not in styles
+        register(Aggregator("pinned", "pinned", False, "test only", choose=lambda q: {}, colour="k", marker="o"))
+        assert style("pinned") == ("k", "o")
+    finally:
+        AGGREGATORS[:] = saved
+    with pytest.raises(KeyError, match="median_pick"):
+        style("median_pick")
