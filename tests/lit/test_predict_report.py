@@ -171,10 +171,13 @@ def test_metrics_equal_an_independent_recomputation_from_the_records(run, capsys
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000, name
     assert (out / "accuracy_vs_compute.csv").read_text().startswith("method,k,threshold,accuracy")
 
+    def _points(x):  # signed points; a value that rounds to zero is "0.0" (no "+0.0" / "-0.0")
+        return "0.0" if f"{100 * x:+.1f}" in ("+0.0", "-0.0") else f"{100 * x:+.1f}"
+
     assert f"at N = {N}: accuracy % [95% bootstrap CI]; minus greedy, paired [95% CI]" in printed
     a, d = iv["accuracy"][f"best_of_n@{N}"], iv["minus_greedy"][f"best_of_n@{N}"]
     assert (f"  best-of-N       {100 * m[f'best_of_n@{N}']:>6.1f} [{100 * a['low']:.1f}, {100 * a['high']:.1f}]   "
-            f"{100 * d['diff']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]") in printed
+            f"{_points(d['diff'])} [{_points(d['low'])}, {_points(d['high'])}]") in printed
     assert "selective, vote share (majority vote): 50% most confident" in printed
 
 
