@@ -17,13 +17,18 @@ transformers config), ``latent_rm.json`` (the RM's own settings: prompt template
 dropout, latent width), ``model.safetensors`` with ``transformer.*``, ``classifier.*`` and, only
 when widths differ, ``projection.*``, and the tokenizer files. The released COCONUT LatentRM
 (GPT-2 ``transformer.*`` + ``classifier.*``, no ``latent_rm.json``) is this layout without the
-RM settings. Loading is strict: a missing or unexpected tensor or a shape that disagrees with
-the config is an error naming the key.
+RM settings. ``latent_rm.json`` also records the RM's ``provenance`` when it is known (written by
+:class:`~latentlit.lit.latent_rm_module.LatentRMModule`'s export): the path and weights
+fingerprint (:mod:`latentlit.models.fingerprint`) of the backbone whose latents it was trained
+on, which ``latentlit predict`` compares with its backbone, and the number of training steps
+(``trained_steps``; predict warns at 0). Loading is strict: a missing or unexpected tensor or a
+shape that disagrees with the config is an error naming the key.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from pathlib import Path
@@ -70,6 +75,21 @@ def _prompt_tokens(template: str) -> list[str]:
     return [t for t in LATENT_TOKENS if t in template]
 
 
+def _rm_precision(method):
+    """Run an inference method of the RM (or of its step scorer) outside any autocast region:
+    scores are computed in the RM's own dtype (float32 as loaded), never at the bfloat16 or
+    float16 of a mixed-precision trainer or backbone, so that best-of-N, the weighted vote and
+    beam search rank values of float32 precision on every process."""
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        device = (self if isinstance(self, LatentRM) else self.rm).device
+        with torch.autocast(device_type=device.type, enabled=False):
+            return method(self, *args, **kwargs)
+
+    return wrapped
+
+
 class LatentRM(nn.Module):
     """Step scorer.
 
@@ -94,6 +114,10 @@ class LatentRM(nn.Module):
         self.classifier = nn.Linear(width, 1)
         self.tokenizer = tokenizer
         self.prompt_template, self.add_bos, self.head_dropout = prompt_template, add_bos, head_dropout
+        # the backbone whose latents the RM was trained on (latent_rm.json "provenance"):
+        # {"backbone": path, "backbone_fingerprint": latentlit.models.fingerprint, and from the
+        # export "trained_steps" (and "groups" when the groups' run.json names their backbone)}, or None
+        self.provenance: dict | None = None
 
     @property
     def device(self) -> torch.device:
@@ -189,6 +213,7 @@ class LatentRM(nn.Module):
         return self.classifier(self.dropout(hidden[:, -t:])).squeeze(-1).float() if t else hidden.new_zeros(r, 0)
 
     @torch.no_grad()
+    @_rm_precision
     def score_groups(self, questions: list[str], latents: torch.Tensor, latent_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of N trajectories per question: questions (B,), latents (B, N, T, d) -> (B, N, T)."""
         b, n = latents.shape[:2]
@@ -198,6 +223,7 @@ class LatentRM(nn.Module):
         return self(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fm).reshape(b, n, -1)
 
     @torch.no_grad()
+    @_rm_precision
     def encode_prefix(self, questions: list[str]) -> tuple[LatentCache, torch.Tensor]:
         """Run the prompts once: their KV cache (B rows) and (B, L) left-padded mask, the start of
         incremental scoring (:class:`LatentRMStepScorer`)."""
@@ -209,9 +235,13 @@ class LatentRM(nn.Module):
 
     # ------------------------------------------------------------------ io
     def settings(self) -> dict:
-        """The RM's own settings, as written to ``latent_rm.json``."""
-        return {"prompt_template": self.prompt_template, "add_bos": self.add_bos, "head_dropout": self.head_dropout,
-                "latent_size": self.latent_size}
+        """The RM's own settings, as written to ``latent_rm.json`` (with ``provenance`` when known:
+        the backbone whose latents it was trained on, by path and weights fingerprint)."""
+        settings = {"prompt_template": self.prompt_template, "add_bos": self.add_bos, "head_dropout": self.head_dropout,
+                    "latent_size": self.latent_size}
+        if self.provenance is not None:
+            settings["provenance"] = dict(self.provenance)
+        return settings
 
     def save_pretrained(self, path: str | Path) -> None:
         """Directory: the transformer's ``config.json``, ``latent_rm.json``, ``model.safetensors``
@@ -254,6 +284,7 @@ class LatentRM(nn.Module):
         state = {k: v for k, v in state.items() if not _MASK_BUFFERS.match(k)}
         check_state(rm.state_dict(), state, f"{path}/{RM_WEIGHTS}")
         rm.load_state_dict(state, strict=True)
+        rm.provenance = meta.get("provenance")
         return rm.eval()
 
 
@@ -307,6 +338,7 @@ class LatentRMStepScorer:
         self._mask, self._steps, self._step_mask = self._mask[rows], self._steps[rows], self._step_mask[rows]
 
     @torch.no_grad()
+    @_rm_precision
     def extend(self, parents: torch.Tensor, latents: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         """Append latent ``latents[i]`` (R', d) to the prefix of row ``parents[i]`` of the
         previous call (or of :meth:`reset`) and return the R' trajectory scores (float32).
@@ -325,3 +357,25 @@ class LatentRMStepScorer:
         self._steps = torch.cat([self._steps, r[:, None]], dim=1)
         self._step_mask = torch.cat([self._step_mask, act[:, None]], dim=1)
         return trajectory_score(self._steps, self._step_mask, how=self.how)
+
+
+def write_provenance(rm_dir: str | Path, backbone: str) -> dict:
+    """Record in ``rm_dir/latent_rm.json`` that the LatentRM there was trained on the latents of
+    ``backbone`` (loaded to fingerprint its weights); the weights are not touched.
+
+    For LatentRM directories written before the export recorded it (the shipped quickstart RMs
+    were stamped with this). It states a fact the caller knows: stamping the wrong backbone
+    defeats ``latentlit predict``'s check.
+
+    Returns:
+        the provenance written.
+    """
+    from latentlit.models.backbone import LatentBackbone
+    from latentlit.models.fingerprint import weights_fingerprint
+    from latentlit.models.io import resolve_path
+
+    path = Path(resolve_path(rm_dir, kind="latent_rm")) / RM_CONFIG
+    meta = json.loads(path.read_text()) if path.exists() else dict(RELEASED_RM_SETTINGS)
+    provenance = {"backbone": str(backbone), "backbone_fingerprint": weights_fingerprint(LatentBackbone.from_pretrained(backbone))}
+    path.write_text(json.dumps({**meta, "provenance": provenance}, indent=2))
+    return provenance

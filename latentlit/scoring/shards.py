@@ -117,3 +117,20 @@ def load_groups(directory: str | Path) -> list[LabelledGroup]:
         groups.append(LabelledGroup(line["id"], line["question"], line["gold"], s["latents"][r][:, :width],
                                     s["latent_mask"][r][:, :width], s["labels"][r][:, :width], s["final_correct"][r]))
     return groups
+
+
+def groups_provenance(directory: str | Path | None) -> dict | None:
+    """The backbone that labelled a groups directory, from its ``run.json``: ``{"backbone": path,
+    "backbone_fingerprint": ..., "groups": directory}``, or None when the directory records no
+    fingerprint (labelled before run.json carried one, or no run.json)."""
+    if directory is None:
+        return None
+    path = Path(directory) / "run.json"
+    try:
+        settings = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not settings.get("backbone_fingerprint"):
+        return None
+    return {"backbone": settings.get("backbone"), "backbone_fingerprint": settings["backbone_fingerprint"],
+            "groups": str(directory)}
