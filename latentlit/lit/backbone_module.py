@@ -13,7 +13,7 @@ from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.curriculum import TokenizedProblem, build_stage_batch, tokenize_problem
 from latentlit.data.problem import Problem
 from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT
-from latentlit.lit.resume import override_optimizer_options
+from latentlit.lit.resume import override_optimizer_options, warn_untrained
 from latentlit.lit.step_mean import StepMean
 from latentlit.metrics import DistinctMean
 from latentlit.models.backbone import LatentBackbone, LatentConfig
@@ -69,6 +69,7 @@ class LatentBackboneModule(L.LightningModule):
         self.step_mean = StepMean()
         self.history: list[dict] = []
         self._seconds_before = 0.0  # training time of the runs this one resumes
+        self._weights_loaded = False  # a checkpoint restored the weights (--ckpt_path)
 
     # ------------------------------------------------------------------ model construction
     def setup(self, stage: str) -> None:
@@ -160,6 +161,12 @@ class LatentBackboneModule(L.LightningModule):
         self.val_latents.update(index, used.to(torch.float64))
         self.val_stop.update(index, (used == wanted).to(torch.float64))
 
+    def on_validation_start(self) -> None:
+        warn_untrained(self, self._weights_loaded or bool(self.hparams.init_from),
+                       "the backbone is built from scratch (arch) with random weights",
+                       "--ckpt_path <a checkpoint of latentlit fit with this config> or --model.init_args.init_from "
+                       "<an exported backbone directory>")
+
     def on_validation_epoch_end(self) -> None:
         acc = float(self.val_acc.compute())
         latents, stop = float(self.val_latents.compute()), float(self.val_stop.compute())
@@ -197,6 +204,7 @@ class LatentBackboneModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # options come from the config: the stored optimiser state must not bring back its lr
         override_optimizer_options(checkpoint, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        self._weights_loaded = True
         stored = checkpoint.get("latentlit", {})
         self.history = list(stored.get("validation_history", []))
         self._seconds_before = float(stored.get("train_seconds", 0.0))

@@ -17,11 +17,13 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from latentlit.data.problem import Problem
+from latentlit.lit.run_checks import check_at_least, check_unknown_tokens
+from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import LabelStats, label_problems
-from latentlit.lit.writer import (check_run_settings, default_output_dir, problem_source_of, run_dir_name,
-                                  stop_on_sigterm)
+from latentlit.lit.writer import (check_run_settings, default_output_dir, problem_source_of, release_if_empty,
+                                  run_dir_name, stop_on_sigterm)
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
 
@@ -47,9 +49,14 @@ class RolloutLabeller(L.LightningModule):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
+        # checked before anything is loaded or written: a failed start leaves no directory behind
+        check_at_least("RolloutLabeller", n_samples=(n_samples, 1), n_rollouts=(n_rollouts, 1),
+                       max_new_tokens=(max_new_tokens, 1), shard_size=(shard_size, 1))
         self.save_hyperparameters(ignore=["sampler"])
         self.sampler = sampler if sampler is not None else MCDropout(p=0.1)
         self.backbone = LatentBackbone.from_pretrained(backbone)
+        # what the weights are, not where they came from (run.json; latentlit.models.fingerprint)
+        self.backbone_fingerprint = weights_fingerprint(self.backbone)
         self.stats = LabelStats()
         self._seconds = 0.0
         self.output_path: Path | None = None
@@ -59,10 +66,12 @@ class RolloutLabeller(L.LightningModule):
 
     def run_settings(self) -> dict:
         """Everything that decides the labelled groups (stored in ``run.json``); a resumed run must
-        match it."""
+        match it. The backbone is named by path and by the fingerprint of its weights, which a
+        LatentRM trained on these groups records as its provenance. Left out (they change
+        neither): ``output_dir``, ``shard_size`` (how groups are split into files)."""
         hp = self.hparams
         self.sampler.bind(self.backbone)  # describe() then counts the hooked modules
-        return {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
+        return {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint, "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
                 "n_rollouts": hp.n_rollouts, "seed": hp.seed, "drop_all_correct": hp.drop_all_correct,
                 "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens}
 
@@ -87,8 +96,9 @@ class RolloutLabeller(L.LightningModule):
         hp = self.hparams
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if getattr(datamodule, "problems", None):  # every question, before any work
-            self.backbone.check_lengths([p.id for p in datamodule.problems], [p.question for p in datamodule.problems],
-                                        hp.max_new_tokens)
+            ids, questions = [p.id for p in datamodule.problems], [p.question for p in datamodule.problems]
+            self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
+            check_unknown_tokens(self.backbone.tokenizer, ids, questions)
         check_run_settings(out, self.run_settings(), write=zero, has_results=bool(self._skip))
         if zero:
             print(f"[latentlit] labelling: {self.sampler.describe()['name']}, N = {hp.n_samples}, M = {hp.n_rollouts}, "
@@ -112,6 +122,10 @@ class RolloutLabeller(L.LightningModule):
                 for (i, p), g in zip(batch, groups)]
 
 
+# what a groups directory holds once a question is labelled (globs)
+GROUP_FILES = ("index.r*.jsonl", "shard-*.safetensors", "summary.json", "stats.r*.json")
+
+
 class GroupWriter(Callback):
     """Writes labelled groups to shards per batch; at the end merges statistics into
     ``summary.json`` and prints them."""
@@ -119,6 +133,11 @@ class GroupWriter(Callback):
     def __init__(self, output_dir: Path):
         self.output_dir = output_dir
         self.writer: GroupShardWriter | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # a run that stopped before its first group leaves no directory behind
+        if trainer.is_global_zero:
+            release_if_empty(self.output_dir, GROUP_FILES)
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self.writer = GroupShardWriter(self.output_dir, rank=trainer.global_rank, shard_size=pl_module.hparams.shard_size)

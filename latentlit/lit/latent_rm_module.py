@@ -8,10 +8,14 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from latentlit.lit.resume import override_optimizer_options
+from lightning.pytorch.utilities import rank_zero_warn
+
+from latentlit.lit.resume import override_optimizer_options, warn_untrained
 from latentlit.lit.step_mean import StepMean
 from latentlit.metrics import DistinctMean
+from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.models.latent_rm import LatentRM
+from latentlit.scoring.shards import groups_provenance
 from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss, trajectory_score
 
 LOSSES = ("contrastive", "bce")
@@ -43,8 +47,13 @@ class LatentRMModule(L.LightningModule):
         self.save_hyperparameters()
         from latentlit.models.backbone import LatentBackbone
 
-        self.rm = LatentRM.from_backbone(LatentBackbone.from_pretrained(backbone), n_layer=n_layer, seed=seed,
-                                         head_dropout=head_dropout, transformer=transformer)
+        source = LatentBackbone.from_pretrained(backbone)
+        self.rm = LatentRM.from_backbone(source, n_layer=n_layer, seed=seed, head_dropout=head_dropout,
+                                         transformer=transformer)
+        # exported in latent_rm.json: latentlit predict compares it with its own backbone
+        self.backbone_fingerprint = weights_fingerprint(source)
+        self.rm.provenance = {"backbone": str(backbone), "backbone_fingerprint": self.backbone_fingerprint}
+        self._weights_loaded = False  # a checkpoint restored the RM (--ckpt_path)
         self._best: tuple[float, dict] | None = None
         self.step_mean = StepMean()
         self.val_recall, self.val_loss = DistinctMean(), DistinctMean()
@@ -59,6 +68,20 @@ class LatentRMModule(L.LightningModule):
             raise ValueError(f"the groups in {self.trainer.datamodule.groups_dir} hold {groups[0].latents.shape[-1]}-dim "
                              f"latents but the RM built from backbone {self.hparams.backbone} reads {width}-dim ones: "
                              "train from the backbone that labelled them")
+        labelled = groups_provenance(getattr(self.trainer.datamodule, "groups_dir", None))
+        if labelled is not None:
+            # the provenance is the backbone that produced the training latents
+            if labelled["backbone_fingerprint"] != self.backbone_fingerprint:
+                rank_zero_warn(f"LATENTRM / BACKBONE MISMATCH: the groups in {self.trainer.datamodule.groups_dir} were "
+                               f"labelled with backbone {labelled['backbone']!r} (weights fingerprint "
+                               f"{labelled['backbone_fingerprint']}) but this RM is built from backbone "
+                               f"{self.hparams.backbone} (fingerprint {self.backbone_fingerprint}): train from the backbone "
+                               "that labelled them; the exported RM records the labelling backbone as its provenance")
+            self.rm.provenance = labelled
+
+    def on_validation_start(self) -> None:
+        warn_untrained(self, self._weights_loaded, "the LatentRM's head is randomly initialised",
+                       "--ckpt_path <a checkpoint of latentlit fit with this config>")
 
     def _scores(self, batch: dict) -> torch.Tensor:
         g, n, t = batch["labels"].shape
@@ -122,6 +145,7 @@ class LatentRMModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # options come from the config: the stored optimiser state must not bring back its lr
         override_optimizer_options(checkpoint, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        self._weights_loaded = True
         stored = checkpoint.get("latentlit", {})
         if "best_rm" in stored:
             self._best = (float(stored["best_recall"]), dict(stored["best_rm"]))
@@ -140,6 +164,8 @@ class LatentRMModule(L.LightningModule):
             what = "untrained head"
         else:
             what = f"last weights after {self.global_step} steps: no validation ran (no validation groups?)"
+        # predict warns when it is given an RM exported with no training step
+        self.rm.provenance = {**(self.rm.provenance or {}), "trained_steps": int(self.global_step)}
         self.rm.save_pretrained(path)
         best = f" ({what})"
         print(f"[latentlit] LatentRM saved to {path}{best}", flush=True)

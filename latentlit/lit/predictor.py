@@ -20,12 +20,14 @@ from torchmetrics import MeanMetric, SumMetric
 from latentlit.aggregation import majority_vote, registry
 from latentlit.aggregation.adaptive import AdaptiveOptions, parse_adaptive
 from latentlit.aggregation.beam_search import dvts, latent_beam_search
-from latentlit.data.answers import answers_match, extract_answer
+from latentlit.data.answers import ANSWER_FORMATS, answers_match, extract_answer
 from latentlit.data.problem import Problem
 from latentlit.lit.adaptive import AdaptiveTable, adaptive_field, adaptive_settings, head_record
-from latentlit.lit.run_checks import COUNTS, answer_format_warning, record_counts, summary_warnings
+from latentlit.lit.run_checks import (COUNTS, RM_TIE_TOLERANCE, answer_format_warning, check_at_least,
+                                     check_unknown_tokens, record_counts, summary_warnings)
 from latentlit.lit.writer import (PredictionWriter, check_resumed_questions, check_run_settings, default_output_dir,
-                                  problem_source_of, read_records, run_dir_name)
+                                  earlier_throughput, problem_source_of, read_records, run_dir_name)
+from latentlit.models.fingerprint import provenance_match, weights_fingerprint
 from latentlit.metrics import KeyedMean, MeanVector, coverage_ks, trajectory_diversity
 from latentlit.reporting.compute import answer_positions
 from latentlit.reporting.values import metric_keys, question_values, question_view
@@ -105,8 +107,12 @@ class TTSPredictor(L.LightningModule):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        # every option is checked before anything is loaded or written: a failed start leaves
+        # no output directory behind
+        check_at_least("TTSPredictor", n_samples=(n_samples, 1), max_trajectories=(max_trajectories, 1),
+                       max_new_tokens=(max_new_tokens, 1), num_latents=(num_latents, 0))
+        if answer_format is not None and answer_format not in ANSWER_FORMATS:
+            raise ValueError(f"TTSPredictor: answer_format={answer_format!r}; expected one of {ANSWER_FORMATS}")
         if dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}; expected one of {sorted(DTYPES)}")
         if rm_score not in TRAJECTORY_SCORES:
@@ -128,6 +134,8 @@ class TTSPredictor(L.LightningModule):
         self.hparams["adaptive"] = adaptive.to_dict() if isinstance(adaptive, AdaptiveOptions) else adaptive
         self.sampler = sampler if sampler is not None else MCDropout()
         self.backbone = LatentBackbone.from_pretrained(backbone, dtype=DTYPES[dtype])
+        # what the weights are, not where they came from (run.json; latentlit.models.fingerprint)
+        self.backbone_fingerprint = weights_fingerprint(self.backbone)
         if num_latents is not None:
             self.backbone.set_num_latents(num_latents)
         self.answer_format = answer_format or self.backbone.latent_config.answer_format
@@ -141,6 +149,17 @@ class TTSPredictor(L.LightningModule):
             if self.rm.latent_size != self.backbone.hidden_size:
                 raise ValueError(f"latent_rm {latent_rm} reads {self.rm.latent_size}-dim latents but backbone "
                                  f"{backbone} writes {self.backbone.hidden_size}-dim ones: use the RM trained on this backbone")
+            self.latent_rm_fingerprint = weights_fingerprint(self.rm)
+            self.latent_rm_backbone_match, warning = provenance_match(self.rm.provenance, self.backbone_fingerprint,
+                                                                      latent_rm, backbone)
+            if warning is not None:
+                rank_zero_warn(warning)
+            if (self.rm.provenance or {}).get("trained_steps") == 0:
+                rank_zero_warn(f"latent_rm {latent_rm} was exported by latentlit fit after 0 training steps "
+                               "(latent_rm.json provenance.trained_steps): its head is randomly initialised, so "
+                               "best-of-N, weighted vote and beam search rank on noise")
+        else:
+            self.latent_rm_fingerprint = self.latent_rm_backbone_match = None
         self.adaptive = parse_adaptive(adaptive, has_scores=self.rm is not None, n_max=n_samples)
         self.live = self.adaptive is not None and self.adaptive.run is not None
         if self.live and (beam_width or dvts_width):
@@ -191,6 +210,12 @@ class TTSPredictor(L.LightningModule):
         if self.adaptive is not None:
             self.metrics["adaptive"] = AdaptiveTable(self.adaptive)
         zero = self._trainer is None or self.trainer.is_global_zero
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+        # every question, before any work and before run.json binds the directory
+        if getattr(datamodule, "problems", None):
+            ids, questions = [p.id for p in datamodule.problems], [p.question for p in datamodule.problems]
+            self.backbone.check_lengths(ids, questions, self.hparams.max_new_tokens)
+            check_unknown_tokens(self.backbone.tokenizer, ids, questions)
         done = read_records(self._resolve_output_dir())
         check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero, has_results=bool(done))
         for r in done:
@@ -199,12 +224,9 @@ class TTSPredictor(L.LightningModule):
             if len(r["answers"]) != self.hparams.n_samples:
                 raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
                                  f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if done and getattr(datamodule, "problems", None):
             check_resumed_questions(self.output_path, done, datamodule.problems)
-        if getattr(datamodule, "problems", None):  # every question, before any work
-            self.backbone.check_lengths([p.id for p in datamodule.problems], [p.question for p in datamodule.problems],
-                                        self.hparams.max_new_tokens)
+        self._earlier_throughput = earlier_throughput(self._resolve_output_dir()) if done else None
         self._skip = {r["id"] for r in done}
         self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
         if zero:
@@ -213,13 +235,24 @@ class TTSPredictor(L.LightningModule):
                   + (f" (resuming: {len(done)} questions done)" if done else ""), flush=True)
 
     def run_settings(self) -> dict:
-        """Everything that decides a question's record; a resumed run must match it."""
+        """Everything that decides a question's record or what the directory holds (``run.json``);
+        a resumed run must match it. The backbone and LatentRM are named by path and by the
+        fingerprint of the weights loaded (:func:`latentlit.models.fingerprint.weights_fingerprint`),
+        so a checkpoint changed in place is refused on resume and gets its own default directory.
+
+        Options left out change neither: ``max_trajectories`` (chunking; the records are the
+        same), ``output_dir``; ``tests/lit/test_run_naming.py`` checks that every option is one
+        or the other."""
         hp = self.hparams
-        return {"backbone": str(hp.backbone), "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
+        return {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint,
+                "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
                 "seed": hp.seed, "num_latents": self.backbone.latent_config.num_latents,
                 "max_new_tokens": hp.max_new_tokens, "answer_format": self.answer_format, "dtype": hp.dtype,
-                "latent_rm": hp.latent_rm, "rm_score": hp.rm_score, "beam_width": hp.beam_width,
+                "latent_rm": hp.latent_rm, "latent_rm_fingerprint": self.latent_rm_fingerprint,
+                "rm_score": hp.rm_score, "beam_width": hp.beam_width,
                 "adaptive": adaptive_settings(self.adaptive, hp.n_samples),
+                # what the directory holds: a run with latents/ must not resume one without
+                "save_latents": bool(hp.save_latents),
                 **({"dvts_width": hp.dvts_width} if hp.dvts_width else {})}
 
     def on_predict_start(self) -> None:
@@ -419,7 +452,11 @@ class TTSPredictor(L.LightningModule):
                        "seed": self.hparams.seed, "num_latents": self.backbone.latent_config.num_latents,
                        "max_new_tokens": self.hparams.max_new_tokens, "answer_format": self.answer_format,
                        "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype,
-                       "latent_rm": self.hparams.latent_rm, "rm_score": self.hparams.rm_score,
+                       "backbone_fingerprint": self.backbone_fingerprint,
+                       "latent_rm": self.hparams.latent_rm, "latent_rm_fingerprint": self.latent_rm_fingerprint,
+                       # the LatentRM's provenance against this backbone: null = the RM records none
+                       "latent_rm_backbone_match": self.latent_rm_backbone_match,
+                       "save_latents": bool(self.hparams.save_latents), "rm_score": self.hparams.rm_score,
                        "beam_width": self.hparams.beam_width, "dvts_width": self.hparams.dvts_width,
                        "adaptive": adaptive_settings(self.adaptive, n)},
             "metrics": {
@@ -434,8 +471,10 @@ class TTSPredictor(L.LightningModule):
             },
             "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0]),
                        "nonfinite_rm_scores": tally["nonfinite_rm_scores"],
-                       "nonfinite_beam_scores": tally["nonfinite_beam_scores"]},
-            "trajectories_per_second": round(float(count[0] / seconds[0]), 3) if float(seconds[0]) > 0 else None,
+                       "nonfinite_beam_scores": tally["nonfinite_beam_scores"],
+                       # best-of-N choices whose runner-up is within rm_tie_tolerance (README "Determinism")
+                       "rm_near_ties": tally["rm_near_ties"], "rm_tie_tolerance": RM_TIE_TOLERANCE},
+            **self._throughput(int(count[0]), float(seconds[0])),
         }
         # states are float64 sums; 6 decimals hide the float32 noise of compute() (0.6499999761...)
         summary["metrics"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary["metrics"].items()}
@@ -443,7 +482,24 @@ class TTSPredictor(L.LightningModule):
             summary["adaptive"] = m["adaptive"].compute()
         for warning in summary_warnings(summary["metrics"], summary["counts"]):
             rank_zero_warn(warning)
+        if self.latent_rm_backbone_match is False:  # said at the start too; repeated next to the numbers
+            rank_zero_warn(f"these LatentRM results come from latent_rm {self.hparams.latent_rm}, trained on another "
+                           f"backbone than {self.hparams.backbone} (config.latent_rm_backbone_match = false)")
         return summary
+
+    def _throughput(self, trajectories: int, seconds: float) -> dict:
+        """``trajectories_per_second`` and ``throughput`` (trajectories, seconds, which run
+        measured them) of ``metrics.json``: this run's when it sampled anything, else those an
+        earlier run into the directory measured (a re-run of a finished directory keeps them),
+        else None."""
+        if trajectories > 0 and seconds > 0:
+            return {"trajectories_per_second": round(trajectories / seconds, 3),
+                    "throughput": {"trajectories": trajectories, "seconds": round(seconds, 3), "measured_by": "this run"}}
+        earlier = getattr(self, "_earlier_throughput", None)
+        if earlier is None:
+            return {"trajectories_per_second": None, "throughput": None}
+        return {"trajectories_per_second": earlier["trajectories_per_second"],
+                "throughput": {k: earlier[k] for k in ("trajectories", "seconds", "measured_by")}}
 
     def report(self, summary: dict, output_dir: Path) -> None:
         """Rank zero, after the merge: add intervals, selective prediction and compute from the

@@ -63,3 +63,22 @@ def option_differences(stored: dict, config: dict) -> dict[str, tuple[Any, Any]]
         if plain(value) != plain(now.get(name)):
             diffs[name] = (value, now.get(name))
     return diffs
+
+
+def warn_untrained(module, weights_loaded: bool, what: str, how: str) -> None:
+    """Warn when ``latentlit validate`` runs a module whose weights no checkpoint restored (a
+    module built from scratch scores like the random model it is).
+
+    Args:
+        module: the LightningModule (its trainer says whether this is a validate run; fit's own
+            validation passes are not concerned). weights_loaded: a checkpoint was restored.
+        what: what is untrained. how: the options that give trained weights.
+    """
+    from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    trainer = module._trainer
+    if weights_loaded or trainer is None or trainer.state.fn not in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+        return
+    rank_zero_warn(f"no trained weights were loaded: {what}, so these metrics are those of an untrained model; give "
+                   f"{how}")

@@ -1,17 +1,25 @@
 """Checks of a prediction run that catch a silently wrong number: an answer format the checkpoint
-was not trained with, outputs with no parsable answer, non-finite LatentRM scores.
+was not trained with, outputs with no parsable answer, non-finite LatentRM scores, best-of-N
+choices on a near tie, questions the tokenizer cannot read, options out of range.
 
-Pure functions of the settings and of the per-question records, so that the counts in
+Pure functions of the settings, the questions and the per-question records, so that the counts in
 ``metrics.json`` are recomputable from ``predictions.jsonl``.
 """
 
 from __future__ import annotations
 
+import math
+
 # Above this fraction of outputs without a parsable answer the run warns: the answer format, the
 # answer budget (max_new_tokens) or the checkpoint is probably not what the user thinks.
 NO_ANSWER_WARN_FRACTION = 0.1
 # what record_counts returns, summed over questions in metrics.json
-COUNTS = ("no_answer_greedy", "no_answer_samples", "nonfinite_rm_scores", "nonfinite_beam_scores")
+COUNTS = ("no_answer_greedy", "no_answer_samples", "nonfinite_rm_scores", "nonfinite_beam_scores", "rm_near_ties")
+# Best-of-N choices whose runner-up scores within this of the winner are counted (rm_near_ties):
+# LatentRM scores move with the batch composition (float summation order) by up to 1.9e-6 on the
+# quickstart in float32 on CPU (README "Determinism"), and the stored scores are rounded to 5
+# decimals, so only such a choice can differ between batch sizes, chunkings or process counts.
+RM_TIE_TOLERANCE = 1e-4
 
 
 def answer_format_warning(requested: str | None, trained: str) -> str | None:
@@ -27,7 +35,9 @@ def record_counts(record: dict) -> dict[str, int]:
     """Per-question counts that ``metrics.json`` sums: outputs without a parsable answer (greedy:
     0 or 1; samples: 0..N) and non-finite LatentRM scores (best-of-N / weighted vote, and the
     candidate scores of beam search and DVTS). A trajectory that stopped before its first latent
-    (dynamic stop) has no score (``null``) without a non-finite one: it is not counted."""
+    (dynamic stop) has no score (``null``) without a non-finite one: it is not counted.
+    ``rm_near_ties`` is 1 when the two best finite stored scores are within
+    :data:`RM_TIE_TOLERANCE` (a best-of-N choice that the batch composition could change)."""
     beam, tree = record.get("beam_search") or {}, record.get("dvts") or {}
     latents = (record.get("compute") or {}).get("latents")
     scores = record.get("rm_scores") or []
@@ -36,7 +46,14 @@ def record_counts(record: dict) -> dict[str, int]:
         "no_answer_samples": sum(a is None for a in record["answers"]),
         "nonfinite_rm_scores": sum(s is None and (latents is None or latents[i] > 0) for i, s in enumerate(scores)),
         "nonfinite_beam_scores": int(beam.get("nonfinite_scores", 0)) + int(tree.get("nonfinite_scores", 0)),
+        "rm_near_ties": near_tie(scores),
     }
+
+
+def near_tie(scores: list[float | None], tolerance: float = RM_TIE_TOLERANCE) -> int:
+    """1 when the best two finite scores of ``scores`` differ by at most ``tolerance``, else 0."""
+    finite = sorted((s for s in scores if s is not None and math.isfinite(s)), reverse=True)
+    return int(len(finite) >= 2 and finite[0] - finite[1] <= tolerance)
 
 
 def summary_warnings(metrics: dict, counts: dict, threshold: float = NO_ANSWER_WARN_FRACTION) -> list[str]:
@@ -52,3 +69,44 @@ def summary_warnings(metrics: dict, counts: dict, threshold: float = NO_ANSWER_W
             out.append(f"{counts[key]} LatentRM {what} were NaN/inf: ranked as -inf and given no vote weight "
                        "(a question with no finite score gets no answer); the LatentRM may have diverged or overflowed")
     return out
+
+
+def check_unknown_tokens(tokenizer, ids: list[str], questions: list[str]) -> None:
+    """Refuse questions that the tokenizer reads as its unknown token (a word a word-level
+    tokenizer never saw: the model would read ``<unk>`` in its place and its answer would measure
+    that, not the question).
+
+    Questions are tokenized without special tokens, as the prompt template embeds them. A
+    tokenizer without an unknown token, or whose unknown token is also its EOS/BOS/PAD token
+    (GPT-2's byte-level BPE names ``<|endoftext|>`` as unk and never produces it from text), has
+    nothing to check.
+
+    Args:
+        ids, questions: (Q,) question ids and texts, in the same order.
+
+    Raises:
+        ValueError: naming the first question with an unknown token, the words read as unknown,
+            the tokenizer, and how many questions have one.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
+    shared = {getattr(tokenizer, f"{k}_token_id", None) for k in ("eos", "bos", "pad")}
+    if unk is None or unk in shared or not questions:
+        return
+    encoded = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)
+    bad = [(i, [questions[i][a:b] for t, (a, b) in zip(row, offsets) if t == unk])
+           for i, (row, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])) if unk in row]
+    if bad:
+        first, words = bad[0]
+        raise ValueError(f"question {ids[first]!r} has words the tokenizer {type(tokenizer).__name__} "
+                         f"({getattr(tokenizer, 'name_or_path', '') or 'unnamed'}) reads as its unknown token "
+                         f"{tokenizer.unk_token!r}: {words[:5]!r} ({len(bad)} of {len(questions)} questions have "
+                         "such words); the backbone cannot read them: use a backbone whose tokenizer covers this data")
+
+
+def check_at_least(owner: str, **values: tuple[int | None, int]) -> None:
+    """Raise ``ValueError`` naming ``owner`` and the option for each given integer option below
+    its minimum; ``values`` maps ``name`` to ``(value, minimum)``. ``None`` values are skipped."""
+    for name, (value, minimum) in values.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
+            raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+

@@ -92,6 +92,9 @@ class PredictionWriter(BasePredictionWriter):
             self._file = None
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        # a run that stopped before its first result leaves no directory behind
+        if trainer.is_global_zero and release_if_empty(self.output_dir, RESULT_FILES):
+            return
         if trainer.is_global_zero and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             print(f"[latentlit] stopped ({type(exception).__name__}); results written so far are in "
                   f"{self.output_dir}: run the same command again to resume")
@@ -111,6 +114,27 @@ class PredictionWriter(BasePredictionWriter):
 
 
 RUN_FILE = "run.json"
+# metrics.json "throughput" when the figures were carried over from an earlier run
+EARLIER_RUN = "an earlier run into this directory"
+
+
+def earlier_throughput(output_dir: Path) -> dict | None:
+    """The throughput an earlier run into ``output_dir`` measured, from its ``metrics.json``:
+    ``{"trajectories_per_second", "trajectories", "seconds", "measured_by"}``, or None when there
+    is none (no file, an unreadable one, or one whose run did no work either)."""
+    path = Path(output_dir) / METRICS
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    speed = summary.get("trajectories_per_second")
+    if not speed:
+        return None
+    measured = summary.get("throughput") or {}
+    trajectories = measured.get("trajectories", (summary.get("counts") or {}).get("trajectories_this_run"))
+    seconds = measured.get("seconds", round(trajectories / speed, 3) if trajectories else None)
+    return {"trajectories_per_second": speed, "trajectories": trajectories, "seconds": seconds,
+            "measured_by": EARLIER_RUN}
 
 
 def settings_hash(settings: dict) -> str:
@@ -155,6 +179,36 @@ def default_output_dir(trainer, name: str) -> Path:
     return Path(os.path.normpath(root / "outputs" / name))
 
 
+# what a prediction directory holds once a question is done (globs)
+RESULT_FILES = (PREDICTIONS, "predictions.rank*.jsonl", METRICS, "latents/*.safetensors")
+
+
+def release_if_empty(output_dir: Path, results: tuple[str, ...]) -> bool:
+    """After a failed start: when ``output_dir`` holds no result (no non-empty file matching the
+    ``results`` globs), remove its ``run.json``, the empty result files, and the folders of the
+    globs and the directory itself when they are left empty, so that nothing of the failed run
+    remains (nothing else is touched).
+
+    Returns:
+        True when the directory held no result (and was cleaned), False otherwise.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return False
+    files = [p for pattern in results for p in folder.glob(pattern) if p.is_file()]
+    if any(p.stat().st_size > 0 for p in files):
+        return False
+    for p in [*files, folder / RUN_FILE, folder / f"{RUN_FILE}.tmp"]:
+        p.unlink(missing_ok=True)
+    subfolders = {folder / Path(pattern).parent for pattern in results if Path(pattern).parent != Path(".")}
+    for sub in [*subfolders, folder]:
+        try:
+            sub.rmdir()  # only when empty
+        except OSError:
+            pass
+    return True
+
+
 def check_run_settings(output_dir: Path, settings: dict, write: bool, has_results: bool) -> None:
     """Refuse to resume into ``output_dir`` if it was produced with other settings.
 
@@ -168,7 +222,8 @@ def check_run_settings(output_dir: Path, settings: dict, write: bool, has_result
             holds results (predictions, labelled groups).
 
     Raises:
-        ValueError: naming every setting that differs, with both values.
+        ValueError: naming every setting that differs, with both values; weights whose
+        fingerprint (a ``*_fingerprint`` setting) differs are named first, with their path.
     """
     path = Path(output_dir) / RUN_FILE
     settings = json.loads(json.dumps(settings))
@@ -181,8 +236,20 @@ def check_run_settings(output_dir: Path, settings: dict, write: bool, has_result
         return
     old = json.loads(path.read_text())
     diffs = {k: {"stored": old.get(k), "now": v} for k, v in settings.items() if old.get(k) != v}
-    if diffs:
-        raise ValueError(f"{output_dir} holds results made with other settings: {json.dumps(diffs)}; "
+    if not diffs:
+        return
+    # weights changed under a path that did not (a checkpoint retrained into the same directory):
+    # said first and in words, with both fingerprints, since the path alone looks unchanged
+    weights = [f"the {k[:-len('_fingerprint')]} loaded from {settings.get(k[:-len('_fingerprint')])} has weights "
+               f"fingerprint {d['now']} but the stored results were made with weights fingerprint "
+               f"{d['stored'] or 'none recorded (run.json of an older version)'}"
+               for k, d in diffs.items() if k.endswith("_fingerprint")]
+    others = {k: d for k, d in diffs.items() if not k.endswith("_fingerprint")}
+    if weights:
+        raise ValueError(f"{output_dir} holds results of other weights: {'; '.join(weights)} (retrained or replaced "
+                         "in place?)" + (f"; other settings differ too: {json.dumps(others)}" if others else "")
+                         + "; use another output directory for these weights")
+    raise ValueError(f"{output_dir} holds results made with other settings: {json.dumps(diffs)}; "
                          "use another output directory to run this configuration")
 
 

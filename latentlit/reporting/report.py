@@ -218,8 +218,12 @@ def format_summary(summary: dict) -> str:
                      + (f" {interval(ci[0], ci[1], signed=True)}" if ci else "") +
                      f"); AURC {s['aurc']:.3f}; ECE {pct(s['ece'])}%")
     speed = summary.get("trajectories_per_second")
-    lines.append(f"questions {summary['counts']['questions']}; "
-                 + (f"{speed} trajectories/s this run" if speed else "no new questions this run"))
+    by = (summary.get("throughput") or {}).get("measured_by", "this run")
+    if not summary["counts"].get("trajectories_this_run", 1):
+        what = "no new questions this run" + (f" ({speed} trajectories/s measured by {by})" if speed else "")
+    else:
+        what = f"{speed} trajectories/s this run" if speed else "no new questions this run"
+    lines.append(f"questions {summary['counts']['questions']}; {what}")
     return "\n".join(lines)
 
 

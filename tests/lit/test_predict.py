@@ -29,7 +29,7 @@ from latentlit.testing.ddp import run_cli_ddp
 from latentlit.testing.tiny import tiny_backbone
 
 N, SEED, MAX_NEW = 4, 0, 3
-TIMING_KEYS = {"trajectories_per_second"}
+TIMING_KEYS = {"trajectories_per_second", "throughput"}
 THIS_RUN_COUNTS = {"questions_this_run", "trajectories_this_run"}
 
 

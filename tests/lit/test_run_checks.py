@@ -61,7 +61,13 @@ def test_run_check_functions():
     record = {"greedy": {"answer": None}, "answers": ["1", None, None], "rm_scores": [None, 0.5, None],
               "beam_search": {"nonfinite_scores": 3}}
     assert record_counts(record) == {"no_answer_greedy": 1, "no_answer_samples": 2, "nonfinite_rm_scores": 2,
-                                     "nonfinite_beam_scores": 3}
+                                     "nonfinite_beam_scores": 3, "rm_near_ties": 0}  # one finite score: no tie
+    # a best-of-N winner whose runner-up is within RM_TIE_TOLERANCE (1e-4) is a near tie; nulls are not scores
+    near = {"greedy": {"answer": "1"}, "answers": ["1"] * 4}
+    assert record_counts({**near, "rm_scores": [0.2, 1.0, None, 0.99995]})["rm_near_ties"] == 1
+    assert record_counts({**near, "rm_scores": [1.0, 1.0, 0.5, 0.1]})["rm_near_ties"] == 1  # exact tie
+    assert record_counts({**near, "rm_scores": [0.2, 1.0, None, 0.9998]})["rm_near_ties"] == 0
+    assert record_counts({**near, "rm_scores": [0.99995, 0.5, 1.0]})["rm_near_ties"] == 1  # order-free
     assert set(record_counts({"greedy": {"answer": "1"}, "answers": []})) == set(COUNTS)
     assert summary_warnings({"no_answer_greedy": 0.1, "no_answer_samples": 0.0}, {}) == []  # at the threshold: quiet
     assert len(summary_warnings({"no_answer_greedy": 0.11, "no_answer_samples": 0.5}, {"nonfinite_rm_scores": 4})) == 3

@@ -45,3 +45,26 @@ def test_arch_typos_and_bad_dropout_are_refused():
         LatentBackboneModule(arch={"n_lyer": 3})
     with pytest.raises(ValueError, match=r"resid_pdrop=1.5 must be a dropout rate"):
         LatentBackboneModule(arch={"resid_pdrop": 1.5})
+
+
+def test_a_failed_start_releases_only_a_directory_without_results(tmp_path):
+    from latentlit.lit.writer import RESULT_FILES, release_if_empty
+
+    empty = tmp_path / "empty"
+    (empty / "latents").mkdir(parents=True)
+    (empty / RUN_FILE).write_text("{}")
+    (empty / "predictions.jsonl").write_text("")  # opened, nothing written
+    assert release_if_empty(empty, RESULT_FILES) and not empty.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / RUN_FILE).write_text("{}")
+    (kept / "predictions.jsonl").write_text('{"id": "q1"}\n')
+    (kept / "notes.txt").write_text("the user's")
+    assert not release_if_empty(kept, RESULT_FILES)
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt", "predictions.jsonl", RUN_FILE]
+    other = tmp_path / "other"  # no result but a file latentlit did not write: the file and folder stay
+    other.mkdir()
+    (other / RUN_FILE).write_text("{}")
+    (other / "notes.txt").write_text("the user's")
+    assert release_if_empty(other, RESULT_FILES) and sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    assert not release_if_empty(tmp_path / "missing", RESULT_FILES)
