@@ -16,9 +16,9 @@ NO_ANSWER_WARN_FRACTION = 0.1
 # what record_counts returns, summed over questions in metrics.json
 COUNTS = ("no_answer_greedy", "no_answer_samples", "nonfinite_rm_scores", "nonfinite_beam_scores", "rm_near_ties")
 # Best-of-N choices whose runner-up scores within this of the winner are counted (rm_near_ties):
-# LatentRM scores move with the batch composition (float summation order) by up to 1.9e-6 on the
-# quickstart in float32 on CPU (README "Determinism"), and the stored scores are rounded to 5
-# decimals, so only such a choice can differ between batch sizes, chunkings or process counts.
+# latents, hence LatentRM scores, move with the batch composition (float summation order; README
+# "Determinism": ~1e-6), and the stored scores are rounded to 5 decimals, so only such a choice
+# can differ between batch sizes, chunkings or process counts.
 RM_TIE_TOLERANCE = 1e-4
 
 

@@ -23,8 +23,8 @@ prompt template, T: those decide records through settings of their own). A float
 differ from the float32 / bfloat16 one (its rounding of small values differs).
 
 Cost: one pass over the weights (a bfloat16 copy of at most :data:`CHUNK` elements at a time for
-float32 weights); a few milliseconds for the quickstart models (see the README's run-settings
-section for measured figures).
+float32 weights); a few milliseconds for the quickstart models (measured figures: the README's
+"Run integrity").
 """
 
 from __future__ import annotations

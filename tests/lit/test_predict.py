@@ -239,7 +239,7 @@ def test_resume_refuses_other_questions(env):
     shutil.copytree(_baseline(env), out)
     other = env["root"] / "other_problems.jsonl"
     lines = [json.loads(x) for x in env["problems"].read_text().splitlines()]
-    other.write_text("".join(json.dumps({**x, "question": x["question"] + " again"}) + "\n" for x in lines))
+    other.write_text("".join(json.dumps({**x, "question": x["question"] + " ."}) + "\n" for x in lines))  # words the tokenizer knows
     cfg = yaml.safe_load(_config(env, out).read_text())
     cfg["data"]["init_args"]["problems"]["init_args"]["path"] = str(other)
     (env["root"] / "collide.yaml").write_text(yaml.safe_dump(cfg))

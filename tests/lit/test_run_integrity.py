@@ -96,8 +96,17 @@ def test_latentrm_provenance_is_exported_and_compared_at_predict(tmp_path):
           "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
     provenance = _json(rm_dir / "latent_rm.json")["provenance"]
     fp_a = weights_fingerprint(LatentBackbone.from_pretrained(a))
+    fp_b = weights_fingerprint(LatentBackbone.from_pretrained(b))
     assert provenance["backbone_fingerprint"] == fp_a and provenance["trained_steps"] == 1
     assert provenance["groups"] == str(groups) and provenance["backbone"] == str(a)
+
+    # an RM built from backbone b on groups that a labelled: warned, and the provenance is a's
+    with pytest.warns(UserWarning, match=rf"groups in {groups} were labelled with backbone '{a}' .*fingerprint {fp_a}"):
+        main(["fit", "--model", "latentlit.lit.LatentRMModule", "--model.backbone", str(b), "--model.export_dir",
+              str(tmp_path / "rm_b"), "--data", "latentlit.lit.LatentRMDataModule", "--data.groups_dir", str(groups),
+              "--data.val_fraction", "0.25", "--data.batch_size", "4", "--trainer.max_steps", "1", *QUIET,
+              "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
+    assert _json(tmp_path / "rm_b" / "latent_rm.json")["provenance"]["backbone_fingerprint"] == fp_a
 
     same = tmp_path / "pred_a"
     _predict(a, same, "--model.latent_rm", str(rm_dir), "--limit", "1")
@@ -105,7 +114,6 @@ def test_latentrm_provenance_is_exported_and_compared_at_predict(tmp_path):
     assert _json(same / "run.json")["latent_rm_fingerprint"] == weights_fingerprint(LatentRM.from_pretrained(rm_dir))
 
     other = tmp_path / "pred_b"
-    fp_b = weights_fingerprint(LatentBackbone.from_pretrained(b))
     with pytest.warns(UserWarning, match=rf"LATENTRM / BACKBONE MISMATCH.*fingerprint {fp_a}.*{b} has fingerprint {fp_b}"):
         _predict(b, other, "--model.latent_rm", str(rm_dir), "--limit", "1")
     assert _json(other / "metrics.json")["config"]["latent_rm_backbone_match"] is False
