@@ -71,9 +71,10 @@ class RolloutLabeller(L.LightningModule):
         neither): ``output_dir``, ``shard_size`` (how groups are split into files)."""
         hp = self.hparams
         self.sampler.bind(self.backbone)  # describe() then counts the hooked modules
-        return {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint, "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
-                "n_rollouts": hp.n_rollouts, "seed": hp.seed, "drop_all_correct": hp.drop_all_correct,
-                "drop_all_wrong": hp.drop_all_wrong, "max_new_tokens": hp.max_new_tokens}
+        return {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint,
+                "sampler": self.sampler.describe(), "n_samples": hp.n_samples, "n_rollouts": hp.n_rollouts,
+                "seed": hp.seed, "drop_all_correct": hp.drop_all_correct, "drop_all_wrong": hp.drop_all_wrong,
+                "max_new_tokens": hp.max_new_tokens}
 
     def run_dir_name(self, datamodule=None) -> str:
         """``<run_name>-<hash>`` of :meth:`run_settings` and the problem source of ``datamodule``."""

@@ -376,6 +376,7 @@ def write_provenance(rm_dir: str | Path, backbone: str) -> dict:
 
     path = Path(resolve_path(rm_dir, kind="latent_rm")) / RM_CONFIG
     meta = json.loads(path.read_text()) if path.exists() else dict(RELEASED_RM_SETTINGS)
-    provenance = {"backbone": str(backbone), "backbone_fingerprint": weights_fingerprint(LatentBackbone.from_pretrained(backbone))}
+    fingerprint = weights_fingerprint(LatentBackbone.from_pretrained(backbone))
+    provenance = {"backbone": str(backbone), "backbone_fingerprint": fingerprint}
     path.write_text(json.dumps({**meta, "provenance": provenance}, indent=2))
     return provenance
