@@ -107,6 +107,8 @@ def check_at_least(owner: str, **values: tuple[int | None, int]) -> None:
     """Raise ``ValueError`` naming ``owner`` and the option for each given integer option below
     its minimum; ``values`` maps ``name`` to ``(value, minimum)``. ``None`` values are skipped."""
     for name, (value, minimum) in values.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < minimum):
-            raise ValueError(f"{owner}: {name} must be an integer >= {minimum}, got {value!r}")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"{owner}: {name} ({value!r}) must be an integer")
+        if value is not None and value < minimum:
+            raise ValueError(f"{owner}: {name} ({value!r}) must be >= {minimum}")
 

@@ -212,7 +212,7 @@ def test_a_question_the_tokenizer_cannot_read_is_refused(tmp_path):
 
 @pytest.mark.parametrize("option,value,message", [
     ("--model.answer_format", "gsm8kk", r"answer_format='gsm8kk'; expected one of \('auto', 'coconut'"),
-    ("--model.max_new_tokens", "0", r"max_new_tokens must be an integer >= 1, got 0"),
+    ("--model.max_new_tokens", "0", r"TTSPredictor: max_new_tokens \(0\) must be >= 1"),
 ])
 def test_bad_options_fail_in_one_line_before_the_output_directory_is_bound(tmp_path, capsys, monkeypatch,
                                                                            option, value, message):
