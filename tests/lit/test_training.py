@@ -178,3 +178,19 @@ def test_llama_with_a_dynamic_stop_trains_and_exports(tmp_path):
         check_arch({"model_type": "llama", "hidden_sise": 32})
     with pytest.raises(ValueError, match="model_type='lama' is not a transformers model type"):
         check_arch({"model_type": "lama"})
+
+
+def test_validating_an_untrained_backbone_warns_and_a_loaded_one_does_not(tmp_path):
+    sizes = {"n_train": 16, "n_val": 8, "n_test": 8}
+    dm = CurriculumDataModule(train=SyntheticProblems("train", **sizes), val=SyntheticProblems("val", **sizes), batch_size=8)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", devices=1, default_root_dir=tmp_path)
+    scratch = LatentBackboneModule(arch={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128},
+                                   num_stages=1, thoughts_per_step=2, seed=0)
+    with pytest.warns(UserWarning, match=r"no trained weights were loaded: the backbone is built from scratch"):
+        trainer.validate(scratch, datamodule=dm, verbose=False)
+    loaded = LatentBackboneModule(init_from="quickstart", num_stages=1, thoughts_per_step=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.validate(loaded, datamodule=dm, verbose=False)
+    assert not [w for w in caught if "no trained weights were loaded" in str(w.message)]
