@@ -21,7 +21,7 @@ from latentlit.lit.run_checks import check_at_least, check_unknown_tokens
 from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
-from latentlit.scoring.rollouts import LabelStats, label_problems
+from latentlit.scoring.rollouts import ROLLOUT_BRANCH, LabelStats, label_problems
 from latentlit.lit.writer import (check_run_settings, default_output_dir, problem_source_of, release_if_empty,
                                   run_dir_name, stop_on_sigterm)
 from latentlit.scoring.shards import GroupShardWriter, read_index
@@ -74,7 +74,7 @@ class RolloutLabeller(L.LightningModule):
         return {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint,
                 "sampler": self.sampler.describe(), "n_samples": hp.n_samples, "n_rollouts": hp.n_rollouts,
                 "seed": hp.seed, "drop_all_correct": hp.drop_all_correct, "drop_all_wrong": hp.drop_all_wrong,
-                "max_new_tokens": hp.max_new_tokens}
+                "max_new_tokens": hp.max_new_tokens, "rollout_branch": ROLLOUT_BRANCH}
 
     def run_dir_name(self, datamodule=None) -> str:
         """``<run_name>-<hash>`` of :meth:`run_settings` and the problem source of ``datamodule``."""
@@ -175,5 +175,7 @@ class GroupWriter(Callback):
         print(f"[latentlit] labelled {r['questions']} questions in {seconds:.0f} s: kept {r['kept']} "
               f"({100 * r['kept_fraction']:.1f}%; dropped {r['dropped_all_correct']} all-correct, {r['dropped_all_wrong']} all-wrong); "
               f"labels mean {r['label_mean']:.3f} std {r['label_std']:.3f}, {100 * r['label_fraction_0']:.1f}% zeros, "
-              f"{100 * r['label_fraction_1']:.1f}% ones; forward tokens {r['forward_tokens']} vs reference re-prefill "
+              f"{100 * r['label_fraction_1']:.1f}% ones, "
+              f"{100 * r['label_fraction_pre_final_equal_final']:.1f}% of those before a trajectory's last step equal its "
+              f"final correctness; forward tokens {r['forward_tokens']} vs reference re-prefill "
               f"{r['reference_forward_tokens']} ({r['saving_vs_reference']:.1f}x fewer). Groups in {self.output_dir}")

@@ -64,6 +64,15 @@ class Sampler(nn.Module):
         """False when every trajectory of a question is the same (so one greedy pass suffices)."""
         return False
 
+    @property
+    def stochastic_forward(self) -> bool:
+        """True when the sampler's hooks make forward passes random (MC-dropout, attention
+        dropout): then running a *given* input (a latent vector h_t, an answer token) through the
+        model is itself a draw. False when the randomness is only in :meth:`perturb` (AGN) or
+        absent. Rollout labelling uses it to decide whether the continuations of a whole
+        trajectory can differ from it (``latentlit.scoring.rollouts.rollouts_at_last_step``)."""
+        return False
+
     def bind(self, backbone: nn.Module) -> None:
         """Attach to ``backbone`` (idempotent). Samplers that hook modules override :meth:`_attach`."""
         if self._bound == id(backbone):

@@ -92,6 +92,11 @@ class MCDropout(Sampler):
         """True unless both p and attention_p are 0."""
         return self.p > 0 or self.attention_p > 0
 
+    @property
+    def stochastic_forward(self) -> bool:
+        """True unless both p and attention_p are 0: the masks act in every forward pass."""
+        return self.stochastic
+
     def _attach(self, backbone: nn.Module) -> None:
         for h in self._handles:
             h.remove()

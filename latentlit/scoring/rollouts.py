@@ -5,19 +5,35 @@ answers are correct or all wrong (each filter switchable); for each kept traject
 t, run M rollouts that continue from the prefix h_1..h_t (remaining latent steps sampled, answer
 decoded greedily); the label y_t^(n) is the fraction of rollouts reaching the gold answer.
 
+Where a rollout branches: *before* the forward pass that consumes h_t. Each rollout feeds h_t
+through the model with its own keys (``LatentBackbone.feed_latent``), proposes its own h_{t+1}
+(``latent_step``) and so on, then decodes. Under MC-dropout the randomness of a step lives in its
+forward pass, so this is what makes the M rollouts differ from h_{t+1} on (the reference
+re-runs the whole prefix with dropout on, so its rollouts differ from h_{t+1} on too). Branching
+after that forward pass (latentlit before this version) gave all M rollouts the trajectory's own
+h_{t+1}: they first differed at h_{t+2}, and with 2-4 latents the labels were close to the
+trajectory's final correctness. Under AGN (noise on the proposed latent) feeding h_t is
+deterministic and both branch points give the same rollouts. What stays shared with the
+trajectory: the cached keys/values of the prompt and of h_1..h_{t-1} (computed once, with the
+trajectory's own randomness), where the reference recomputes them per rollout.
+
 Dynamic latent length (CoLaR: the latent phase ends when the LM head emits the stop token):
 trajectory n has its own length T_n <= ``max_latents`` and labels exist for t = 1..T_n only
-(``latent_mask``). Rollouts from h_1..h_t continue with the backbone's own stopping, so each
-rollout has its own length too. Groups keep their N candidates aligned by step index.
+(``latent_mask``). Rollouts from h_1..h_t continue with the backbone's own stopping (decided on
+each rollout's own hidden state after feeding h_t), so each rollout has its own length too.
+Groups keep their N candidates aligned by step index.
 
-Cost: rollouts start from a copy of the KV cache of (question, h_1..h_t), so the question is
-prefilled once per trajectory, never per rollout. At t = T_n nothing is left to sample (the stop
-decision is the LM head's greedy token, a function of the prefix, and the answer is decoded
-greedily), so all M rollouts equal the trajectory itself: its own correctness is the label and
-no rollout is run. When the sampler also acts on answer decoding (``on_answer``), the answer is
-random and the last step is rolled out like the others. The reference implementation
-re-prefills the whole prefix for each of the N*T*M rollouts; :func:`reference_forward_tokens`
-estimates that count for comparison.
+The last step, t = T_n (one rule, :func:`rollouts_at_last_step`): what is left after the prefix
+h_1..h_{T_n} is feeding h_{T_n} (then, with a dynamic stop, the LM head's greedy stop decision)
+and greedy answer decoding. Under a sampler that acts in forward passes (MC-dropout, attention
+dropout) feeding is random, so the last step is rolled out like the others. Otherwise (AGN,
+Deterministic; ``on_answer`` changes nothing there, as such a sampler has no forward hooks) the M
+rollouts all equal the trajectory itself: its own correctness is the label and no rollout is run.
+
+Cost: rollouts start from a copy of the KV cache of (question, h_1..h_{t-1}), so the question is
+prefilled once per trajectory, never per rollout; each rollout runs h_t, the rest of its latents
+and its answer. The reference implementation re-prefills the whole prefix for every rollout
+(sum_n T_n * M per question); :func:`reference_forward_tokens` estimates that count for comparison.
 """
 
 from __future__ import annotations
@@ -28,11 +44,14 @@ import torch
 
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
-from latentlit.models.backbone import LatentBackbone
+from latentlit.models.backbone import LatentBackbone, LatentState
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.rng import derive_keys, trajectory_keys
 
 _ROLLOUT_STREAM = 0x2011
+# Where rollouts branch, stored in a labelling run's run.json: a groups directory labelled by an
+# earlier version (rollouts branched after h_t was fed) is refused on resume, not mixed in.
+ROLLOUT_BRANCH = "before_feeding_h_t"
 
 
 @dataclass
@@ -55,7 +74,12 @@ class LabelledGroup:
 
 @dataclass
 class LabelStats:
-    """Counts from a labelling run."""
+    """Counts from a labelling run.
+
+    ``pre_final``: labels of steps t < T_n (before a trajectory's last step);
+    ``pre_final_equal_final``: those equal to the trajectory's own final correctness (0 or 1).
+    Their ratio near 1 means the labels carry the outcome only, nothing step-specific.
+    """
 
     questions: int = 0
     kept: int = 0
@@ -64,6 +88,8 @@ class LabelStats:
     forward_tokens: int = 0
     reference_forward_tokens: int = 0
     labels: list[float] = field(default_factory=list)
+    pre_final: int = 0
+    pre_final_equal_final: int = 0
 
     def merge(self, other: "LabelStats") -> None:
         self.questions += other.questions
@@ -73,6 +99,8 @@ class LabelStats:
         self.forward_tokens += other.forward_tokens
         self.reference_forward_tokens += other.reference_forward_tokens
         self.labels += other.labels
+        self.pre_final += other.pre_final
+        self.pre_final_equal_final += other.pre_final_equal_final
 
     def summary(self) -> dict:
         lab = torch.tensor(self.labels) if self.labels else torch.zeros(1)
@@ -81,20 +109,64 @@ class LabelStats:
             "dropped_all_correct": self.all_correct, "dropped_all_wrong": self.all_wrong,
             "label_mean": float(lab.mean()), "label_std": float(lab.std()) if lab.numel() > 1 else 0.0,
             "label_fraction_0": float((lab == 0).float().mean()), "label_fraction_1": float((lab == 1).float().mean()),
+            "label_fraction_pre_final_equal_final": self.pre_final_equal_final / max(self.pre_final, 1),
             "forward_tokens": self.forward_tokens, "reference_forward_tokens": self.reference_forward_tokens,
             "saving_vs_reference": self.reference_forward_tokens / max(self.forward_tokens, 1),
         }
 
 
 def reference_forward_tokens(prompt_len: int, n: int, t: int, m: int, answer_steps: int) -> int:
-    """Token positions the reference implementation runs to label one question: each of the
-    N*T*M rollouts re-runs prompt, T latents and the answer from scratch (no cache reuse)."""
+    """Token positions the reference implementation runs for the rollouts of N = ``n``
+    trajectories of T = ``t`` latents each: each of the N*T*M rollouts (every step, the last
+    included) re-runs prompt, T latents and the answer from scratch (no cache reuse)."""
     return n * t * m * (prompt_len + t + answer_steps)
+
+
+def rollouts_at_last_step(sampler: Sampler) -> bool:
+    """Whether the M rollouts from a whole trajectory h_1..h_{T_n} are run: the one rule for the
+    last step. They can differ from the trajectory only when feeding h_{T_n} (and decoding) is
+    random, i.e. when the sampler acts in forward passes (``Sampler.stochastic_forward``:
+    MC-dropout, attention dropout). Otherwise every rollout equals the trajectory and its own
+    correctness is the label."""
+    return sampler.stochastic_forward
+
+
+def rollout_keys(keys: torch.Tensor, step: int, m: int) -> torch.Tensor:
+    """Keys of the M rollouts from h_1..h_t of each trajectory: ``keys`` (R,) trajectory keys
+    -> (R*M,) int64, trajectory-major, a function of (trajectory key, rollout stream, t,
+    rollout index) only."""
+    rkeys = derive_keys(keys.repeat_interleave(m), _ROLLOUT_STREAM, step)
+    return derive_keys(rkeys ^ torch.arange(m, device=rkeys.device).repeat(len(keys)), _ROLLOUT_STREAM)
 
 
 def _correct(backbone: LatentBackbone, answer_ids: torch.Tensor, golds: list[str], fmt: str) -> torch.Tensor:
     texts = backbone.decode(answer_ids)
     return torch.tensor([answers_match(extract_answer(x, fmt), g) for x, g in zip(texts, golds)])
+
+
+@torch.no_grad()
+def roll_out(backbone: LatentBackbone, sampler: Sampler, before: LatentState, latent: torch.Tensor, step: int,
+             keys: torch.Tensor, *, max_new_tokens: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rollouts that branch before latent ``step`` is fed: feed ``latent`` (R, d), i.e. h_t, with
+    each row's own ``keys`` (R,) (:meth:`LatentBackbone.feed_latent`), continue the latent steps
+    (the backbone's dynamic stop where it has one, up to the step cap) and decode the answer
+    (the sampler acts on it only with ``on_answer``).
+
+    Args:
+        before: the state of R rows after h_1..h_{t-1} (after the prompt when t = 1), every row
+            still thinking; it is advanced in place, pass a copy to keep it.
+
+    Returns:
+        the rollout latents (R, 1 + T', d) (h_t, then each row's own h_{t+1}.. ; zeros after its
+        stop) and the answer ids (R, L).
+    """
+    cfg = backbone.latent_config
+    cap = cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents
+    state = backbone.feed_latent(before, latent, step, sampler=sampler, keys=keys)
+    state, rest, _ = backbone.run_latents(state, cap, sampler=sampler, keys=keys, start_step=step + 1)
+    answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys,
+                                           first_step=cap + 1)
+    return torch.cat([latent[:, None].to(rest.dtype), rest], 1), answer_ids
 
 
 @torch.no_grad()
@@ -106,8 +178,8 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     Returns:
         one entry per problem (None when filtered out) and the run's :class:`LabelStats`. A
         group's step dimension is its own longest trajectory (T for a fixed-T backbone).
-        Results depend only on (seed, question id, sample index, rollout index), not on which
-        problems share the call.
+        Results depend only on (seed, question id, sample index, step, rollout index), not on
+        which problems share the call.
 
     Raises:
         ValueError: n_samples or n_rollouts < 1.
@@ -121,20 +193,23 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     start_tokens = backbone.forward_tokens
     q, n, m = len(problems), n_samples, n_rollouts
     cap = cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents
-    # a sampler acting on the answer makes the last step's continuation random: roll it out too
-    last_rolled = 0 if sampler.on_answer else 1
+    roll_last = rollouts_at_last_step(sampler)
     keys = trajectory_keys(seed, [p.id for p in problems], n).to(backbone.device)
     state = backbone.prefill_samples([p.question for p in problems], n, sampler, keys)
     # real prompt lengths (rows are question-major), for the reference's re-prefill count
     prompt_lens = state.attention_mask[::n].sum(1).tolist()
-    snapshots, latents, masks = [], [], []
+    # befores[t - 1]: the state before h_t is fed, where the rollouts from h_1..h_t branch (not
+    # kept for t = cap when the last step is not rolled out: no row has t < T_n there)
+    befores, fed, latents, masks = [], [], [], []
     for t in range(1, cap + 1):
+        before = state.select(torch.arange(state.rows)) if t < cap or roll_last else None
         state, h = backbone.latent_step(state, t, sampler=sampler, keys=keys)
         if not bool(state.active.any()):
             break
+        befores.append(before)
+        fed.append(h)
         latents.append(h.float().cpu())
         masks.append(state.active.cpu())
-        snapshots.append(state.select(torch.arange(state.rows)) if t < cap or last_rolled == 0 else None)
     answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys, first_step=cap + 1)
     golds = [p.answer for p in problems for _ in range(n)]
     final = _correct(backbone, answer_ids, golds, fmt).reshape(q, n)
@@ -153,21 +228,19 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
         keep &= ~all_w
     stats.kept = int(keep.sum())
     labels = torch.zeros(q * n, steps)
-    if last_rolled:
+    if not roll_last:
         has = lengths > 0
         labels[has.nonzero().flatten(), lengths[has] - 1] = final.flatten()[has].float()
     kept = keep.repeat_interleave(n)
     for t in range(1, steps + 1):
-        # rows still thinking after step t (t < T_n), or at their last step when it is rolled out
-        rows = torch.nonzero(kept & (lengths >= t + last_rolled)).flatten()
+        # rows that took step t and are rolled out there: t < T_n, or t = T_n when rolled out
+        rows = torch.nonzero(kept & (lengths >= t + (0 if roll_last else 1))).flatten()
         if not len(rows):
             continue
         rows_dev = rows.to(backbone.device)
-        prefix = snapshots[t - 1].select(rows_dev).repeat_interleave(m)
-        rkeys = derive_keys(keys[rows_dev].repeat_interleave(m), _ROLLOUT_STREAM, t)
-        rkeys = derive_keys(rkeys ^ torch.arange(m, device=rkeys.device).repeat(len(rows)), _ROLLOUT_STREAM)
-        prefix, _, _ = backbone.run_latents(prefix, cap, sampler=sampler, keys=rkeys, start_step=t + 1)
-        out, _ = backbone.decode_answer(prefix, max_new_tokens=max_new_tokens, sampler=sampler, keys=rkeys, first_step=cap + 1)
+        before = befores[t - 1].select(rows_dev).repeat_interleave(m)
+        _, out = roll_out(backbone, sampler, before, fed[t - 1][rows_dev].repeat_interleave(m, 0), t,
+                          rollout_keys(keys[rows_dev], t, m), max_new_tokens=max_new_tokens)
         rgolds = [golds[i] for i in rows.tolist() for _ in range(m)]
         labels[rows, t - 1] = _correct(backbone, out, rgolds, fmt).float().reshape(len(rows), m).mean(1)
     stats.forward_tokens = backbone.forward_tokens - start_tokens
@@ -183,6 +256,10 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
         stats.reference_forward_tokens += sum(reference_forward_tokens(prompt_lens[i], 1, t_n, m, answer_steps) for t_n in own)
         width = max(own)  # the group's own longest trajectory: no dependence on its batch
         g_mask = mask[rows, :width]
-        stats.labels += labels[rows, :width][g_mask].tolist()
-        groups.append(LabelledGroup(p.id, p.question, p.answer, traj[rows, :width], g_mask, labels[rows, :width], final[i]))
+        g_labels = labels[rows, :width]
+        stats.labels += g_labels[g_mask].tolist()
+        pre = g_mask & (torch.arange(width)[None] < lengths[rows, None] - 1)
+        stats.pre_final += int(pre.sum())
+        stats.pre_final_equal_final += int((pre & (g_labels == final[i, :, None].float())).sum())
+        groups.append(LabelledGroup(p.id, p.question, p.answer, traj[rows, :width], g_mask, g_labels, final[i]))
     return groups, stats
