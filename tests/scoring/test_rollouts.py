@@ -87,6 +87,12 @@ def test_labelling_job_resumes_after_interruption(tiny_backbone_dir, tmp_path):
     assert json.loads((tmp_path / "part" / "run.json").read_text())["sampler"]["name"] == "AGN"
     with pytest.raises(ValueError, match=r"other settings.*n_rollouts"):
         _label(tiny_backbone_dir, tmp_path / "part", 3, "--model.n_rollouts", "4")
+    # groups labelled before rollouts branched ahead of h_t (no rollout_branch in run.json): refused
+    run = json.loads((tmp_path / "part" / "run.json").read_text())
+    assert run.pop("rollout_branch") == "before_feeding_h_t"
+    (tmp_path / "part" / "run.json").write_text(json.dumps(run))
+    with pytest.raises(ValueError, match=r"other settings.*rollout_branch"):
+        _label(tiny_backbone_dir, tmp_path / "part", 3)
 
 
 @pytest.mark.slow
@@ -166,8 +172,9 @@ def test_dynamic_length_labels_exist_for_each_trajectorys_own_steps(llama):
 
 
 def test_dynamic_rollouts_continue_with_the_backbones_own_stopping(llama):
-    """Rebuild one (trajectory, step) label through the public seams: prefix h_1..h_t, then M
-    continuations that stop when the LM head says so, answers decoded greedily."""
+    """Rebuild one (trajectory, step) label through the public seams: the state before h_1, then M
+    continuations that each feed h_1 with their own keys and stop when the LM head says so,
+    answers decoded greedily."""
     from latentlit.data.answers import answers_match, extract_answer
 
     sampler, m = AGN(sigma=1.0), 6
@@ -177,9 +184,10 @@ def test_dynamic_rollouts_continue_with_the_backbones_own_stopping(llama):
     keys = trajectory_keys(0, [problems[0].id], 3)
     row = int(out.latent_mask.sum(1).argmax())  # the longest trajectory has rollouts at t = 1
     state = llama.prefill_samples([problems[0].question], 3, sampler, keys)
-    state, _ = llama.latent_step(state, 1, sampler=sampler, keys=keys)
+    h1 = llama.propose_latent(state, 1, sampler=sampler, keys=keys)
     prefix = state.select(torch.tensor([row])).repeat_interleave(m)
     rkeys = derive_keys(derive_keys(keys[[row]].repeat_interleave(m), _ROLLOUT_STREAM, 1) ^ torch.arange(m), _ROLLOUT_STREAM)
+    prefix = llama.feed_latent(prefix, h1[[row]].repeat_interleave(m, 0), 1, sampler=sampler, keys=rkeys)
     prefix, _, rmask = llama.run_latents(prefix, llama.latent_config.max_latents, sampler=sampler, keys=rkeys, start_step=2)
     answers, _ = llama.decode_answer(prefix, max_new_tokens=3)
     right = [answers_match(extract_answer(t, "last_number"), problems[0].answer) for t in llama.decode(answers)]
@@ -187,8 +195,8 @@ def test_dynamic_rollouts_continue_with_the_backbones_own_stopping(llama):
     assert len(set(rmask.sum(1).tolist())) > 1  # the rollouts themselves stop at different steps
 
 
-def test_dynamic_labels_do_not_depend_on_batching(llama):
-    sampler = AGN(sigma=1.0)
+@pytest.mark.parametrize("sampler", [MCDropout(p=0.3), AGN(sigma=1.0)])
+def test_dynamic_labels_do_not_depend_on_batching(llama, sampler):
     together, _ = label_problems(llama, sampler, PROBLEMS, n_samples=3, n_rollouts=2, drop_all_correct=False,
                                  drop_all_wrong=False, seed=2)
     for i, p in enumerate(PROBLEMS):
@@ -211,3 +219,139 @@ def test_ragged_groups_survive_shards(llama, tmp_path):
     for a, b in zip(groups, load_groups(tmp_path)):
         assert torch.equal(a.latents, b.latents) and torch.equal(a.labels, b.labels)
         assert torch.equal(a.latent_mask, b.latent_mask)
+
+
+# ---------------------------------------------------------------- where rollouts branch (before h_t is fed)
+from latentlit.data.answers import answers_match, extract_answer  # noqa: E402
+from latentlit.data.sources import SyntheticProblems  # noqa: E402
+from latentlit.models.backbone import LatentBackbone  # noqa: E402
+from latentlit.sampling import Deterministic  # noqa: E402
+from latentlit.scoring.rollouts import rollout_keys, rollouts_at_last_step  # noqa: E402
+
+
+@torch.no_grad()
+def _one_at_a_time(backbone, sampler, problem, n, m, *, max_new_tokens, fmt, seed=0, branch_after_feed=False):
+    """One question's labels, every rollout run alone from a fresh prefill through the public
+    seams: trajectory j is rebuilt with its own keys up to h_t; the rollout feeds h_t with its
+    own keys (``branch_after_feed``: with the trajectory's, as latentlit did before), continues
+    with the backbone's own stop and decodes. Returns labels (n, width), final correctness
+    (n,), and {t: (M, d) the rollouts' h_{t+1}} of every trajectory that has one."""
+    cap = backbone.latent_config.max_latents if backbone.latent_config.latent_stop_id is not None \
+        else backbone.latent_config.num_latents
+    keys = trajectory_keys(seed, [problem.id], n)
+
+    def correct(state, key):
+        ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=key, first_step=cap + 1)
+        return float(answers_match(extract_answer(backbone.decode(ids)[0], fmt), problem.answer))
+
+    def before(j, t):  # trajectory j's state before h_t is fed, and h_t
+        state = backbone.prefill_samples([problem.question], 1, sampler, keys[[j]])
+        for s in range(1, t):
+            state, _ = backbone.latent_step(state, s, sampler=sampler, keys=keys[[j]])
+        return state, backbone.propose_latent(state, t, sampler=sampler, keys=keys[[j]])
+
+    finals, lengths, rows, nexts = [], [], [], {}
+    for j in range(n):
+        state = backbone.prefill_samples([problem.question], 1, sampler, keys[[j]])
+        state, _, mask = backbone.run_latents(state, cap, sampler=sampler, keys=keys[[j]])
+        finals.append(correct(state, keys[[j]]))
+        lengths.append(int(mask.sum()))
+        row = []
+        for t in range(1, lengths[-1] + 1):
+            if t == lengths[-1] and (branch_after_feed or not rollouts_at_last_step(sampler)):
+                row.append(finals[-1])
+                continue
+            right, hs = 0.0, []
+            for k in range(m):
+                rkey = rollout_keys(keys[[j]], t, m)[[k]]
+                state, h = before(j, t)
+                state = backbone.feed_latent(state, h, t, sampler=sampler, keys=keys[[j]] if branch_after_feed else rkey)
+                state, rest, rmask = backbone.run_latents(state, cap, sampler=sampler, keys=rkey, start_step=t + 1)
+                if rmask.shape[1] and bool(rmask[0, 0]):
+                    hs.append(rest[0, 0])
+                right += correct(state, rkey)
+            row.append(right / m)
+            if len(hs) == m:
+                nexts.setdefault(t, []).append(torch.stack(hs))
+        rows.append(row)
+    width = max(lengths)
+    labels = torch.tensor([r + [0.0] * (width - len(r)) for r in rows])
+    return labels, torch.tensor(finals, dtype=torch.bool), nexts
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    return LatentBackbone.from_pretrained("quickstart")
+
+
+# validation questions 0 and 4: the quickstart's MC-dropout samples of each are partly right
+MIXED = [SyntheticProblems("val").load()[i] for i in (0, 4)]
+
+
+def test_mc_dropout_rollouts_differ_from_h_t_plus_1_and_match_one_at_a_time(quickstart):
+    """Under MC-dropout the M rollouts from h_1..h_t differ in h_{t+1} (they branch before the
+    forward pass that consumes h_t), the batched labels equal running every rollout alone, and
+    they differ from the labels of rollouts branched after that forward pass (which share
+    h_{t+1}: spread 0)."""
+    sampler, n, m = MCDropout(p=0.2), 4, 4
+    groups, stats = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                                   drop_all_correct=False, drop_all_wrong=False)
+    changed = 0
+    for g, p in zip(groups, MIXED):
+        labels, finals, nexts = _one_at_a_time(quickstart, sampler, p, n, m, max_new_tokens=6, fmt="coconut")
+        assert torch.equal(g.labels, labels) and torch.equal(g.final_correct, finals)
+        assert set(nexts) == {1, 2, 3}
+        for t, hs in nexts.items():
+            assert all(float(h.std(0).max()) > 1e-3 for h in hs), t  # the rollouts' own h_{t+1}
+        old, _, old_nexts = _one_at_a_time(quickstart, sampler, p, n, m, max_new_tokens=6, fmt="coconut",
+                                           branch_after_feed=True)
+        assert all(float(h.std(0).max()) == 0.0 for hs in old_nexts.values() for h in hs)
+        changed += int((old != labels).sum())
+    assert changed >= 3  # the setting tells the two branch points apart
+
+
+def test_agn_labels_are_unchanged_by_the_branch_point(quickstart):
+    """AGN acts on the proposed latent, not in forward passes: branching before or after h_t is
+    fed gives the same rollouts, and the last step's label is the trajectory's own correctness."""
+    sampler, n, m = AGN(sigma=1.0), 4, 4
+    groups, _ = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                               drop_all_correct=False, drop_all_wrong=False)
+    for g, p in zip(groups, MIXED):
+        labels, finals, _ = _one_at_a_time(quickstart, sampler, p, n, m, max_new_tokens=6, fmt="coconut")
+        old, _, _ = _one_at_a_time(quickstart, sampler, p, n, m, max_new_tokens=6, fmt="coconut", branch_after_feed=True)
+        assert torch.equal(g.labels, labels) and torch.equal(labels, old)
+        assert torch.equal(g.labels[:, -1], finals.float())
+    assert ((torch.cat([g.labels[:, :-1] for g in groups]) * m) % m != 0).any()  # fractional labels
+
+
+@pytest.mark.parametrize("sampler", [MCDropout(p=0.3), AGN(sigma=1.0)])
+def test_dynamic_stop_labels_match_one_at_a_time(llama, sampler):
+    """Llama with a CoLaR-style stop: rollouts (the last step's too under MC-dropout) stop on
+    their own hidden states, and the batched labels equal running each rollout alone."""
+    problems, _ = _gold_from_samples(llama, sampler, PROBLEMS[:2], 3)
+    groups, _ = label_problems(llama, sampler, problems, n_samples=3, n_rollouts=3, max_new_tokens=3,
+                               drop_all_correct=False, drop_all_wrong=False, answer_format="last_number")
+    for g, p in zip(groups, problems):
+        labels, finals, _ = _one_at_a_time(llama, sampler, p, 3, 3, max_new_tokens=3, fmt="last_number")
+        assert torch.equal(g.labels, labels) and torch.equal(g.final_correct, finals)
+
+
+def test_last_step_rule_is_forward_pass_randomness():
+    assert rollouts_at_last_step(MCDropout(p=0.1)) and rollouts_at_last_step(MCDropout(p=0.0, attention_p=0.1))
+    assert rollouts_at_last_step(MCDropout(p=0.1, on_answer=True))
+    assert not rollouts_at_last_step(MCDropout(p=0.0))
+    assert not rollouts_at_last_step(AGN(sigma=1.0)) and not rollouts_at_last_step(AGN(sigma=1.0, on_answer=True))
+    assert not rollouts_at_last_step(Deterministic())
+
+
+def test_pre_final_statistic_recomputed_from_the_groups(quickstart):
+    groups, stats = label_problems(quickstart, MCDropout(p=0.2), MIXED, n_samples=4, n_rollouts=4, max_new_tokens=6,
+                                   drop_all_correct=False, drop_all_wrong=False)
+    pre = equal = 0
+    for g in groups:
+        for labels, mask, final in zip(g.labels, g.latent_mask, g.final_correct):
+            before_last = labels[: int(mask.sum()) - 1]
+            pre += len(before_last)
+            equal += int((before_last == float(final)).sum())
+    assert stats.pre_final == pre == 24 and stats.pre_final_equal_final == equal < pre
+    assert stats.summary()["label_fraction_pre_final_equal_final"] == pytest.approx(equal / pre)
