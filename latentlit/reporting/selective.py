@@ -14,7 +14,12 @@ questions against c. Summaries:
 
 Questions with equal confidence are answered in random order: the curve takes the expectation
 over that order (within a tie group each question counts with the group's mean correctness), so
-no ranking among ties is invented.
+no ranking among ties is invented. "Equal" is equal after rounding to
+:data:`CONFIDENCE_DECIMALS` (12) decimals: a confidence that is a sum of floats carries noise of
+~1e-16 (0.9999999999999998 for 1), which would otherwise split one tie group into several and
+invent an order among them. The risk-coverage curve, AURC and the ECE / reliability bins all read
+the rounded values (:func:`tie_values`). Genuine differences are far larger: vote shares differ
+by multiples of 1/N, and the LatentRM scores a mass is computed from are stored to 5 decimals.
 
 Confidences (each with the answer it is the confidence of):
 
@@ -22,8 +27,13 @@ Confidences (each with the answer it is the confidence of):
   self-consistency agreement of Wang et al. (2023);
 * ``rm``: best-of-N's answer; the LatentRM's probability mass on it: softmax of the N trajectory
   scores (the distribution the contrastive LatentRM is trained to output, paper Sec. 3.3) summed
-  over the trajectories that give that answer;
+  over the trajectories that give that answer, computed as (exact sum of the group's weights) /
+  (that sum + exact sum of the other weights), so an answer that holds all the weight (every
+  scored sample gives it) has mass exactly 1.0;
 * ``vote+rm``: the RM-weighted vote's answer; the mean of its vote share and its RM mass.
+
+Every confidence is clipped to [0, 1]; a unanimous question has confidence exactly 1.0 under
+each of them.
 """
 
 from __future__ import annotations
@@ -31,43 +41,63 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 from latentlit.aggregation.registry import QuestionView
 from latentlit.data.answers import answers_match
 
 ECE_BINS = 10
+# confidences equal to this many decimals tie (see the module docstring)
+CONFIDENCE_DECIMALS = 12
 COVERAGE_GRID = [round(0.05 * i, 2) for i in range(1, 21)]
 
 
-def _rm_mass(view: QuestionView) -> np.ndarray:
-    """(N,) softmax weight of each trajectory; non-finite scores get none."""
+def _rm_weights(view: QuestionView) -> np.ndarray:
+    """(N,) unnormalised softmax weight exp(s_n - max s) of each trajectory; non-finite scores
+    get none."""
     s = np.asarray(view.scores, dtype=np.float64)
     finite = np.isfinite(s)
     if not finite.any():
         return np.zeros(len(s))
-    w = np.where(finite, np.exp(np.where(finite, s, 0.0) - s[finite].max()), 0.0)
-    return w / w.sum()
+    return np.where(finite, np.exp(np.where(finite, s, 0.0) - s[finite].max()), 0.0)
 
 
 def _answer_mass(view: QuestionView, index: int, weights: np.ndarray) -> float:
-    """Weight on the answer of sample ``index`` (its answer group; the sample alone if it has
-    no answer)."""
+    """Share of ``weights`` on the answer of sample ``index`` (its answer group; the sample alone
+    if it has no answer), in [0, 1]: exactly 1.0 when no weight lies outside the group, exactly
+    0.0 when none lies inside (both sums are exact, ``math.fsum``, so the ratio carries one
+    rounding only)."""
     if index < 0:
         return 0.0
     label = view.labels[index]
-    return float(weights[index]) if label < 0 else float(weights[view.labels == label].sum())
+    inside = np.zeros(len(weights), dtype=bool)
+    if label < 0:
+        inside[index] = True
+    else:
+        inside = view.labels == label
+    mass_in, mass_out = math.fsum(weights[inside]), math.fsum(weights[~inside])
+    if mass_in <= 0.0:
+        return 0.0
+    if mass_out <= 0.0:
+        return 1.0
+    return min(1.0, mass_in / (mass_in + mass_out))
+
+
+def _clip(x: float) -> float:
+    return min(1.0, max(0.0, float(x)))
 
 
 def _vote_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:
-    return float(record["vote_share"]), bool(record["majority_vote"]["correct"])
+    return _clip(record["vote_share"]), bool(record["majority_vote"]["correct"])
 
 
 def _rm_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:
     index = record["best_of_n"]["index"]  # None: no finite score, no answer
     if index is None:
         return 0.0, False
-    return _answer_mass(view, int(index), _rm_mass(view)), bool(record["best_of_n"]["correct"])
+    return _answer_mass(view, int(index), _rm_weights(view)), bool(record["best_of_n"]["correct"])
 
 
 def _combined_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:
@@ -76,8 +106,9 @@ def _combined_confidence(record: dict, view: QuestionView) -> tuple[float, bool]
         return 0.0, False
     # the weighted vote's answer is one of the samples' answers: take its first sample's group
     first = next(i for i, a in enumerate(view.answers) if view.labels[i] >= 0 and answers_match(a, answer))
-    share = float((view.labels == view.labels[first]).mean())
-    return 0.5 * (share + _answer_mass(view, first, _rm_mass(view))), bool(record["weighted_vote"]["correct"])
+    share = int((view.labels == view.labels[first]).sum()) / view.n
+    # both 1.0 (unanimous) gives exactly 1.0
+    return _clip(0.5 * (share + _answer_mass(view, first, _rm_weights(view)))), bool(record["weighted_vote"]["correct"])
 
 
 @dataclass(frozen=True)
@@ -97,6 +128,16 @@ CONFIDENCES = [
 ]
 
 
+def tie_values(confidence: Sequence[float]) -> np.ndarray:
+    """Confidences as every selective figure compares and bins them: rounded to
+    :data:`CONFIDENCE_DECIMALS` decimals, so values that differ only by float noise tie.
+
+    Returns:
+        (Q,) float64.
+    """
+    return np.round(np.asarray(confidence, dtype=np.float64), CONFIDENCE_DECIMALS)
+
+
 def _check(confidence: Sequence[float], correct: Sequence[bool]) -> tuple[np.ndarray, np.ndarray]:
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=np.float64)
@@ -104,17 +145,22 @@ def _check(confidence: Sequence[float], correct: Sequence[bool]) -> tuple[np.nda
         raise ValueError(f"need as many confidences as correctness flags (>= 1), got {conf.shape} and {ok.shape}")
     if not np.isfinite(conf).all():
         raise ValueError("confidences must be finite")
+    conf = tie_values(conf)
+    if (conf < 0).any() or (conf > 1).any():
+        bad = conf[(conf < 0) | (conf > 1)][0]
+        raise ValueError(f"confidences must lie in [0, 1], got {bad!r}")
     return conf, ok
 
 
 def risk_coverage(confidence: Sequence[float], correct: Sequence[bool]) -> np.ndarray:
-    """Accuracy of the m most confident questions for m = 1..Q (ties in expectation).
+    """Accuracy of the m most confident questions for m = 1..Q (ties, after :func:`tie_values`,
+    in expectation).
 
     Returns:
         (Q,) float64; entry m-1 is the expected accuracy when answering m questions.
 
     Raises:
-        ValueError: lengths differ, empty input, or a non-finite confidence.
+        ValueError: lengths differ, empty input, a non-finite confidence, or one outside [0, 1].
     """
     conf, ok = _check(confidence, correct)
     order = np.argsort(-conf, kind="stable")
@@ -140,7 +186,9 @@ def aurc(confidence: Sequence[float], correct: Sequence[bool]) -> float:
 
 
 def calibration(confidence: Sequence[float], correct: Sequence[bool], bins: int = ECE_BINS) -> tuple[float, list[dict]]:
-    """ECE with ``bins`` equal-width bins on [0, 1] (1.0 falls in the last bin), and the bins.
+    """ECE with ``bins`` equal-width bins on [0, 1] (1.0 falls in the last bin), and the bins;
+    confidences are binned and averaged after :func:`tie_values`, as the risk-coverage curve
+    ranks them.
 
     Returns:
         (ece, [{"lower", "upper", "count", "accuracy", "confidence"}]); empty bins have

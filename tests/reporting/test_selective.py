@@ -86,3 +86,62 @@ def test_confidences_from_records():
     # without a LatentRM only the vote share exists
     plain = [{k: v for k, v in r.items() if k not in ("rm_scores", "best_of_n", "weighted_vote")} for r in records]
     assert sorted(confidences(plain, [question_view(r, 0) for r in plain])) == ["vote"]
+
+
+# 16 LatentRM scores (5 decimals, as records store them) whose softmax weights, each divided by
+# their sum and added back up, give 1.0000000000000002 rather than 1
+NOISY_SCORES = [4.08184, -5.11133, 0.8362, -1.13554, -0.9053, -0.43119, -4.03997, -0.46386, -1.73043, 6.646,
+                0.45157, -0.70526, -0.56257, -1.33609, -2.1103, -0.7816]
+
+
+def _unanimous_record(qid: str, scores: list[float], correct: bool) -> dict:
+    n = len(scores)
+    return {"id": qid, "answers": ["7"] * n, "correct": [correct] * n, "gold": "7" if correct else "8",
+            "vote_share": 1.0, "majority_vote": {"answer": "7", "correct": correct}, "rm_scores": scores,
+            "best_of_n": {"answer": "7", "correct": correct, "index": int(np.argmax(scores))},
+            "weighted_vote": {"answer": "7", "correct": correct}}
+
+
+def test_a_unanimous_question_has_confidence_exactly_one_for_every_kind():
+    w = np.exp(np.array(NOISY_SCORES) - max(NOISY_SCORES))
+    assert (w / w.sum()).sum() != 1.0  # the normalise-then-sum mass is off by float noise here
+    records = [_unanimous_record("a", NOISY_SCORES, True),
+               # a NaN score carries no weight: still all the mass on the one answer
+               _unanimous_record("b", NOISY_SCORES[:15] + [float("nan")], False)]
+    got = confidences(records, [question_view(r, seed=0) for r in records])
+    assert sorted(got) == ["rm", "vote", "vote+rm"]
+    for name, (conf, _) in got.items():
+        assert conf.tolist() == [1.0, 1.0], name  # exactly, not approximately
+
+
+def test_values_that_differ_by_float_noise_tie_in_every_figure():
+    noisy = [1.0000000000000002, 1.0, 0.9999999999999998, 0.5]
+    ok = [True, True, False, False]
+    # one tie group of three (mean correctness 2/3), then 0.5: the accuracy curve is 2/3, 2/3, 2/3, 2/4
+    np.testing.assert_allclose(risk_coverage(noisy, ok), [2 / 3, 2 / 3, 2 / 3, 0.5])
+    # AURC = mean risk = (1/3 + 1/3 + 1/3 + 1/2) / 4; ranking by the raw floats would give
+    # (0 + 0 + 1/3 + 1/2) / 4 = 0.2083
+    assert aurc(noisy, ok) == pytest.approx(1.5 / 4, abs=1e-15)
+    assert answered_accuracy(noisy, ok, 0.5) == pytest.approx(2 / 3)
+    # the bins read the same rounded values: 0.09999999999999998 bins with 0.1, not below it
+    ece, bins = calibration([0.09999999999999998, 0.1], [False, False])
+    assert [b["count"] for b in bins][:2] == [0, 2] and bins[1]["confidence"] == 0.1
+    assert ece == pytest.approx(0.1)
+    assert selective_summary(noisy, ok)["aurc"] == pytest.approx(1.5 / 4, abs=1e-15)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        risk_coverage([1.5, 0.2], [True, False])
+
+
+def test_aurc_of_unanimous_questions_through_the_records():
+    """Three unanimous questions (two right, one wrong) and one split 2-2: the unanimous ones
+    form one tie group at the top under each confidence, whatever their scores' float noise."""
+    split = {"id": "d", "answers": ["1", "1", "2", "2"], "correct": [False, False, True, True], "gold": "2",
+             "vote_share": 0.5, "majority_vote": {"answer": "1", "correct": False}, "rm_scores": [0.0, 0.0, 0.0, 0.0],
+             "best_of_n": {"answer": "1", "correct": False, "index": 0}, "weighted_vote": {"answer": "1", "correct": False}}
+    records = [_unanimous_record("a", NOISY_SCORES, True), _unanimous_record("b", NOISY_SCORES[::-1], True),
+               _unanimous_record("c", [0.3] * 16, False), split]
+    got = confidences(records, [question_view(r, seed=0) for r in records])
+    for name, (conf, ok) in got.items():
+        assert conf.tolist()[:3] == [1.0, 1.0, 1.0] and conf[3] == 0.5, name
+        # curve: 2/3 for the tie group of three, then 2/4 -> AURC = (3 x 1/3 + 1/2) / 4
+        assert aurc(conf, ok) == pytest.approx(0.375, abs=1e-15), name
