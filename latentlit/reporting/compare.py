@@ -166,9 +166,11 @@ def markdown(runs: list[dict], every_k: bool = False) -> str:
         if len(set(values)) > 1:
             add(key, values)
     add("questions", [str(r["counts"]["questions"]) for r in runs])
-    index = {(r["run"], r["metric"], r["k"]): r for r in table}
+    # methods only: an adaptive rule has a row per (rule, threshold), below, not per k
+    methods = [r for r in table if not r["metric"].startswith("adaptive:")]
+    index = {(r["run"], r["metric"], r["k"]): r for r in methods}
     labels = []
-    for r in table:
+    for r in methods:
         at = (r["metric"], r["k"] if every_k else None)
         if at not in labels:
             labels.append(at)

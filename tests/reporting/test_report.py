@@ -282,3 +282,34 @@ def test_a_newly_registered_aggregator_gets_a_style_of_its_own():
         AGGREGATORS[:] = saved
     with pytest.raises(KeyError, match="median_pick"):
         style("median_pick")
+
+
+def test_compare_runs_every_k_gives_adaptive_rows_per_rule_and_threshold(tmp_path, capsys):
+    """Two thresholds of one rule in a replayed run and a live run: one row per (rule, threshold),
+    each with its own values, and no row keyed by k (``@None``)."""
+    records = _records(25)
+    fixed = add_report(_summary(records), records, ks=KS, aggregators=AGGS, seed=0, cost_model=_model())
+    fixed["config"]["adaptive"] = {"n_max": N, "round_size": 2, "live": False, "rule": None, "threshold": None}
+    fixed["adaptive"] = {"beta": {"0.9": {"accuracy": 0.48, "mean_trajectories": 2.5, "median_trajectories": 2},
+                                  "0.99": {"accuracy": 0.56, "mean_trajectories": 5.0, "median_trajectories": 4}},
+                         "window": {"2": {"accuracy": 0.44, "mean_trajectories": 3.0, "median_trajectories": 2},
+                                    "4": {"accuracy": 0.6, "mean_trajectories": 6.0, "median_trajectories": 6}}}
+    live = json.loads(json.dumps(fixed))
+    live["config"]["adaptive"] = {"n_max": N, "round_size": 2, "live": True, "rule": "beta", "threshold": 0.99}
+    live["adaptive"] = {"beta": {"0.99": {"accuracy": 0.56, "mean_trajectories": 5.0, "median_trajectories": 4}}}
+    dirs = [_run_dir(tmp_path, n, r) for n, r in (("replayed", fixed), ("live", live))]
+    assert _compare_script()([*dirs, "--every-k"]) == 0
+    out = capsys.readouterr().out
+    assert "None" not in out
+    cells = {x.split(" | ")[0][2:]: [c.strip(" |") for c in x.split(" | ")[1:]] for x in out.splitlines()[2:]}
+    adaptive = {k: v for k, v in cells.items() if "adaptive" in k}
+    assert adaptive == {
+        "adaptive beta@0.9 (%, mean trajectories per question)": ["48.0 (2.50 trajectories, replayed)", ""],
+        "adaptive beta@0.99 (%, mean trajectories per question)": ["56.0 (5.00 trajectories, replayed)",
+                                                                   "56.0 (5.00 trajectories, live)"],
+        "adaptive window@2 (%, mean trajectories per question)": ["44.0 (3.00 trajectories, replayed)", ""],
+        "adaptive window@4 (%, mean trajectories per question)": ["60.0 (6.00 trajectories, replayed)", ""]}
+    # the methods still have a row per k
+    assert cells["best-of-N@2 (%)"][0] == f"{100 * fixed['metrics']['best_of_n@2']:.1f} " \
+        f"[{100 * fixed['intervals']['accuracy']['best_of_n@2']['low']:.1f}, " \
+        f"{100 * fixed['intervals']['accuracy']['best_of_n@2']['high']:.1f}]"
