@@ -400,7 +400,10 @@ class TTSPredictor(L.LightningModule):
             record["dvts_vote"] = {"answer": vote.answer, "correct": answers_match(vote.answer, problem.answer)}
             record["latent_steps"]["dvts"] = tree.latent_steps
             if compute is not None:
-                compute["dvts"] = {"width": 1, "candidates": self.hparams.dvts_width,
+                # width: the DVTS width W as set (candidates per subtree per step); each subtree
+                # is a beam search with beam_width 1 and W candidates
+                compute["dvts"] = {"width": self.hparams.dvts_width, "beam_width": 1,
+                                   "candidates": self.hparams.dvts_width,
                                    "subtrees": self.hparams.n_samples // self.hparams.dvts_width,
                                    "answers": list(tree.beam_answer_positions), **tree.compute}
         if compute is not None:

@@ -11,7 +11,10 @@ processes:
   ``{"width": B, "candidates": K, "answers": [A_b for each final beam], "prefills", "fed",
   "proposed", "stop_checks", "beam_latents"}`` (what the search ran,
   :class:`latentlit.aggregation.beam_search.BeamResult`); with DVTS, ``dvts``: the same with
-  ``"subtrees": S`` (width 1, K = W).
+  ``"width": W`` (the DVTS width as set), ``"subtrees": S = N / W`` and ``"beam_width": 1``,
+  K = W (each subtree is a beam search keeping 1 prefix and proposing W candidates a step).
+  Records written before ``beam_width`` existed hold ``"width": 1`` there (the subtree's beam
+  width), which counts the same.
 
 Token positions are what latentlit runs (padding excluded): a trajectory is P (its own prefill,
 only with per-sample prefill) + T_j + A_j positions; shared prefill adds P once per question;
@@ -195,7 +198,9 @@ class CostModel:
         c = record["compute"]
         e = c[name]
         p, bb = c["prompt"], self.backbone
-        rows = e["width"] * e["candidates"] * e.get("subtrees", 1)
+        # candidate rows per step: B x K per beam, times the DVTS subtrees (a DVTS entry's
+        # "width" is W, its beam width is "beam_width" = 1; a beam search entry's "width" is B)
+        rows = e.get("beam_width", e["width"]) * e["candidates"] * e.get("subtrees", 1)
         t_max = max(c["latents"])
         fed = e.get("fed", [rows] * t_max)
         proposed = e.get("proposed", [rows] * t_max)

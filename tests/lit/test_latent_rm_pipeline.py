@@ -89,3 +89,23 @@ def test_label_fit_predict(family, tiny_backbone_dir, tiny_llama_backbone_dir, t
                 assert r["dvts"]["score"] == max(x for x in r["dvts"]["subtree_scores"] if x is not None)
                 if family == "gpt2":  # fixed T: every search feeds N trajectories' worth of latents
                     assert r["latent_steps"]["beam_search"] == r["latent_steps"]["dvts"] == 4 * 3
+                # the record says the DVTS width as set (W = 2 of N = 4: 2 subtrees, each a beam of 1
+                # proposing W candidates a step)
+                c = r["compute"]["dvts"]
+                assert (c["width"], c["beam_width"], c["candidates"], c["subtrees"]) == (2, 1, 2, 2)
+                assert c["prefills"] == 1  # AGN: shared prefill
+            if family == "gpt2":
+                # DVTS compute by hand: one prefill of P; steps 2 and 3 feed the 4 candidates'
+                # parents' latents, then the 2 subtree winners feed their last one; 2 answers;
+                # the RM encodes its prompt once and one position per proposed latent (3 x 4)
+                assert all(r["compute"]["dvts"]["fed"] == [4, 4, 2] for r in records)
+                assert all(r["compute"]["dvts"]["proposed"] == [4, 4, 4] for r in records)
+                hand_bb = sum(r["compute"]["prompt"] + 4 + 4 + 2 + sum(r["compute"]["dvts"]["answers"]) for r in records) / 4
+                hand_rm = sum(r["compute"]["rm_prompt"] + 12 for r in records) / 4
+                rows = json.loads((out / "metrics.json").read_text())["compute"]["rows"]
+                row = next(x for x in rows if x["method"] == "dvts")
+                assert (row["k"], row["trajectories"]) == (4, 4)
+                assert row["backbone_tokens"] == pytest.approx(hand_bb, abs=0.01)
+                assert row["rm_tokens"] == pytest.approx(hand_rm, abs=0.01)
+                beam = next(x for x in rows if x["method"] == "beam_search")  # B x K = 2 x 2: the same budget
+                assert beam["rm_tokens"] == row["rm_tokens"]
