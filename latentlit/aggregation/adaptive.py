@@ -25,6 +25,13 @@ Rules (``name``: threshold; answer returned; source):
   et al. 2024, *Escape Sky-high Cost: Early-stopping Self-Consistency for Multi-step Reasoning*
   (ICLR 2024): stop when the last w answers all agree (zero answer entropy in the window).
   Checked after each round, so w is best a multiple of ``round_size``.
+* Both vote rules (``beta``, ``window``) also stop as soon as the ``exact`` condition holds
+  (the leader cannot be overtaken within n_max): their answer is the majority vote of the
+  samples drawn, and once the leader cannot be overtaken within n_max it cannot be overtaken
+  within any smaller number of samples either, so every later stop would return the same
+  answer. Accuracy is therefore that of the published criterion alone, question by question,
+  and trajectories can only fall (without it beta @ 0.99 could run past the exact rule's stop).
+  :meth:`StoppingRule.criterion` is the published criterion alone.
 * ``best_score`` (threshold on the LatentRM trajectory score, in the RM's own units;
   best-of-n of the samples drawn): stop when the best finite trajectory score so far reaches
   the threshold. latentlit's rule (an early-exit best-of-N in the spirit of score-thresholded
@@ -44,6 +51,9 @@ from latentlit.aggregation.vote import group_answers, majority_vote
 
 RULES = ("exact", "beta", "window", "best_score")
 NEEDS_SCORES = frozenset({"best_score"})
+# rules besides ``exact`` whose answer is the majority vote of the samples drawn: they also stop on
+# the exact rule's bound
+VOTE_RULES = frozenset({"beta", "window"})
 
 # the thresholds reported when a config names none (``best_score`` has no scale-free default)
 DEFAULT_GRID: dict[str, list] = {"exact": [None], "beta": [0.9, 0.95, 0.99], "window": [4, 8]}
@@ -156,9 +166,19 @@ class StoppingRule:
         return threshold_key(self.threshold)
 
     def settled(self, answers: Sequence[str | None], n_max: int, scores: Sequence[float] | None = None) -> bool:
-        """Whether to stop after the samples drawn so far (``answers``, and their ``scores``)."""
+        """Whether to stop after the samples drawn so far (``answers``, and their ``scores``): the
+        budget is spent, the rule's :meth:`criterion` holds, or (a vote rule) the vote leader
+        cannot be overtaken within ``n_max`` (:func:`leader_cannot_be_overtaken`), which leaves
+        the answer as it would be at any later stop."""
         if len(answers) >= n_max:
             return True
+        if self.name in VOTE_RULES and leader_cannot_be_overtaken(answers, n_max):
+            return True
+        return self.criterion(answers, n_max, scores)
+
+    def criterion(self, answers: Sequence[str | None], n_max: int, scores: Sequence[float] | None = None) -> bool:
+        """The rule's own (published) stopping criterion alone, without the exact bound that
+        :meth:`settled` adds for vote rules."""
         if self.name == "exact":
             return leader_cannot_be_overtaken(answers, n_max)
         if self.name == "beta":

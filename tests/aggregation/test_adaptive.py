@@ -9,6 +9,8 @@ import itertools
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from latentlit.aggregation import majority_vote
@@ -129,7 +131,9 @@ def test_checkpoints_and_simulate():
     assert simulate(StoppingRule("exact"), answers, 10, 4).trajectories == 8
     assert simulate(StoppingRule("exact"), answers, 10, 4).answer == "1"
     assert simulate(StoppingRule("window", 4), answers, 10, 4).trajectories == 8
-    assert simulate(StoppingRule("beta", 0.999), answers, 10, 4).trajectories == 10
+    # beta @ 0.999 alone (P = 0.967 after 8) would continue, but 6 vs 2 with 2 left is settled
+    assert not StoppingRule("beta", 0.999).criterion(answers[:8], 10)
+    assert simulate(StoppingRule("beta", 0.999), answers, 10, 4).trajectories == 8
     scores = [0, 0, 0, 0, 0, 3, 0, 0, 0, 0]
     out = simulate(StoppingRule("best_score", 2.5), answers, 10, 4, scores)
     assert (out.answer, out.trajectories) == ("1", 8)
@@ -150,6 +154,50 @@ def test_simulated_exact_rule_equals_majority_at_n_max_on_random_questions():
         assert out.trajectories <= n_max
         saved += n_max - out.trajectories
     assert saved > 0
+
+
+def test_vote_rules_stop_when_the_leader_cannot_be_overtaken():
+    # 5 of 6 agree with N_max = 8: 5 vs at most 1 + 2; beta @ 0.99 alone would go on
+    # (P(Bin(7, 1/2) <= 5) = 0.9375) and so would window @ 4 (the last 4 are not unanimous)
+    answers = ["4", "4", "4", "4", "9", "4"]
+    for rule in (StoppingRule("beta", 0.99), StoppingRule("window", 4)):
+        assert not rule.criterion(answers, 8)
+        assert rule.settled(answers, 8) and rule.choose(answers) == "4"
+    assert beta_leader_probability(5, 1) == pytest.approx(0.9375)
+    # beta @ 0.99 stopped after 10.48 trajectories on average where the exact rule took 10.32
+    # (issue): with the bound it never runs past the exact rule's stop
+    # here: after 12, "1" leads 8 to 4 and 4 more "2"s would only tie it (ties go to the first
+    # vote, "1"); beta alone (P = 0.867) would draw all 16, to the same answer
+    answers = ["1"] * 4 + ["2"] * 4 + ["1"] * 4 + ["2"] * 4
+    beta = StoppingRule("beta", 0.99)
+    assert _criterion_only(beta, answers, 16, 4) == ("1", 16)
+    assert simulate(StoppingRule("exact"), answers, 16, 4).trajectories == 12
+    assert simulate(beta, answers, 16, 4) == simulate(StoppingRule("exact"), answers, 16, 4)
+    assert majority_vote(answers).answer == "1"
+    # the best_score rule chooses by score, not by vote: the bound is not its business
+    assert not StoppingRule("best_score", 5.0).settled(["1"] * 6, 8, [0.0] * 6)
+
+
+def _criterion_only(rule: StoppingRule, answers: list, n_max: int, round_size: int):
+    """What :func:`simulate` returned before vote rules also stopped on the exact bound."""
+    for n in checkpoints(n_max, round_size):
+        if n >= n_max or rule.criterion(answers[:n], n_max):
+            return rule.choose(answers[:n]), n
+    raise AssertionError("unreachable")
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), n_max=st.integers(1, 24), round_size=st.integers(1, 8),
+       rule=st.sampled_from([StoppingRule("beta", 0.9), StoppingRule("beta", 0.95), StoppingRule("beta", 0.99),
+                             StoppingRule("window", 2), StoppingRule("window", 4), StoppingRule("window", 8)]))
+def test_the_exact_bound_keeps_every_answer_and_never_adds_trajectories(data, n_max, round_size, rule):
+    answers = data.draw(st.lists(st.sampled_from(["1", "2", "3", "2.0", None]), min_size=n_max, max_size=n_max))
+    before_answer, before_n = _criterion_only(rule, answers, n_max, round_size)
+    after = simulate(rule, answers, n_max, round_size)
+    assert after.answer == before_answer
+    assert after.trajectories <= before_n
+    exact = simulate(StoppingRule("exact"), answers, n_max, round_size)
+    assert after.trajectories <= exact.trajectories
 
 
 def test_threshold_keys():
