@@ -133,6 +133,10 @@ class TTSPredictor(L.LightningModule):
         self.save_hyperparameters(ignore=["sampler", "adaptive"])
         self.hparams["adaptive"] = adaptive.to_dict() if isinstance(adaptive, AdaptiveOptions) else adaptive
         self.sampler = sampler if sampler is not None else MCDropout()
+        if n_samples > 1 and not self.sampler.stochastic:
+            rank_zero_warn(f"sampler {type(self.sampler).__name__} is deterministic ({self.sampler.describe()}): all "
+                           f"n_samples={n_samples} trajectories of a question are identical, so coverage@k = coverage@1 "
+                           "and every aggregate is one trajectory's answer; set a noise level > 0 or n_samples 1")
         self.backbone = LatentBackbone.from_pretrained(backbone, dtype=DTYPES[dtype])
         # what the weights are, not where they came from (run.json; latentlit.models.fingerprint)
         self.backbone_fingerprint = weights_fingerprint(self.backbone)

@@ -68,3 +68,24 @@ def test_a_failed_start_releases_only_a_directory_without_results(tmp_path):
     (other / "notes.txt").write_text("the user's")
     assert release_if_empty(other, RESULT_FILES) and sorted(p.name for p in other.iterdir()) == ["notes.txt"]
     assert not release_if_empty(tmp_path / "missing", RESULT_FILES)
+
+
+def test_a_deterministic_sampler_with_n_above_one_warns_once(tiny_backbone_dir):
+    import warnings
+
+    from latentlit.sampling import AGN, MCDropout
+    from latentlit.sampling.base import Deterministic
+
+    def caught(sampler, n):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            TTSPredictor(backbone=str(tiny_backbone_dir), sampler=sampler, n_samples=n)
+        return [str(w.message) for w in seen if "trajectories of a question are identical" in str(w.message)]
+
+    for sampler in (Deterministic(), AGN(sigma=0.0), MCDropout(p=0.0)):
+        got = caught(sampler, 4)
+        assert len(got) == 1 and "\n" not in got[0], type(sampler).__name__
+        assert f"sampler {type(sampler).__name__} is deterministic" in got[0]
+        assert "n_samples=4" in got[0] and "coverage@k = coverage@1" in got[0]
+    assert caught(Deterministic(), 1) == []  # one trajectory: nothing to repeat
+    assert caught(AGN(sigma=0.5), 4) == [] and caught(MCDropout(p=0.1), 4) == []
