@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = [load_run(d) for d in args.dirs]
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         print(f"compare_runs: error: {err}", file=sys.stderr)
         return 2
     print(markdown(runs, args.every_k))

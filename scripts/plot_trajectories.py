@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
+from latentlit.lit.writer import read_records
 from latentlit.plots import plot_trajectories
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no latents in {args.output_dir / 'latents'}: run predict with --model.init_args.save_latents true")
     latents = {k: v for f in files for k, v in load_file(str(f)).items()}
-    records = [json.loads(line) for line in (args.output_dir / "predictions.jsonl").read_text().splitlines()]
+    records = read_records(args.output_dir)  # each question once (latentlit.jsonl)
     mixed = [r for r in records if r["id"] in latents and 0 < sum(r["correct"]) < len(r["correct"])]
     chosen = (mixed or [r for r in records if r["id"] in latents])[: args.questions]
     fig = plot_trajectories([latents[r["id"]] for r in chosen], [r["correct"] for r in chosen],

@@ -29,7 +29,7 @@ fi
 
 echo "== rollout labelling"
 latentlit predict --config $CONF/label.yaml --model.init_args.backbone "$BACKBONE" \
-  --model.init_args.output_dir "$OUT/groups" --trainer.default_root_dir "$OUT" "${common[@]}"
+  --model.init_args.output_dir "$OUT/groups" "${common[@]}"
 
 echo "== LatentRM training"
 for rm in $RMS; do
@@ -53,8 +53,7 @@ for n in 4 16 64; do
     latentlit predict --config $CONF/predict_bon.yaml --model.init_args.backbone "$BACKBONE" \
       --model.init_args.n_samples $n --model.init_args.latent_rm "$OUT/rm_$rm" --model.init_args.beam_width null \
       --model.init_args.dvts_width null \
-      "${extra[@]}" --model.init_args.output_dir "$OUT/predict_N${n}_$rm" \
-      --trainer.logger.init_args.save_dir "$OUT/runs" "${common[@]}"
+      "${extra[@]}" --model.init_args.output_dir "$OUT/predict_N${n}_$rm" "${common[@]}"
   done
 done
 

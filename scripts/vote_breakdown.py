@@ -31,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.predictions.exists():
         parser.error(f"{args.predictions} does not exist")
     folder = args.predictions if args.predictions.is_dir() else args.predictions.parent
-    records = read_records(folder)
+    try:
+        records = read_records(folder)
+    except ValueError as err:  # a corrupt line, two different records of one question
+        parser.error(str(err))
     if not records:
         parser.error(f"no prediction records in {folder}")
     n = min(len(r["answers"]) for r in records)  # a live adaptive run's records hold what each question drew

@@ -33,14 +33,29 @@ _OWN_ROWS = ("sampler", "n_samples", "seed", "adaptive")
 def load_run(directory: str | Path) -> dict:
     """``metrics.json`` of an output directory, with its ``name`` (the directory's name).
 
+    When the directory still holds its ``predictions.jsonl``, its records are read back
+    (``latentlit.lit.writer.read_records``: each question once) and must be as many as the
+    questions ``metrics.json`` counted, so that no table shows metrics of records counted twice.
+
     Raises:
         FileNotFoundError: no ``metrics.json`` there (names the path).
+        ValueError: two different records of one question in ``predictions.jsonl``, or a
+            question count that differs from ``metrics.json``'s (names the directory).
     """
+    from latentlit.lit.writer import PREDICTIONS, read_records
+
     path = Path(directory) / "metrics.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: give output directories of latentlit predict")
     run = json.loads(path.read_text())
     run["name"] = Path(directory).resolve().name
+    if (Path(directory) / PREDICTIONS).is_file():
+        held = len(read_records(Path(directory)))
+        counted = (run.get("counts") or {}).get("questions")
+        if counted is not None and held != counted:
+            raise ValueError(f"{directory}: metrics.json counts {counted} questions but predictions.jsonl holds {held} "
+                             "distinct ones: the metrics are not those of these records; re-run the predict command "
+                             "into this directory to rewrite metrics.json")
     return run
 
 

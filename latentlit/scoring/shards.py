@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from latentlit.jsonl import read_unique
 from latentlit.scoring.rollouts import LabelledGroup
 
 
@@ -81,16 +82,15 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def read_index(directory: str | Path) -> list[dict]:
-    """All index lines of all ranks, in problem order (a truncated last line is ignored)."""
-    out = []
-    for path in sorted(Path(directory).glob("index.r*.jsonl")):
-        lines = path.read_text().splitlines()
-        for i, line in enumerate(lines):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i != len(lines) - 1:
-                    raise ValueError(f"{path}:{i + 1}: corrupt index line") from None
+    """All index lines of all ranks, in problem order, each question once (``latentlit.jsonl``:
+    a truncated last line is ignored, an identical repeated line is kept once with a warning).
+
+    Raises:
+        ValueError: a corrupt line that is not the last of its file, or two different lines for
+            one question id (names the files, the id and both line numbers): two labelling runs
+            wrote the directory, and its groups would be trained on twice.
+    """
+    out = read_unique(sorted(Path(directory).glob("index.r*.jsonl")))
     return sorted(out, key=lambda x: x["index"])
 
 
