@@ -100,6 +100,7 @@ class LatentLitCLI(LightningCLI):
 
         if args is None or isinstance(args, (list, tuple)):
             args = config_files_first(sys.argv[1:] if args is None else list(args), self.subcommands())
+            self._argv = list(args)
             self.config = parser.parse_args(args)
         else:
             super().parse_arguments(parser, args)
@@ -110,7 +111,7 @@ class LatentLitCLI(LightningCLI):
     def before_fit(self) -> None:
         _run_starts()
 
-    before_validate = before_predict = before_fit
+    before_validate = before_fit
 
     def before_instantiate_classes(self) -> None:
         """Fail on a missing backbone / LatentRM / groups directory before anything is loaded, with
@@ -123,19 +124,46 @@ class LatentLitCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, with the TensorBoard run named after the config (and, for predict and
-        labelling, the hash of the settings that decide the records, as their output directory)."""
-        name = config_run_name(self.config[self.subcommand].get("config"), self.subcommand)
+        labelling, the hash of the settings that decide the records, as their output directory).
+
+        Predict and labelling write nothing outside their output directory: Lightning's
+        ``default_root_dir`` (where ``config.yaml`` goes without a logger) is the output
+        directory, and the TensorBoard run is ``<output_dir>/runs/version_N`` (``config.yaml``
+        inside it), unless ``--trainer.default_root_dir`` is given on the command line (then
+        logs go to ``<default_root_dir>/runs/<run name>``) or the logger's ``save_dir`` is set
+        to something else than the default ``runs``."""
+        config = self.config[self.subcommand]
+        name = config_run_name(config.get("config"), self.subcommand)
+        save_dir = None
         if hasattr(self.model, "run_dir_name"):
             self.model.run_name = name
             name = self.model.run_dir_name(self.datamodule)
-        logger = self._logger_named(name)
+            root = (config.get("trainer") or {}).get("default_root_dir")
+            out = self.model.resolve_output_dir(root, self.datamodule)
+            if _given(getattr(self, "_argv", []), "--trainer.default_root_dir"):
+                save_dir = str(Path(root) / "runs")
+            else:
+                kwargs["default_root_dir"] = str(out)
+                save_dir, name = str(out), "runs"
+        logger = self._logger_named(name, save_dir)
         if logger is not None:
             kwargs.setdefault("logger", logger)
         return super().instantiate_trainer(**kwargs)
 
-    def _logger_named(self, name: str):
-        """A TensorBoard logger of the configured one's settings named ``name``, when the config
-        leaves the name unset (None when it names the run itself, or logs elsewhere)."""
+    def before_predict(self) -> None:
+        """Hold the output directory's run lock (``latentlit.run_lock``) before anything is
+        written there: in the process of global rank 0, before Lightning starts the others."""
+        _run_starts()
+        out = getattr(self.model, "output_path", None)
+        if out is not None and self.trainer.global_rank == 0:
+            from latentlit.run_lock import acquire
+
+            acquire(out)
+
+    def _logger_named(self, name: str, save_dir: str | None = None):
+        """A TensorBoard logger of the configured one's settings named ``name`` (and saving to
+        ``save_dir`` when given and the configured ``save_dir`` is the default ``runs``), when the
+        config leaves the name unset (None when it names the run itself, or logs elsewhere)."""
         spec = self.config[self.subcommand].get("trainer", {}).get("logger")
         if not (hasattr(spec, "get") and str(spec.get("class_path", "")).endswith("TensorBoardLogger")):
             return None
@@ -143,9 +171,19 @@ class LatentLitCLI(LightningCLI):
         init = init.as_dict() if hasattr(init, "as_dict") else dict(init or {})
         if init.get("name"):
             return None
+        if save_dir is not None and os.path.normpath(str(init.get("save_dir", DEFAULT_LOG_DIR))) == DEFAULT_LOG_DIR:
+            init["save_dir"] = save_dir
         from lightning.pytorch.loggers import TensorBoardLogger
 
         return TensorBoardLogger(**{**init, "name": name})
+
+
+DEFAULT_LOG_DIR = "runs"
+
+
+def _given(argv: list[str], option: str) -> bool:
+    """True when ``option`` is on the command line ``argv`` (``--x v`` or ``--x=v``)."""
+    return any(a == option or a.startswith(option + "=") for a in argv)
 
 
 def config_run_name(configs, subcommand: str) -> str:
@@ -265,12 +303,21 @@ def _raised_by_latentlit(err: BaseException) -> bool:
 
 
 def _run_cli(args: list[str] | None) -> None:
+    from latentlit.run_lock import release_all
+
+    argv = list(sys.argv[1:] if args is None else args)
+    try:
+        _make_cli(argv, args)
+    finally:
+        release_all()  # the output directory's lock, however the run ended
+
+
+def _make_cli(argv: list[str], args: list[str] | None) -> None:
     # imported here, not at module level, so that Ctrl-C while they load ends in one line;
     # latentlit.lit also makes short class names resolve on the command line
     from latentlit.cli_parser import LatentLitParser
     from latentlit.lit.callbacks import InterruptCheckpoint, LatentLitSaveConfig
 
-    argv = list(sys.argv[1:] if args is None else args)
     LatentLitCLI(
         subclass_mode_model=True,
         subclass_mode_data=True,
@@ -281,7 +328,7 @@ def _run_cli(args: list[str] | None) -> None:
         trainer_defaults={
             # name None: the run is named after the config (LatentLitCLI.instantiate_trainer)
             "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                       "init_args": {"save_dir": "runs", "name": None}},
+                       "init_args": {"save_dir": DEFAULT_LOG_DIR, "name": None}},
             "callbacks": [InterruptCheckpoint(argv)],
         },
         save_config_callback=LatentLitSaveConfig,

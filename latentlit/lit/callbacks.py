@@ -82,9 +82,22 @@ class LatentLitSaveConfig(SaveConfigCallback):
 
     on_sanity_check_start = on_train_start = on_validation_start = on_predict_start = _start
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # without a logger the config goes to default_root_dir (a predict or labelling run's
+        # output directory): one already there is an earlier run's, never removed
+        self._had_config = trainer.logger is None and (Path(trainer.log_dir) / self.config_filename).exists()
+        super().setup(trainer, pl_module, stage)
+
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         logger = trainer.logger
-        folder = getattr(logger, "log_dir", None) if logger is not None else None
+        if logger is None:
+            # no log folder of its own: remove only the config this run wrote (the output
+            # directory itself is its writer's to remove, latentlit.lit.writer.release_if_empty)
+            path = Path(trainer.log_dir) / self.config_filename
+            if not self._started and trainer.is_global_zero and not getattr(self, "_had_config", True):
+                path.unlink(missing_ok=True)
+            return
+        folder = getattr(logger, "log_dir", None)
         if self._started or not trainer.is_global_zero or not folder or not Path(folder).is_dir():
             return
         folder = Path(folder)

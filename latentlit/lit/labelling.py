@@ -22,8 +22,8 @@ from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import ROLLOUT_BRANCH, LabelStats, label_problems
-from latentlit.lit.writer import (check_run_settings, default_output_dir, problem_source_of, release_if_empty,
-                                  run_dir_name, stop_on_sigterm)
+from latentlit.lit.writer import (check_run_settings, default_output_dir, hold_output_dir, let_go_output_dir,
+                                  problem_source_of, release_if_empty, run_dir_name, stop_on_sigterm)
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
 
@@ -80,19 +80,27 @@ class RolloutLabeller(L.LightningModule):
         """``<run_name>-<hash>`` of :meth:`run_settings` and the problem source of ``datamodule``."""
         return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
 
-    def _resolve_output_dir(self) -> Path:
+    def resolve_output_dir(self, root: str | Path | None = None, datamodule=None) -> Path:
+        """The output directory (fixed by the first call): ``output_dir`` when given, else
+        ``<root>/outputs/<run_dir_name>`` (``root``: the trainer's ``default_root_dir``, None for
+        the working directory; ``datamodule``: the problem source named in the hash)."""
         if self.output_path is None:
             if self.hparams.output_dir:
                 self.output_path = Path(self.hparams.output_dir)
             else:
-                trainer = self._trainer
-                self.output_path = default_output_dir(trainer, self.run_dir_name(getattr(trainer, "datamodule", None)))
+                self.output_path = default_output_dir(root, self.run_dir_name(datamodule))
         return self.output_path
+
+    def _resolve_output_dir(self) -> Path:
+        trainer = self._trainer
+        return self.resolve_output_dir(getattr(trainer, "default_root_dir", None), getattr(trainer, "datamodule", None))
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()
         out = self._resolve_output_dir()
         zero = self._trainer is None or self.trainer.is_global_zero
+        # one run per directory from here on (latentlit.run_lock): nothing is read or written before
+        hold_output_dir(self._trainer, out)
         self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
         hp = self.hparams
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
@@ -136,9 +144,13 @@ class GroupWriter(Callback):
         self.writer: GroupShardWriter | None = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        # a run that stopped before its first group leaves no directory behind
-        if trainer.is_global_zero:
+        from latentlit.run_lock import holds
+
+        # only a run that holds the directory touches it (not one refused because another holds
+        # it); one that stopped before its first group leaves no directory behind
+        if trainer.is_global_zero and holds(self.output_dir):
             release_if_empty(self.output_dir, GROUP_FILES)
+            let_go_output_dir(trainer, self.output_dir)
 
     def on_predict_start(self, trainer, pl_module) -> None:
         self.writer = GroupShardWriter(self.output_dir, rank=trainer.global_rank, shard_size=pl_module.hparams.shard_size)
@@ -151,6 +163,12 @@ class GroupWriter(Callback):
         stop_on_sigterm(trainer)
 
     def on_predict_end(self, trainer, pl_module) -> None:
+        try:
+            self._finish(trainer, pl_module)
+        finally:
+            let_go_output_dir(trainer, self.output_dir)
+
+    def _finish(self, trainer, pl_module) -> None:
         self.writer.flush()
         part = self.output_dir / f"stats.r{trainer.global_rank}.json"
         s = pl_module.stats

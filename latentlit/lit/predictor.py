@@ -26,7 +26,8 @@ from latentlit.lit.adaptive import AdaptiveTable, adaptive_field, adaptive_setti
 from latentlit.lit.run_checks import (COUNTS, RM_TIE_TOLERANCE, answer_format_warning, check_at_least,
                                      check_unknown_tokens, record_counts, summary_warnings)
 from latentlit.lit.writer import (PredictionWriter, check_resumed_questions, check_run_settings, default_output_dir,
-                                  earlier_throughput, problem_source_of, read_records, run_dir_name)
+                                  earlier_throughput, hold_output_dir, problem_source_of, read_records,
+                                  run_dir_name)
 from latentlit.models.fingerprint import provenance_match, weights_fingerprint
 from latentlit.metrics import KeyedMean, MeanVector, coverage_ks, trajectory_diversity
 from latentlit.reporting.compute import answer_positions
@@ -190,14 +191,20 @@ class TTSPredictor(L.LightningModule):
         self.sampler.bind(self.backbone)  # describe() counts the hooked modules once bound
         return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
 
-    def _resolve_output_dir(self) -> Path:
+    def resolve_output_dir(self, root: str | Path | None = None, datamodule=None) -> Path:
+        """The output directory (fixed by the first call): ``output_dir`` when given, else
+        ``<root>/outputs/<run_dir_name>`` (``root``: the trainer's ``default_root_dir``, None for
+        the working directory; ``datamodule``: the problem source named in the hash)."""
         if self.output_path is None:
             if self.hparams.output_dir:
                 self.output_path = Path(self.hparams.output_dir)
             else:
-                trainer = self._trainer
-                self.output_path = default_output_dir(trainer, self.run_dir_name(getattr(trainer, "datamodule", None)))
+                self.output_path = default_output_dir(root, self.run_dir_name(datamodule))
         return self.output_path
+
+    def _resolve_output_dir(self) -> Path:
+        trainer = self._trainer
+        return self.resolve_output_dir(getattr(trainer, "default_root_dir", None), getattr(trainer, "datamodule", None))
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()
@@ -220,6 +227,8 @@ class TTSPredictor(L.LightningModule):
             ids, questions = [p.id for p in datamodule.problems], [p.question for p in datamodule.problems]
             self.backbone.check_lengths(ids, questions, self.hparams.max_new_tokens)
             check_unknown_tokens(self.backbone.tokenizer, ids, questions)
+        # one run per directory from here on (latentlit.run_lock): nothing is read or written before
+        hold_output_dir(self._trainer, self._resolve_output_dir())
         done = read_records(self._resolve_output_dir())
         check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero, has_results=bool(done))
         for r in done:

@@ -20,35 +20,32 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from latentlit.jsonl import read_lines, read_unique, unique_records
+
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 PLOT = "scaling.png"
 
 
-def read_records(output_dir: Path) -> list[dict]:
-    """Records already written to ``output_dir`` (merged file first, then rank parts).
+def prediction_files(output_dir: Path) -> list[Path]:
+    """The record files of ``output_dir``: the merged file first, then the rank parts."""
+    output_dir = Path(output_dir)
+    return [output_dir / PREDICTIONS] + sorted(output_dir.glob("predictions.rank*.jsonl"))
 
-    A truncated last line (a crash mid-write) is dropped, so that question is redone.
+
+def read_records(output_dir: Path) -> list[dict]:
+    """Records already written to ``output_dir`` (merged file first, then rank parts), each
+    question once (``latentlit.jsonl``).
+
+    A truncated last line (a crash mid-write) is dropped, so that question is redone; an
+    identical repeat of a record (an interrupted DDP merge, a copied line) is counted once, with
+    a warning.
 
     Raises:
-        ValueError: a corrupt line that is not the last of its file (names file and line).
+        ValueError: a corrupt line that is not the last of its file (names file and line), or
+            two different records of one question id (names the files, the id and both lines).
     """
-    records: list[dict] = []
-    files = [output_dir / PREDICTIONS] + sorted(output_dir.glob("predictions.rank*.jsonl"))
-    for path in files:
-        if not path.exists():
-            continue
-        lines = path.read_text().splitlines()
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                if i == len(lines) - 1:
-                    continue
-                raise ValueError(f"{path}:{i + 1}: corrupt prediction record ({err.msg})") from err
-    return records
+    return read_unique(prediction_files(output_dir))
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -72,12 +69,21 @@ class PredictionWriter(BasePredictionWriter):
 
     @staticmethod
     def _repair(path: Path) -> None:
-        # drop a half-written last line left by a crash, so appends start on a fresh line
+        """Before appending (the directory lock is held): drop a half-written last line left by a
+        crash, so appends start on a fresh line, and identical repeated records (counted once
+        anyway, ``latentlit.jsonl``), so that the file holds each question once."""
         if not path.exists():
             return
         text = path.read_text()
         if text and not text.endswith("\n"):
-            path.write_text(text[: text.rfind("\n") + 1])
+            text = text[: text.rfind("\n") + 1]
+            path.write_text(text)
+        records, repeats = unique_records(read_lines(path))
+        if repeats:
+            write_jsonl(path, records)
+            print(f"[latentlit] {path}: removed {len(repeats)} identical repeated record(s) (first: id "
+                  f"{repeats[0][0].record.get('id')!r}, lines {repeats[0][0].number} and {repeats[0][1].number})",
+                  flush=True)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx) -> None:
         for record in prediction:
@@ -92,12 +98,20 @@ class PredictionWriter(BasePredictionWriter):
             self._file = None
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        # a run that stopped before its first result leaves no directory behind
-        if trainer.is_global_zero and release_if_empty(self.output_dir, RESULT_FILES):
+        from latentlit.run_lock import holds
+
+        # only a run that holds the directory touches it (not one refused because another holds it)
+        if not (trainer.is_global_zero and holds(self.output_dir)):
             return
-        if trainer.is_global_zero and isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            print(f"[latentlit] stopped ({type(exception).__name__}); results written so far are in "
-                  f"{self.output_dir}: run the same command again to resume")
+        try:
+            # a run that stopped before its first result leaves no directory behind
+            if release_if_empty(self.output_dir, RESULT_FILES):
+                return
+            if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+                print(f"[latentlit] stopped ({type(exception).__name__}); results written so far are in "
+                      f"{self.output_dir}: run the same command again to resume", flush=True)
+        finally:
+            let_go_output_dir(trainer, self.output_dir)
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._file is not None:
@@ -111,6 +125,7 @@ class PredictionWriter(BasePredictionWriter):
             (self.output_dir / METRICS).write_text(json.dumps(summary, indent=2))
             pl_module.report(summary, self.output_dir)
         trainer.strategy.barrier()
+        let_go_output_dir(trainer, self.output_dir)
 
 
 RUN_FILE = "run.json"
@@ -169,11 +184,12 @@ def run_dir_name(name: str, settings: dict, problems: dict | None = None) -> str
     return f"{name}-{settings_hash({'settings': settings, 'problems': problems})}"
 
 
-def default_output_dir(trainer, name: str) -> Path:
-    """``<default_root_dir>/outputs/<name>`` (relative when the root is the working directory)."""
+def default_output_dir(root: str | Path | None, name: str) -> Path:
+    """``<root>/outputs/<name>``, ``root`` being the trainer's ``default_root_dir`` (None: the
+    working directory; relative when the root is the working directory)."""
     import os
 
-    root = Path(trainer.default_root_dir) if trainer is not None else Path.cwd()
+    root = Path(root) if root is not None else Path.cwd()
     if root.resolve() == Path.cwd().resolve():
         root = Path(".")
     return Path(os.path.normpath(root / "outputs" / name))
@@ -198,7 +214,9 @@ def release_if_empty(output_dir: Path, results: tuple[str, ...]) -> bool:
     files = [p for pattern in results for p in folder.glob(pattern) if p.is_file()]
     if any(p.stat().st_size > 0 for p in files):
         return False
-    for p in [*files, folder / RUN_FILE, folder / f"{RUN_FILE}.tmp"]:
+    from latentlit.run_lock import LOCK_FILE
+
+    for p in [*files, folder / RUN_FILE, folder / f"{RUN_FILE}.tmp", folder / LOCK_FILE]:
         p.unlink(missing_ok=True)
     subfolders = {folder / Path(pattern).parent for pattern in results if Path(pattern).parent != Path(".")}
     for sub in [*subfolders, folder]:
@@ -207,6 +225,36 @@ def release_if_empty(output_dir: Path, results: tuple[str, ...]) -> bool:
         except OSError:
             pass
     return True
+
+
+def hold_output_dir(trainer, output_dir: Path) -> None:
+    """Hold ``output_dir``'s run lock (``latentlit.run_lock``) for this run; call on every
+    process (the decision is rank zero's, broadcast, so that every process stops together).
+    Re-entrant: under the latentlit CLI the lock is already held since before the run started.
+
+    Raises:
+        latentlit.run_lock.DirectoryInUse: another run holds the directory (names it).
+    """
+    from latentlit.run_lock import DirectoryInUse, acquire
+
+    error = None
+    if trainer is None or trainer.is_global_zero:
+        try:
+            acquire(output_dir)
+        except DirectoryInUse as err:
+            error = str(err)
+    if trainer is not None and trainer.world_size > 1:
+        error = trainer.strategy.broadcast(error, src=0)
+    if error:
+        raise DirectoryInUse(error)
+
+
+def let_go_output_dir(trainer, output_dir: Path) -> None:
+    """Undo :func:`hold_output_dir` (rank zero; the end of a run, or its failure)."""
+    from latentlit.run_lock import release
+
+    if trainer is None or trainer.is_global_zero:
+        release(output_dir)
 
 
 def check_run_settings(output_dir: Path, settings: dict, write: bool, has_results: bool) -> None:
@@ -293,15 +341,27 @@ def stop_on_sigterm(trainer, handle=None) -> None:
         raise SIGTERMException(143)
 
 
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    """Replace ``path`` by ``records``, one JSON object a line, atomically (a crash leaves the
+    old file or the new one, never half of it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(path)
+
+
 def merge_rank_files(output_dir: Path) -> None:
-    """Append the rank part files to ``predictions.jsonl`` in problem order, then delete them."""
+    """Add the rank part files' records to ``predictions.jsonl`` in problem order, then delete
+    the parts. The merged file is replaced atomically and holds each question once: a merge
+    interrupted before the parts were deleted leaves only identical repeats, which the next read
+    counts once and the next merge drops.
+
+    Raises:
+        ValueError: two different records of one question (``latentlit.jsonl``).
+    """
+    merged = read_lines(output_dir / PREDICTIONS)
     parts = sorted(output_dir.glob("predictions.rank*.jsonl"))
-    records = []
-    for part in parts:
-        records += [json.loads(line) for line in part.read_text().splitlines() if line.strip()]
-    records.sort(key=lambda r: r["index"])
-    with (output_dir / PREDICTIONS).open("a") as f:
-        for r in records:
-            f.write(json.dumps(r) + "\n")
+    new = sorted((line for part in parts for line in read_lines(part)), key=lambda line: line.record["index"])
+    records, _ = unique_records(merged + new)
+    write_jsonl(output_dir / PREDICTIONS, records)
     for part in parts:
         part.unlink()
