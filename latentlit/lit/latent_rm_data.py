@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from latentlit.sampling.rng import question_key
 from latentlit.scoring.rollouts import LabelledGroup
-from latentlit.scoring.shards import load_groups
+from latentlit.scoring.shards import load_groups, read_index
 
 
 def collate_groups(groups: list[LabelledGroup] | list[tuple[int, LabelledGroup]]) -> dict:
@@ -79,9 +79,12 @@ class LatentRMDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_groups or self.val_groups:
             return
+        label = (f"label first: latentlit predict --config configs/quickstart/label.yaml --model.init_args.output_dir "
+                 f"{self.groups_dir}")
         if not Path(self.groups_dir).exists():
-            raise FileNotFoundError(f"groups directory {self.groups_dir} does not exist; label first: latentlit predict "
-                                    f"--config configs/quickstart/label.yaml --model.init_args.output_dir {self.groups_dir}")
+            raise FileNotFoundError(f"groups directory {self.groups_dir} does not exist; {label}")
+        if not read_index(self.groups_dir):
+            raise FileNotFoundError(f"no labelled groups (index.r*.jsonl) in {self.groups_dir}; {label}")
         for group in load_groups(self.groups_dir):
             bucket = (question_key(self.seed, group.id) & 0xFFFF) / 0x10000
             (self.val_groups if bucket < self.val_fraction else self.train_groups).append(group)
