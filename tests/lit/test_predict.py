@@ -10,6 +10,7 @@ that correctness, votes and coverage take non-trivial values.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -245,6 +246,68 @@ def test_resume_refuses_other_questions(env):
     (env["root"] / "collide.yaml").write_text(yaml.safe_dump(cfg))
     with pytest.raises(ValueError, match=r"6 question id\(s\) hold another question or gold.*first: p0"):
         main(["predict", "--config", str(env["root"] / "collide.yaml")])
+
+
+def test_resume_counts_repeated_records_once(env, capsys):
+    # a copied directory with 3 of its own lines appended again (the fresh-user trial's case)
+    out = env["root"] / "repeated"
+    shutil.copytree(_baseline(env), out)
+    lines = (out / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (out / "predictions.jsonl").write_text("".join(lines + lines[:3]))
+    with pytest.warns(UserWarning, match=r"3 record\(s\) repeat an identical earlier one and are counted once"):
+        _predict(env, "repeated")
+    assert "(resuming: 6 questions done)" in capsys.readouterr().out
+    assert (out / "predictions.jsonl").read_text() == "".join(lines)  # each question once again
+    _assert_same_metrics(_metrics(out), _metrics(_baseline(env)))
+    assert _metrics(out)["counts"]["questions"] == 6
+
+
+def test_resume_refuses_two_different_records_of_one_question(env, capsys, monkeypatch):
+    monkeypatch.delenv("LATENTLIT_DEBUG")
+    out = env["root"] / "conflict"
+    shutil.copytree(_baseline(env), out)
+    records = _records(out)
+    other = {**records[1], "greedy": {**records[1]["greedy"], "correct": not records[1]["greedy"]["correct"]}}
+    with (out / "predictions.jsonl").open("a") as f:
+        f.write(json.dumps(other) + "\n")
+    before = (out / "predictions.jsonl").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        _predict(env, "conflict")
+    assert exit_info.value.code == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("latentlit: error")]
+    assert err == [(f"latentlit: error: DuplicateRecords: id 'p1' has two different records ({out / 'predictions.jsonl'}, "
+                      "lines 2 and 7): two runs wrote this directory, or a file was edited; keep one of the lines (or "
+                      "use another output directory), never both")]
+    assert (out / "predictions.jsonl").read_text() == before
+
+
+def test_a_directory_in_use_by_another_run_is_refused(env, capsys, monkeypatch):
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("LATENTLIT_DEBUG")
+    out = env["root"] / "busy"
+    shutil.copytree(_baseline(env), out)
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    hold = ("import sys, time; from latentlit import run_lock; run_lock.acquire(sys.argv[1]); print('held', flush=True); "
+            "time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SystemExit) as exit_info:
+            _predict(env, "busy")
+        assert exit_info.value.code == 2
+        err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("latentlit: error")]
+        assert err == [(f"latentlit: error: DirectoryInUse: {out} is in use by another latentlit run (process "
+                          f"{holder.pid}): wait for it to end (or stop it), or give another output directory")]
+        # nothing of the refused run in the directory (no config, no log folder, records untouched)
+        assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != ".latentlit.lock"} == files
+    finally:
+        holder.kill()
+        holder.wait()
+    _predict(env, "busy")  # the holder is gone: the same command runs (nothing left to do)
+    assert _metrics(out)["counts"]["questions"] == 6
 
 
 # ---------------------------------------------------------------------- --ckpt_path
