@@ -22,7 +22,8 @@ from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import ROLLOUT_BRANCH, LabelStats, label_problems
-from latentlit.lit.writer import (check_run_settings, default_output_dir, hold_output_dir, let_go_output_dir,
+from latentlit.lit.writer import (check_resumed_questions, check_run_settings, default_output_dir, hold_output_dir,
+                                  let_go_output_dir,
                                   problem_source_of, release_if_empty, run_dir_name, stop_on_sigterm)
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
@@ -101,7 +102,8 @@ class RolloutLabeller(L.LightningModule):
         zero = self._trainer is None or self.trainer.is_global_zero
         # one run per directory from here on (latentlit.run_lock): nothing is read or written before
         hold_output_dir(self._trainer, out)
-        self._skip = {line["id"] for line in read_index(out)} if out.exists() else set()
+        done = read_index(out) if out.exists() else []
+        self._skip = {line["id"] for line in done}
         hp = self.hparams
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
         if getattr(datamodule, "problems", None):  # every question, before any work
@@ -109,6 +111,8 @@ class RolloutLabeller(L.LightningModule):
             self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
             check_unknown_tokens(self.backbone.tokenizer, ids, questions)
         check_run_settings(out, self.run_settings(), write=zero, has_results=bool(self._skip))
+        if done and getattr(datamodule, "problems", None):  # the rule of predict (README, "Determinism")
+            check_resumed_questions(out, done, datamodule.problems)
         if zero:
             print(f"[latentlit] labelling: {self.sampler.describe()['name']}, N = {hp.n_samples}, M = {hp.n_rollouts}, "
                   f"seed {hp.seed}, backbone {hp.backbone}: output directory {out}"
@@ -185,15 +189,34 @@ class GroupWriter(Callback):
             print(f"[latentlit] nothing left to label in {self.output_dir}; its summary.json is kept")
             return
         summary = {"this_run": total.summary(), "seconds_this_run": round(seconds, 1),
-                   "config": {k: v for k, v in pl_module.hparams.items()}, "sampler": pl_module.sampler.describe(),
+                   "config": plain_config(pl_module.hparams), "sampler": pl_module.sampler.describe(),
                    "groups_total": sum(1 for line in read_index(self.output_dir) if line["kept"]),
                    "questions_total": len(read_index(self.output_dir))}
         (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        r = summary["this_run"]
-        print(f"[latentlit] labelled {r['questions']} questions in {seconds:.0f} s: kept {r['kept']} "
-              f"({100 * r['kept_fraction']:.1f}%; dropped {r['dropped_all_correct']} all-correct, {r['dropped_all_wrong']} all-wrong); "
-              f"labels mean {r['label_mean']:.3f} std {r['label_std']:.3f}, {100 * r['label_fraction_0']:.1f}% zeros, "
-              f"{100 * r['label_fraction_1']:.1f}% ones, "
-              f"{100 * r['label_fraction_pre_final_equal_final']:.1f}% of those before a trajectory's last step equal its "
-              f"final correctness; forward tokens {r['forward_tokens']} vs reference re-prefill "
-              f"{r['reference_forward_tokens']} ({r['saving_vs_reference']:.1f}x fewer). Groups in {self.output_dir}")
+        print(f"[latentlit] {label_line(summary['this_run'], seconds)}. Groups in {self.output_dir}")
+
+
+def plain_config(hparams) -> dict:
+    """The module's options for ``summary.json``: jsonargparse's bookkeeping entries
+    (``_class_path``, ``_instantiator``) left out."""
+    return {k: v for k, v in hparams.items() if not str(k).startswith("_")}
+
+
+def label_line(r: dict, seconds: float) -> str:
+    """The one-line account of a labelling run (:meth:`LabelStats.summary` ``r``); label
+    statistics only when labels were made."""
+    kept = (f"kept {r['kept']} ({100 * r['kept_fraction']:.1f}%" if r["kept_fraction"] is not None else f"kept {r['kept']} (")
+    line = (f"labelled {r['questions']} questions in {seconds:.0f} s: {kept}; dropped {r['dropped_all_correct']} "
+            f"all-correct, {r['dropped_all_wrong']} all-wrong); ")
+    if r["labels"]:
+        line += (f"labels mean {r['label_mean']:.3f}" + (f" std {r['label_std']:.3f}" if r["label_std"] is not None else "")
+                 + f", {100 * r['label_fraction_0']:.1f}% zeros, {100 * r['label_fraction_1']:.1f}% ones")
+        if r["label_fraction_pre_final_equal_final"] is not None:
+            line += (f", {100 * r['label_fraction_pre_final_equal_final']:.1f}% of those before a trajectory's last "
+                     "step equal its final correctness")
+        line += "; "
+    else:
+        line += "no labels (no question kept); "
+    saving = f" ({r['saving_vs_reference']:.1f}x fewer)" if r["saving_vs_reference"] is not None else ""
+    return (line + f"forward tokens {r['forward_tokens']} vs reference re-prefill {r['reference_forward_tokens']}"
+            + saving)

@@ -302,24 +302,30 @@ def check_run_settings(output_dir: Path, settings: dict, write: bool, has_result
 
 
 def check_resumed_questions(output_dir: Path, records: list[dict], problems: list) -> None:
-    """Refuse to resume into ``output_dir`` if its records are not for this run's problems.
+    """Refuse to resume into ``output_dir`` if its records are not for this run's problems
+    (predict and labelling alike).
 
     Resume skips questions by id, and ids such as ``<file stem>-<index>`` repeat across data
-    files, so a directory filled from one problem set must not be continued with another.
+    files, so a directory filled from one problem set must not be continued with another; and a
+    run on fewer problems than the directory holds would report on questions it did not ask.
 
     Args:
-        records: the records already in ``predictions.jsonl``. problems: this run's problems.
+        records: the records already in the directory (``id``, ``question``, ``gold``).
+            problems: this run's problems.
 
     Raises:
-        ValueError: records of ids not among ``problems`` (another data set, or a smaller
-            ``limit``), or of an id whose question or gold differs from this run's problem.
+        ValueError: records of ids not among ``problems`` (a smaller ``limit`` than the earlier
+            run's, or another data set: the message says what to do for each), or of an id
+            whose question or gold differs from this run's problem with that id.
     """
     wanted = {p.id: p for p in problems}
     foreign = [r["id"] for r in records if r["id"] not in wanted]
     if foreign:
-        raise ValueError(f"{output_dir} holds results for {len(foreign)} question(s) that are not in this run's "
-                         f"problems (first: {foreign[:3]}); one output directory holds one problem set: use another "
-                         "output_dir")
+        raise ValueError(f"{output_dir} holds {len(records)} questions, {len(foreign)} of them not among this run's "
+                         f"{len(problems)} problems (first: {foreign[:3]}). A smaller --limit than the earlier run's is "
+                         "the usual cause (the directory name does not depend on --limit): run with the same --limit "
+                         "as before, a larger one or none, to resume it; for a subset, or another problem set, use "
+                         "another output_dir")
     changed = [r for r in records if (r["question"], r["gold"]) != (wanted[r["id"]].question, wanted[r["id"]].answer)]
     if changed:
         stored, now = changed[0], wanted[changed[0]["id"]]

@@ -106,16 +106,33 @@ class LabelStats:
         self.pre_final_equal_final += other.pre_final_equal_final
 
     def summary(self) -> dict:
-        lab = torch.tensor(self.labels) if self.labels else torch.zeros(1)
+        """The run's figures; label statistics rounded to :data:`DECIMALS` decimals (float32 noise
+        hidden) and ``None`` when no label was made (every question dropped), never a made-up 0."""
+        lab = torch.tensor(self.labels, dtype=torch.float64)
+        labelled = lab.numel() > 0
+
+        def stat(value) -> float | None:
+            return round(float(value), DECIMALS) if labelled else None
+
         return {
-            "questions": self.questions, "kept": self.kept, "kept_fraction": self.kept / max(self.questions, 1),
+            "questions": self.questions, "kept": self.kept,
+            "kept_fraction": round(self.kept / self.questions, DECIMALS) if self.questions else None,
             "dropped_all_correct": self.all_correct, "dropped_all_wrong": self.all_wrong,
-            "label_mean": float(lab.mean()), "label_std": float(lab.std()) if lab.numel() > 1 else 0.0,
-            "label_fraction_0": float((lab == 0).float().mean()), "label_fraction_1": float((lab == 1).float().mean()),
-            "label_fraction_pre_final_equal_final": self.pre_final_equal_final / max(self.pre_final, 1),
+            "labels": lab.numel(),
+            "label_mean": stat(lab.mean()) if labelled else None,
+            "label_std": stat(lab.std()) if lab.numel() > 1 else None,
+            "label_fraction_0": stat((lab == 0).double().mean()) if labelled else None,
+            "label_fraction_1": stat((lab == 1).double().mean()) if labelled else None,
+            "label_fraction_pre_final_equal_final": (round(self.pre_final_equal_final / self.pre_final, DECIMALS)
+                                                     if self.pre_final else None),
             "forward_tokens": self.forward_tokens, "reference_forward_tokens": self.reference_forward_tokens,
-            "saving_vs_reference": self.reference_forward_tokens / max(self.forward_tokens, 1),
+            "saving_vs_reference": (round(self.reference_forward_tokens / self.forward_tokens, DECIMALS)
+                                    if self.forward_tokens else None),
         }
+
+
+# decimals of the label statistics in summary.json (labels are means of M rollouts, exact in float64)
+DECIMALS = 6
 
 
 def reference_forward_tokens(prompt_len: int, n: int, t: int, m: int, answer_steps: int) -> int:

@@ -18,10 +18,21 @@ def _tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
-def test_labelling_writes_only_into_its_output_directory(tmp_path, monkeypatch):
+def test_labelling_writes_only_into_its_output_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for name in ("my_groups", "other_groups"):  # a second run into another directory touches neither the first
         main(["predict", "--config", str(CONFIGS / "label.yaml"), *SMALL, "--n_rollouts", "2", "--output_dir", name])
+    # these 3 questions are all dropped (N = 2 samples agree): no label statistics are made up
+    out = capsys.readouterr().out
+    assert "kept 0 (0.0%; dropped 0 all-correct, 3 all-wrong); no labels (no question kept);" in out
+    summary = json.loads((tmp_path / "my_groups" / "summary.json").read_text())
+    assert summary["this_run"]["labels"] == 0 and summary["questions_total"] == 3
+    assert all(summary["this_run"][k] is None for k in ("label_mean", "label_std", "label_fraction_0", "label_fraction_1"))
+    assert not [k for k in summary["config"] if k.startswith("_")] and summary["config"]["n_rollouts"] == 2
+    # a smaller --limit than the directory holds: the rule of predict (refused, saying why)
+    with pytest.raises(ValueError, match=r"holds 3 questions, 1 of them not among this run's 2 problems .*smaller --limit"):
+        main(["predict", "--config", str(CONFIGS / "label.yaml"), *SMALL, "--n_rollouts", "2", "--output_dir",
+              "my_groups", "--limit", "2"])
     files = _tree(tmp_path)
     assert all(f.startswith(("my_groups/", "other_groups/")) for f in files), files
     assert {"my_groups/config.yaml", "other_groups/config.yaml", "my_groups/run.json", "my_groups/summary.json",

@@ -233,7 +233,7 @@ def test_resume_refuses_other_questions(env):
     # a smaller problem set than the directory holds
     out = env["root"] / "fewer"
     shutil.copytree(_baseline(env), out)
-    with pytest.raises(ValueError, match=r"3 question\(s\) that are not in this run's problems"):
+    with pytest.raises(ValueError, match=r"holds 6 questions, 3 of them not among this run's 3 problems .*smaller --limit"):
         _predict(env, "fewer", limit=3)
     # another file whose ids collide with the stored ones (ids are "<stem>-<index>" for GSM8K files)
     out = env["root"] / "collide"

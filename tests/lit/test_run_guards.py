@@ -28,7 +28,9 @@ def test_resumed_records_must_be_this_runs_questions(tmp_path):
     problems = [Problem(id="q1", question="Ann has 3 .", steps=(), answer="3"),
                 Problem(id="q2", question="Bob has 4 .", steps=(), answer="4")]
     check_resumed_questions(tmp_path, [{"id": "q1", "question": "Ann has 3 .", "gold": "3"}], problems)
-    with pytest.raises(ValueError, match=r"1 question\(s\) that are not in this run's problems \(first: \['q9'\]\)"):
+    with pytest.raises(ValueError, match=r"holds 1 questions, 1 of them not among this run's 2 problems \(first: \['q9'\]\)\. "
+                                         r"A smaller --limit than the earlier run's is the usual cause .*run with the "
+                                         r"same --limit as before, a larger one or none, to resume it"):
         check_resumed_questions(tmp_path, [{"id": "q9", "question": "x", "gold": "1"}], problems)
     with pytest.raises(ValueError, match=r"another question or gold.*q2.*'5'.*'4'"):
         check_resumed_questions(tmp_path, [{"id": "q2", "question": "Bob has 4 .", "gold": "5"}], problems)

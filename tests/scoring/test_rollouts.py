@@ -355,3 +355,22 @@ def test_pre_final_statistic_recomputed_from_the_groups(quickstart):
             equal += int((before_last == float(final)).sum())
     assert stats.pre_final == pre == 24 and stats.pre_final_equal_final == equal < pre
     assert stats.summary()["label_fraction_pre_final_equal_final"] == pytest.approx(equal / pre)
+
+
+def test_label_statistics_are_rounded_and_absent_without_labels():
+    from latentlit.scoring.rollouts import DECIMALS, LabelStats
+
+    labels = [1 / 3, 2 / 3, 0.0, 1.0, 0.25]
+    s = LabelStats(questions=4, kept=2, forward_tokens=30, reference_forward_tokens=100, labels=labels).summary()
+    mean = sum(labels) / 5
+    std = (sum((x - mean) ** 2 for x in labels) / 4) ** 0.5
+    assert DECIMALS == 6
+    assert s["label_mean"] == round(mean, 6) == 0.45 and s["label_std"] == round(std, 6) == 0.389087
+    assert s["label_fraction_0"] == 0.2 and s["label_fraction_1"] == 0.2 and s["labels"] == 5
+    assert s["kept_fraction"] == 0.5 and s["saving_vs_reference"] == 3.333333
+    empty = LabelStats(questions=3, all_wrong=3).summary()
+    assert empty["kept_fraction"] == 0.0 and empty["labels"] == 0 and empty["saving_vs_reference"] is None
+    assert [empty[k] for k in ("label_mean", "label_std", "label_fraction_0", "label_fraction_1",
+                               "label_fraction_pre_final_equal_final")] == [None] * 5
+    s = LabelStats(questions=1, kept=1, labels=[0.5], pre_final=3, pre_final_equal_final=2).summary()
+    assert s["label_fraction_pre_final_equal_final"] == 0.666667 and s["label_std"] is None
