@@ -195,7 +195,7 @@ class ShortOptionAction(argparse.Action):
         for option, value in pairs:
             problem = check_short_target(namespace, option) if option.startswith(("--model.", "--data.")) else None
             if problem is not None:
-                fix = "put --sampler before it" if ".sampler." in option else "set that class before it"
+                fix = sampler_fix(option) if ".sampler." in option else "set that class before it"
                 raise argparse.ArgumentError(self, f"sets {option}, but {problem}: {fix}")
             action = _full_option_action(parser, option)
             action(parser, namespace, parser._get_values(action, [value]), option)
@@ -207,6 +207,17 @@ class ShortOptionAction(argparse.Action):
             raise argparse.ArgumentError(self, f"{values} chooses a class without the option that {problem}")
         given += [(f"{self.short.flag} {values}", option) for option, fixed in self.short.targets
                   if fixed is None and option.startswith(("--model.", "--data."))]
+
+
+def sampler_fix(option: str) -> str:
+    """What to do about a sampler option the sampler chosen so far does not take: the
+    ``--sampler`` choices whose class takes it (``--p`` belongs to ``--sampler dropout``)."""
+    name = option.rsplit(".", 1)[-1]
+    takers = [f"--sampler {short} ({path.rsplit('.', 1)[-1]})" for short, path in SAMPLERS.items()
+              if (cls := _class_of({"class_path": path})) is not None and name in accepted_options(cls)]
+    if not takers:
+        return "no sampler takes it"
+    return f"--{name} belongs to {' or '.join(takers)}: choose that sampler (before --{name}) or leave --{name} out"
 
 
 def dropped_short_option(namespace, given: list[tuple[str, str]]) -> str | None:

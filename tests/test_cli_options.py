@@ -130,7 +130,13 @@ def test_value_and_class_errors_are_one_line(capsys, monkeypatch):
     assert line.endswith("'agm' is not one of ['dropout', 'agn', 'deterministic']; did you mean `agn`?")
     # a setting of another class than the one configured at that point says which and what to do
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sigma", "0.5")
-    assert "MCDropout" in line and "has no option 'sigma'" in line and "put --sampler before it" in line
+    assert "MCDropout" in line and "has no option 'sigma'" in line
+    assert line.endswith(": --sigma belongs to --sampler agn (AGN): choose that sampler (before --sigma) or leave --sigma out")
+    # --sampler is already before it, but the option is another sampler's: name the one that takes it
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sampler", "agn", "--sigma", "0.5", "--p", "0.1")
+    assert line == ("latentlit: error: --p: sets --model.init_args.sampler.init_args.p, but AGN (the "
+                    "model.sampler set at this point of the command line) has no option 'p': --p belongs to "
+                    "--sampler dropout (MCDropout): choose that sampler (before --p) or leave --p out")
     line = _error(capsys, monkeypatch, "predict", "--config", LABEL, "--latent_rm", "x")
     assert "RolloutLabeller" in line and "has no option 'latent_rm'" in line
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--data", "problems.json")
