@@ -55,6 +55,7 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="batch")
         self.output_dir = Path(output_dir)
         self._file = None
+        self._told = False
 
     def _path(self, trainer) -> Path:
         if trainer.world_size == 1:
@@ -107,7 +108,9 @@ class PredictionWriter(BasePredictionWriter):
             # a run that stopped before its first result leaves no directory behind
             if release_if_empty(self.output_dir, RESULT_FILES):
                 return
-            if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and not self._told:
+                self._told = True  # once per run, however often Lightning reports the exception
+                # flushed now: an unflushed line is written again by any process forked later
                 print(f"[latentlit] stopped ({type(exception).__name__}); results written so far are in "
                       f"{self.output_dir}: run the same command again to resume", flush=True)
         finally:

@@ -171,6 +171,7 @@ def test_sigterm_stops_predict_after_the_current_batch(tmp_path):
     lines = path.read_text().splitlines()
     assert proc.returncode != 0
     assert f"stopped (SIGTERMException); results written so far are in {out}: run the same command again" in stdout
+    assert stdout.count("[latentlit] stopped") == 1, stdout  # said once
     assert 2 <= len(lines) < 400  # stopped early, every written line whole
     assert all(json.loads(x)["id"] for x in lines)
 
