@@ -118,3 +118,29 @@ def test_processes_started_by_the_holder_are_part_of_its_run(tmp_path, monkeypat
     assert run_lock.holds(tmp_path / "out") and not (tmp_path / "out").exists()
     run_lock.release(tmp_path / "out")
     assert os.environ[run_lock.ENV] == str((tmp_path / "out").resolve())
+
+
+# --------------------------------------------------------------------------- file modes
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_tensor_files_get_the_umask_mode(tmp_path, mask):
+    import torch
+
+    from latentlit.scoring.rollouts import LabelledGroup
+    from latentlit.scoring.shards import GroupShardWriter
+    from latentlit.testing.tiny import tiny_backbone
+
+    old = os.umask(mask)
+    try:
+        writer = GroupShardWriter(tmp_path / "groups")
+        group = LabelledGroup("q0", "?", "1", torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3),
+                              torch.zeros(2, dtype=torch.bool))
+        writer.add(0, "q0", "?", "1", group)
+        writer.flush()
+        tiny_backbone().save_pretrained(tmp_path / "backbone")
+        (tmp_path / "plain.txt").write_text("x")
+    finally:
+        os.umask(old)
+    written = [*(tmp_path / "groups").glob("shard-*.safetensors"), tmp_path / "backbone" / "model.safetensors",
+               tmp_path / "plain.txt"]
+    assert len(written) == 3
+    assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o666 & ~mask)}

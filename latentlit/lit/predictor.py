@@ -342,12 +342,12 @@ class TTSPredictor(L.LightningModule):
         return [[round(x, 5) if math.isfinite(x) else math.nan for x in row] for row in scores]
 
     def _save_latents(self, batch, samples) -> None:
-        from safetensors.torch import save_file
+        from latentlit.files import save_tensors
 
         folder = self._resolve_output_dir() / "latents"
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {p.id: s.latents.contiguous() for (_, p), s in zip(batch, samples)}
-        save_file(tensors, str(folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors"))
+        save_tensors(tensors, str(folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors"))
 
     def enabled_aggregators(self) -> list[str]:
         """Names of the aggregators this configuration runs (``latentlit.aggregation.registry``;

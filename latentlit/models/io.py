@@ -12,10 +12,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
+from latentlit.files import give_umask_mode, save_tensors
 from latentlit.models.backbone import CONFIG_KEY, LATENT_HEAD_FILE, LatentBackbone, LatentConfig
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -92,10 +93,12 @@ def save_latentlit_backbone(backbone: LatentBackbone, path: str | Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     setattr(backbone.lm.config, CONFIG_KEY, asdict(backbone.latent_config))
     backbone.lm.save_pretrained(path)
+    for weights in path.glob("*.safetensors"):  # transformers writes them through safetensors (mode 0600)
+        give_umask_mode(weights)
     backbone.tokenizer.save_pretrained(path)
     head = {k: v.detach().contiguous().cpu() for k, v in backbone.latent_head.state_dict().items()}
     if head:
-        save_file(head, str(path / LATENT_HEAD_FILE))
+        save_tensors(head, str(path / LATENT_HEAD_FILE))
 
 
 def load_latentlit_backbone(path: str | Path, *, dtype: torch.dtype | None = None) -> LatentBackbone:

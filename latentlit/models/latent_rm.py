@@ -34,10 +34,11 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
+from latentlit.files import save_tensors
 from latentlit.models.backbone import CONFIG_KEY, left_pad
 from latentlit.models.cache import LatentCache
 from latentlit.scoring.losses import trajectory_score
@@ -251,7 +252,7 @@ class LatentRM(nn.Module):
         self.transformer.config.save_pretrained(path)
         (path / RM_CONFIG).write_text(json.dumps(self.settings(), indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(path / RM_WEIGHTS))
+        save_tensors(state, str(path / RM_WEIGHTS))
         self.tokenizer.save_pretrained(path)
 
     @classmethod

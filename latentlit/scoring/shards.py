@@ -20,8 +20,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from latentlit.files import save_tensors
 from latentlit.jsonl import read_unique
 from latentlit.scoring.rollouts import LabelledGroup
 
@@ -55,7 +56,7 @@ class GroupShardWriter:
         if self._groups:
             name = f"shard-r{self.rank}-{self._next:05d}.safetensors"
             gs = [g for _, g in self._groups]
-            save_file({
+            save_tensors({
                 "latents": _stack([g.latents for g in gs]),
                 "latent_mask": _stack([g.latent_mask for g in gs]),
                 "labels": _stack([g.labels for g in gs]),
