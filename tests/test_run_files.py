@@ -144,3 +144,20 @@ def test_tensor_files_get_the_umask_mode(tmp_path, mask):
                tmp_path / "plain.txt"]
     assert len(written) == 3
     assert {oct(p.stat().st_mode & 0o777) for p in written} == {oct(0o666 & ~mask)}
+
+
+def test_latentrm_data_warning_points_at_latentlit_not_lightning(tmp_path):
+    import torch
+
+    from latentlit.lit.latent_rm_data import LatentRMDataModule
+    from latentlit.scoring.rollouts import LabelledGroup
+    from latentlit.scoring.shards import GroupShardWriter
+
+    writer = GroupShardWriter(tmp_path)
+    group = LabelledGroup("q0", "?", "1", torch.zeros(2, 3, 4), torch.ones(2, 3, dtype=torch.bool), torch.zeros(2, 3),
+                          torch.zeros(2, dtype=torch.bool))
+    writer.add(0, "q0", "?", "1", group)
+    writer.flush()
+    with pytest.warns(UserWarning, match="1 groups and none fell in the validation split") as caught:
+        LatentRMDataModule(str(tmp_path), val_fraction=0.001).setup()
+    assert Path(caught[0].filename).name == "latent_rm_data.py"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from latentlit.sampling.rng import question_key
@@ -91,8 +91,9 @@ class LatentRMDataModule(L.LightningDataModule):
         if not self.train_groups:
             raise ValueError(f"{self.groups_dir}: no training groups (label more questions, or lower val_fraction)")
         if self.val_fraction > 0 and not self.val_groups:
-            warnings.warn(f"{self.groups_dir}: {len(self.train_groups)} groups and none fell in the validation split "
-                          f"(val_fraction={self.val_fraction}); recall@1 will not be measured", stacklevel=2)
+            # rank zero only, and attributed to this line (not to the Lightning hook that called setup)
+            rank_zero_warn(f"{self.groups_dir}: {len(self.train_groups)} groups and none fell in the validation split "
+                           f"(val_fraction={self.val_fraction}); recall@1 will not be measured")
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_groups, batch_size=self.batch_size, shuffle=True, collate_fn=collate_groups)
