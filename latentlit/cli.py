@@ -134,18 +134,18 @@ class LatentLitCLI(LightningCLI):
         to something else than the default ``runs``."""
         config = self.config[self.subcommand]
         name = config_run_name(config.get("config"), self.subcommand)
-        save_dir = None
+        moved = None
         if hasattr(self.model, "run_dir_name"):
             self.model.run_name = name
             name = self.model.run_dir_name(self.datamodule)
             root = (config.get("trainer") or {}).get("default_root_dir")
             out = self.model.resolve_output_dir(root, self.datamodule)
             if _given(getattr(self, "_argv", []), "--trainer.default_root_dir"):
-                save_dir = str(Path(root) / "runs")
+                moved = (str(Path(root) / DEFAULT_LOG_DIR), name)
             else:
                 kwargs["default_root_dir"] = str(out)
-                save_dir, name = str(out), "runs"
-        logger = self._logger_named(name, save_dir)
+                moved = (str(out), DEFAULT_LOG_DIR)
+        logger = self._logger_named(name, moved)
         if logger is not None:
             kwargs.setdefault("logger", logger)
         return super().instantiate_trainer(**kwargs)
@@ -160,10 +160,11 @@ class LatentLitCLI(LightningCLI):
 
             acquire(out)
 
-    def _logger_named(self, name: str, save_dir: str | None = None):
-        """A TensorBoard logger of the configured one's settings named ``name`` (and saving to
-        ``save_dir`` when given and the configured ``save_dir`` is the default ``runs``), when the
-        config leaves the name unset (None when it names the run itself, or logs elsewhere)."""
+    def _logger_named(self, name: str, moved: tuple[str, str] | None = None):
+        """A TensorBoard logger of the configured one's settings named ``name``, when the config
+        leaves the name unset (None when it names the run itself, or logs elsewhere). ``moved``:
+        the (save_dir, name) to use instead while the configured ``save_dir`` is the default
+        ``runs`` (one the user chose is kept, with ``name``)."""
         spec = self.config[self.subcommand].get("trainer", {}).get("logger")
         if not (hasattr(spec, "get") and str(spec.get("class_path", "")).endswith("TensorBoardLogger")):
             return None
@@ -171,8 +172,8 @@ class LatentLitCLI(LightningCLI):
         init = init.as_dict() if hasattr(init, "as_dict") else dict(init or {})
         if init.get("name"):
             return None
-        if save_dir is not None and os.path.normpath(str(init.get("save_dir", DEFAULT_LOG_DIR))) == DEFAULT_LOG_DIR:
-            init["save_dir"] = save_dir
+        if moved is not None and os.path.normpath(str(init.get("save_dir", DEFAULT_LOG_DIR))) == DEFAULT_LOG_DIR:
+            init["save_dir"], name = moved
         from lightning.pytorch.loggers import TensorBoardLogger
 
         return TensorBoardLogger(**{**init, "name": name})
