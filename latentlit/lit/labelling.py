@@ -21,7 +21,7 @@ from latentlit.lit.run_checks import check_at_least, check_unknown_tokens
 from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
-from latentlit.scoring.rollouts import ROLLOUT_BRANCH, LabelStats, label_problems
+from latentlit.scoring.rollouts import ROLLOUT_BRANCH, ROLLOUT_PREFIXES, LabelStats, label_problems
 from latentlit.lit.writer import (check_resumed_questions, check_run_settings, default_output_dir, hold_output_dir,
                                   let_go_output_dir,
                                   problem_source_of, release_if_empty, run_dir_name, stop_on_sigterm)
@@ -39,6 +39,14 @@ class RolloutLabeller(L.LightningModule):
         output_dir: the groups directory (shards + index); re-running into it resumes. Default
             ``outputs/<run_name>-<hash>`` of :meth:`run_settings` and the problem source.
         shard_size: groups per shard.
+        rollout_prefix: ``"per_rollout"`` (default, the paper's definition: every rollout encodes
+            the prompt and h_1..h_t with its own randomness) or ``"shared"`` (rollouts reuse the
+            trajectory's cached prompt and h_1..h_{t-1}; cheaper, labels closer to the
+            trajectory's outcome under MC-dropout); ``latentlit.scoring.rollouts.label_problems``.
+            Stored in ``run.json`` (a resumed run must match) and ``summary.json``.
+
+    Raises:
+        ValueError: a count below 1, or an unknown ``rollout_prefix``.
     """
 
     # the config's name (``quickstart_label``); the latentlit CLI sets it
@@ -46,13 +54,16 @@ class RolloutLabeller(L.LightningModule):
 
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 8,
                  n_rollouts: int = 8, seed: int = 0, drop_all_correct: bool = True, drop_all_wrong: bool = True,
-                 max_new_tokens: int = 8, output_dir: str | None = None, shard_size: int = 256):
+                 max_new_tokens: int = 8, output_dir: str | None = None, shard_size: int = 256,
+                 rollout_prefix: str = "per_rollout"):
         super().__init__()
         from latentlit.models.backbone import LatentBackbone
 
         # checked before anything is loaded or written: a failed start leaves no directory behind
         check_at_least("RolloutLabeller", n_samples=(n_samples, 1), n_rollouts=(n_rollouts, 1),
                        max_new_tokens=(max_new_tokens, 1), shard_size=(shard_size, 1))
+        if rollout_prefix not in ROLLOUT_PREFIXES:
+            raise ValueError(f"RolloutLabeller: rollout_prefix={rollout_prefix!r}; expected one of {ROLLOUT_PREFIXES}")
         self.save_hyperparameters(ignore=["sampler"])
         self.sampler = sampler if sampler is not None else MCDropout(p=0.1)
         self.backbone = LatentBackbone.from_pretrained(backbone)
@@ -75,7 +86,10 @@ class RolloutLabeller(L.LightningModule):
         return {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint,
                 "sampler": self.sampler.describe(), "n_samples": hp.n_samples, "n_rollouts": hp.n_rollouts,
                 "seed": hp.seed, "drop_all_correct": hp.drop_all_correct, "drop_all_wrong": hp.drop_all_wrong,
-                "max_new_tokens": hp.max_new_tokens, "rollout_branch": ROLLOUT_BRANCH}
+                "max_new_tokens": hp.max_new_tokens, "rollout_branch": ROLLOUT_BRANCH,
+                # absent from run.json of earlier versions (labelled "shared"): such a directory is
+                # refused on resume rather than guessed
+                "rollout_prefix": hp.rollout_prefix}
 
     def run_dir_name(self, datamodule=None) -> str:
         """``<run_name>-<hash>`` of :meth:`run_settings` and the problem source of ``datamodule``."""
@@ -115,7 +129,7 @@ class RolloutLabeller(L.LightningModule):
             check_resumed_questions(out, done, datamodule.problems)
         if zero:
             print(f"[latentlit] labelling: {self.sampler.describe()['name']}, N = {hp.n_samples}, M = {hp.n_rollouts}, "
-                  f"seed {hp.seed}, backbone {hp.backbone}: output directory {out}"
+                  f"seed {hp.seed}, rollout prefix {hp.rollout_prefix}, backbone {hp.backbone}: output directory {out}"
                   + (f" (resuming: {len(self._skip)} questions done)" if self._skip else ""), flush=True)
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
@@ -127,7 +141,8 @@ class RolloutLabeller(L.LightningModule):
         start = time.perf_counter()
         groups, stats = label_problems(self.backbone, self.sampler, [p for _, p in batch], n_samples=hp.n_samples,
                                        n_rollouts=hp.n_rollouts, seed=hp.seed, drop_all_correct=hp.drop_all_correct,
-                                       drop_all_wrong=hp.drop_all_wrong, max_new_tokens=hp.max_new_tokens)
+                                       drop_all_wrong=hp.drop_all_wrong, max_new_tokens=hp.max_new_tokens,
+                                       rollout_prefix=hp.rollout_prefix)
         self._seconds += time.perf_counter() - start
         self.stats.merge(stats)
         # plain dicts: Lightning walks predict outputs and cannot rebuild frozen dataclasses
@@ -193,7 +208,8 @@ class GroupWriter(Callback):
                    "groups_total": sum(1 for line in read_index(self.output_dir) if line["kept"]),
                    "questions_total": len(read_index(self.output_dir))}
         (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"[latentlit] {label_line(summary['this_run'], seconds)}. Groups in {self.output_dir}")
+        print(f"[latentlit] {label_line(summary['this_run'], seconds)}; rollout prefix "
+              f"{pl_module.hparams.rollout_prefix}. Groups in {self.output_dir}")
 
 
 def plain_config(hparams) -> dict:

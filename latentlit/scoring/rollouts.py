@@ -13,12 +13,20 @@ re-runs the whole prefix with dropout on, so its rollouts differ from h_{t+1} on
 after that forward pass (latentlit before this version) gave all M rollouts the trajectory's own
 h_{t+1}: they first differed at h_{t+2}, and with 2-4 latents the labels were close to the
 trajectory's final correctness. Under AGN (noise on the proposed latent) feeding h_t is
-deterministic and both branch points give the same rollouts. What stays shared with the
-trajectory: the cached keys/values of the prompt and of h_1..h_{t-1} (computed once, with the
-trajectory's own randomness), where the reference recomputes them per rollout. With one dropout
-mask per trajectory that shared prompt encoding holds much of a sample's randomness (measured
-on the quickstarts: README, Llama family), so the labels stay closer to the outcome than the
-reference's.
+deterministic and both branch points give the same rollouts.
+
+The prefix a rollout continues from (``rollout_prefix``): the latents h_1..h_t are always the
+trajectory's own, fixed; what the setting chooses is how the prompt and h_1..h_{t-1} are encoded.
+``per_rollout`` (default; the paper's definition, as the reference runs it): each rollout
+prefills the prompt with its own keys (as the sampler prefills a sample, ``Sampler.prefill``)
+and feeds h_1..h_t as input embeddings with its own keys, then continues; the M rollouts of all
+rolled-out trajectories of a step run as one batch (rows = rollouts). ``shared``: each rollout
+starts from a copy of the trajectory's cached keys/values of the prompt and h_1..h_{t-1}
+(computed once, with the trajectory's own randomness), then feeds h_t with its own keys. With
+one dropout mask per trajectory that shared encoding holds much of a sample's randomness, so
+shared-prefix labels mostly copy the trajectory's final correctness (measured on the
+quickstarts, README: Llama family). Without forward-pass randomness (AGN, Deterministic) the
+two are the same rollouts and the shared path runs for both.
 
 Dynamic latent length (CoLaR: the latent phase ends when the LM head emits the stop token):
 trajectory n has its own length T_n <= ``max_latents`` and labels exist for t = 1..T_n only
@@ -33,10 +41,13 @@ dropout) feeding is random, so the last step is rolled out like the others. Othe
 Deterministic; ``on_answer`` changes nothing there, as such a sampler has no forward hooks) the M
 rollouts all equal the trajectory itself: its own correctness is the label and no rollout is run.
 
-Cost: rollouts start from a copy of the KV cache of (question, h_1..h_{t-1}), so the question is
-prefilled once per trajectory, never per rollout; each rollout runs h_t, the rest of its latents
-and its answer. The reference implementation re-prefills the whole prefix for every rollout
-(sum_n T_n * M per question); :func:`reference_forward_tokens` estimates that count for comparison.
+Cost: with ``shared`` prefixes rollouts start from a copy of the KV cache of (question,
+h_1..h_{t-1}), so the question is prefilled once per trajectory, never per rollout; each rollout
+runs h_t, the rest of its latents and its answer. With ``per_rollout`` prefixes every rollout
+also runs the prompt and h_1..h_{t-1}, like the reference implementation, which re-prefills the
+whole prefix for every rollout (sum_n T_n * M per question); :func:`reference_forward_tokens`
+estimates that count for comparison. ``LabelStats.forward_tokens`` counts the positions
+actually run (padding included).
 """
 
 from __future__ import annotations
@@ -55,6 +66,8 @@ _ROLLOUT_STREAM = 0x2011
 # Where rollouts branch, stored in a labelling run's run.json: a groups directory labelled by an
 # earlier version (rollouts branched after h_t was fed) is refused on resume, not mixed in.
 ROLLOUT_BRANCH = "before_feeding_h_t"
+# How a rollout gets the prefix (prompt, h_1..h_{t-1}) it continues from (:func:`label_problems`).
+ROLLOUT_PREFIXES = ("shared", "per_rollout")
 
 
 @dataclass
@@ -192,8 +205,21 @@ def roll_out(backbone: LatentBackbone, sampler: Sampler, before: LatentState, la
 @torch.no_grad()
 def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Problem], *, n_samples: int = 8,
                    n_rollouts: int = 8, seed: int = 0, drop_all_correct: bool = True, drop_all_wrong: bool = True,
-                   max_new_tokens: int = 8, answer_format: str | None = None) -> tuple[list[LabelledGroup | None], LabelStats]:
+                   max_new_tokens: int = 8, answer_format: str | None = None,
+                   rollout_prefix: str = "per_rollout") -> tuple[list[LabelledGroup | None], LabelStats]:
     """Label the latent steps of ``problems`` (processed together; callers chunk them).
+
+    Args:
+        rollout_prefix: how each rollout from h_1..h_t gets its prefix (module docstring).
+            ``"per_rollout"`` (the paper's definition, as the reference runs it): the rollout
+            prefills the prompt with its own keys (as the sampler prefills samples:
+            ``Sampler.prefill``) and feeds the trajectory's h_1..h_t with its own keys, then
+            continues. ``"shared"``: the rollout starts from a copy of the trajectory's cached
+            prompt and h_1..h_{t-1} (encoded once, with the trajectory's keys) and feeds h_t
+            with its own keys; cheaper, but under MC-dropout with one mask per trajectory the
+            labels then mostly copy the trajectory's outcome. When the sampler has no forward-pass
+            randomness (``Sampler.stochastic_forward`` False: AGN, Deterministic) re-encoding gives
+            the cached prefix again, the two settings label alike, and the shared path runs.
 
     Returns:
         one entry per problem (None when filtered out) and the run's :class:`LabelStats`. A
@@ -202,10 +228,15 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
         which problems share the call.
 
     Raises:
-        ValueError: n_samples or n_rollouts < 1.
+        ValueError: n_samples or n_rollouts < 1, unknown ``rollout_prefix``.
     """
     if n_samples < 1 or n_rollouts < 1:
         raise ValueError(f"n_samples ({n_samples}) and n_rollouts ({n_rollouts}) must be >= 1")
+    if rollout_prefix not in ROLLOUT_PREFIXES:
+        raise ValueError(f"rollout_prefix={rollout_prefix!r}; expected one of {ROLLOUT_PREFIXES}")
+    # Without forward-pass randomness (AGN, Deterministic) re-encoding a prefix reproduces the
+    # cached one, so both settings give the same labels and the cheaper path runs.
+    shared = rollout_prefix == "shared" or not sampler.stochastic_forward
     cfg = backbone.latent_config
     fmt = answer_format or cfg.answer_format
     sampler.bind(backbone)
@@ -218,11 +249,12 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
     state = backbone.prefill_samples([p.question for p in problems], n, sampler, keys)
     # real prompt lengths (rows are question-major), for the reference's re-prefill count
     prompt_lens = state.attention_mask[::n].sum(1).tolist()
-    # befores[t - 1]: the state before h_t is fed, where the rollouts from h_1..h_t branch (not
-    # kept for t = cap when the last step is not rolled out: no row has t < T_n there)
+    # befores[t - 1]: the state before h_t is fed, where shared-prefix rollouts from h_1..h_t
+    # branch (not kept for t = cap when the last step is not rolled out: no row has t < T_n there;
+    # never kept for per-rollout prefixes, which rebuild it)
     befores, fed, latents, masks = [], [], [], []
     for t in range(1, cap + 1):
-        before = state.select(torch.arange(state.rows)) if t < cap or roll_last else None
+        before = state.select(torch.arange(state.rows)) if shared and (t < cap or roll_last) else None
         state, h = backbone.latent_step(state, t, sampler=sampler, keys=keys)
         if not bool(state.active.any()):
             break
@@ -258,9 +290,17 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
         if not len(rows):
             continue
         rows_dev = rows.to(backbone.device)
-        before = befores[t - 1].select(rows_dev).repeat_interleave(m)
-        _, out = roll_out(backbone, sampler, before, fed[t - 1][rows_dev].repeat_interleave(m, 0), t,
-                          rollout_keys(keys[rows_dev], t, m), max_new_tokens=max_new_tokens)
+        rkeys = rollout_keys(keys[rows_dev], t, m)
+        if shared:
+            before = befores[t - 1].select(rows_dev).repeat_interleave(m)
+        else:
+            # each rollout (rows trajectory-major) encodes the prompt and h_1..h_{t-1} itself
+            before = backbone.prefill_samples([problems[i // n].question for i in rows.tolist()], m, sampler, rkeys)
+            for s in range(1, t):
+                before = backbone.feed_latent(before, fed[s - 1][rows_dev].repeat_interleave(m, 0), s, sampler=sampler,
+                                              keys=rkeys)
+        _, out = roll_out(backbone, sampler, before, fed[t - 1][rows_dev].repeat_interleave(m, 0), t, rkeys,
+                          max_new_tokens=max_new_tokens)
         rgolds = [golds[i] for i in rows.tolist() for _ in range(m)]
         labels[rows, t - 1] = _correct(backbone, out, rgolds, fmt).float().reshape(len(rows), m).mean(1)
     stats.forward_tokens = backbone.forward_tokens - start_tokens

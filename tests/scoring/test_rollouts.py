@@ -36,13 +36,14 @@ def test_filters_drop_all_wrong_questions(backbone):
     assert stats.all_wrong == 2 and stats.kept == 0
 
 
+@pytest.mark.parametrize("prefix", ["shared", "per_rollout"])
 @pytest.mark.parametrize("sampler", [MCDropout(p=0.3), AGN(sigma=1.0)])
-def test_labels_do_not_depend_on_batching(backbone, sampler):
+def test_labels_do_not_depend_on_batching(backbone, sampler, prefix):
     together, _ = label_problems(backbone, sampler, PROBLEMS, n_samples=2, n_rollouts=3, drop_all_correct=False,
-                                 drop_all_wrong=False, seed=5)
+                                 drop_all_wrong=False, seed=5, rollout_prefix=prefix)
     for i, p in enumerate(PROBLEMS):
         alone, _ = label_problems(backbone, sampler, [p], n_samples=2, n_rollouts=3, drop_all_correct=False,
-                                  drop_all_wrong=False, seed=5)
+                                  drop_all_wrong=False, seed=5, rollout_prefix=prefix)
         assert torch.equal(alone[0].labels, together[i].labels)
         assert torch.allclose(alone[0].latents, together[i].latents, atol=1e-5)
 
@@ -87,6 +88,11 @@ def test_labelling_job_resumes_after_interruption(tiny_backbone_dir, tmp_path):
     assert json.loads((tmp_path / "part" / "run.json").read_text())["sampler"]["name"] == "AGN"
     with pytest.raises(ValueError, match=r"other settings.*n_rollouts"):
         _label(tiny_backbone_dir, tmp_path / "part", 3, "--model.n_rollouts", "4")
+    # the prefix encoding of rollouts is recorded (run.json, summary.json) and a mix is refused
+    assert json.loads((tmp_path / "part" / "run.json").read_text())["rollout_prefix"] == "per_rollout"
+    assert json.loads(summary)["config"]["rollout_prefix"] == "per_rollout"
+    with pytest.raises(ValueError, match=r"other settings.*rollout_prefix.*per_rollout.*shared"):
+        _label(tiny_backbone_dir, tmp_path / "part", 3, "--model.rollout_prefix", "shared")
     # groups labelled before rollouts branched ahead of h_t (no rollout_branch in run.json): refused
     run = json.loads((tmp_path / "part" / "run.json").read_text())
     assert run.pop("rollout_branch") == "before_feeding_h_t"
@@ -195,13 +201,14 @@ def test_dynamic_rollouts_continue_with_the_backbones_own_stopping(llama):
     assert len(set(rmask.sum(1).tolist())) > 1  # the rollouts themselves stop at different steps
 
 
+@pytest.mark.parametrize("prefix", ["shared", "per_rollout"])
 @pytest.mark.parametrize("sampler", [MCDropout(p=0.3), AGN(sigma=1.0)])
-def test_dynamic_labels_do_not_depend_on_batching(llama, sampler):
+def test_dynamic_labels_do_not_depend_on_batching(llama, sampler, prefix):
     together, _ = label_problems(llama, sampler, PROBLEMS, n_samples=3, n_rollouts=2, drop_all_correct=False,
-                                 drop_all_wrong=False, seed=2)
+                                 drop_all_wrong=False, seed=2, rollout_prefix=prefix)
     for i, p in enumerate(PROBLEMS):
         alone, _ = label_problems(llama, sampler, [p], n_samples=3, n_rollouts=2, drop_all_correct=False,
-                                  drop_all_wrong=False, seed=2)
+                                  drop_all_wrong=False, seed=2, rollout_prefix=prefix)
         assert torch.equal(alone[0].labels, together[i].labels) and torch.equal(alone[0].latent_mask, together[i].latent_mask)
         assert torch.allclose(alone[0].latents, together[i].latents, atol=1e-5)
 
@@ -230,12 +237,15 @@ from latentlit.scoring.rollouts import rollout_keys, rollouts_at_last_step  # no
 
 
 @torch.no_grad()
-def _one_at_a_time(backbone, sampler, problem, n, m, *, max_new_tokens, fmt, seed=0, branch_after_feed=False):
+def _one_at_a_time(backbone, sampler, problem, n, m, *, max_new_tokens, fmt, seed=0, branch_after_feed=False,
+                   prefix="shared"):
     """One question's labels, every rollout run alone from a fresh prefill through the public
     seams: trajectory j is rebuilt with its own keys up to h_t; the rollout feeds h_t with its
     own keys (``branch_after_feed``: with the trajectory's, as latentlit did before), continues
-    with the backbone's own stop and decodes. Returns labels (n, width), final correctness
-    (n,), and {t: (M, d) the rollouts' h_{t+1}} of every trajectory that has one."""
+    with the backbone's own stop and decodes. ``prefix="per_rollout"``: the rollout instead
+    prefills the prompt alone with its own key and feeds the trajectory's h_1..h_t with it.
+    Returns labels (n, width), final correctness (n,), and {t: (M, d) the rollouts' h_{t+1}}
+    of every trajectory that has one."""
     cap = backbone.latent_config.max_latents if backbone.latent_config.latent_stop_id is not None \
         else backbone.latent_config.num_latents
     keys = trajectory_keys(seed, [problem.id], n)
@@ -244,11 +254,12 @@ def _one_at_a_time(backbone, sampler, problem, n, m, *, max_new_tokens, fmt, see
         ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=key, first_step=cap + 1)
         return float(answers_match(extract_answer(backbone.decode(ids)[0], fmt), problem.answer))
 
-    def before(j, t):  # trajectory j's state before h_t is fed, and h_t
-        state = backbone.prefill_samples([problem.question], 1, sampler, keys[[j]])
+    def before(j, t):  # trajectory j's state before h_t is fed, and its h_1..h_t
+        state, hs = backbone.prefill_samples([problem.question], 1, sampler, keys[[j]]), []
         for s in range(1, t):
-            state, _ = backbone.latent_step(state, s, sampler=sampler, keys=keys[[j]])
-        return state, backbone.propose_latent(state, t, sampler=sampler, keys=keys[[j]])
+            state, h = backbone.latent_step(state, s, sampler=sampler, keys=keys[[j]])
+            hs.append(h)
+        return state, hs + [backbone.propose_latent(state, t, sampler=sampler, keys=keys[[j]])]
 
     finals, lengths, rows, nexts = [], [], [], {}
     for j in range(n):
@@ -264,8 +275,13 @@ def _one_at_a_time(backbone, sampler, problem, n, m, *, max_new_tokens, fmt, see
             right, hs = 0.0, []
             for k in range(m):
                 rkey = rollout_keys(keys[[j]], t, m)[[k]]
-                state, h = before(j, t)
-                state = backbone.feed_latent(state, h, t, sampler=sampler, keys=keys[[j]] if branch_after_feed else rkey)
+                state, hs_traj = before(j, t)
+                if prefix == "per_rollout":
+                    state = backbone.prefill_samples([problem.question], 1, sampler, rkey)
+                    for s, h in enumerate(hs_traj[:-1], 1):
+                        state = backbone.feed_latent(state, h, s, sampler=sampler, keys=rkey)
+                state = backbone.feed_latent(state, hs_traj[-1], t, sampler=sampler,
+                                             keys=keys[[j]] if branch_after_feed else rkey)
                 state, rest, rmask = backbone.run_latents(state, cap, sampler=sampler, keys=rkey, start_step=t + 1)
                 if rmask.shape[1] and bool(rmask[0, 0]):
                     hs.append(rest[0, 0])
@@ -295,7 +311,7 @@ def test_mc_dropout_rollouts_differ_from_h_t_plus_1_and_match_one_at_a_time(quic
     h_{t+1}: spread 0)."""
     sampler, n, m = MCDropout(p=0.2), 4, 4
     groups, stats = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
-                                   drop_all_correct=False, drop_all_wrong=False)
+                                   drop_all_correct=False, drop_all_wrong=False, rollout_prefix="shared")
     changed = 0
     for g, p in zip(groups, MIXED):
         labels, finals, nexts = _one_at_a_time(quickstart, sampler, p, n, m, max_new_tokens=6, fmt="coconut")
@@ -324,15 +340,18 @@ def test_agn_labels_are_unchanged_by_the_branch_point(quickstart):
     assert ((torch.cat([g.labels[:, :-1] for g in groups]) * m) % m != 0).any()  # fractional labels
 
 
+@pytest.mark.parametrize("prefix", ["shared", "per_rollout"])
 @pytest.mark.parametrize("sampler", [MCDropout(p=0.3), AGN(sigma=1.0)])
-def test_dynamic_stop_labels_match_one_at_a_time(llama, sampler):
+def test_dynamic_stop_labels_match_one_at_a_time(llama, sampler, prefix):
     """Llama with a CoLaR-style stop: rollouts (the last step's too under MC-dropout) stop on
-    their own hidden states, and the batched labels equal running each rollout alone."""
+    their own hidden states, and the batched labels equal running each rollout alone, with
+    either prefix encoding."""
     problems, _ = _gold_from_samples(llama, sampler, PROBLEMS[:2], 3)
     groups, _ = label_problems(llama, sampler, problems, n_samples=3, n_rollouts=3, max_new_tokens=3,
-                               drop_all_correct=False, drop_all_wrong=False, answer_format="last_number")
+                               drop_all_correct=False, drop_all_wrong=False, answer_format="last_number",
+                               rollout_prefix=prefix)
     for g, p in zip(groups, problems):
-        labels, finals, _ = _one_at_a_time(llama, sampler, p, 3, 3, max_new_tokens=3, fmt="last_number")
+        labels, finals, _ = _one_at_a_time(llama, sampler, p, 3, 3, max_new_tokens=3, fmt="last_number", prefix=prefix)
         assert torch.equal(g.labels, labels) and torch.equal(g.final_correct, finals)
 
 
@@ -374,3 +393,82 @@ def test_label_statistics_are_rounded_and_absent_without_labels():
                                "label_fraction_pre_final_equal_final")] == [None] * 5
     s = LabelStats(questions=1, kept=1, labels=[0.5], pre_final=3, pre_final_equal_final=2).summary()
     assert s["label_fraction_pre_final_equal_final"] == 0.666667 and s["label_std"] is None
+
+
+# ---------------------------------------------------------------- prefix encoding of rollouts (shared / per_rollout)
+def test_per_rollout_prefix_matches_one_at_a_time_and_leaves_the_outcome(quickstart):
+    """MC-dropout with one mask per trajectory: every per-rollout label equals the one-rollout-at-
+    a-time rebuild (own prompt prefill and own h_1..h_t feeds), and fewer labels before a
+    trajectory's last step copy its outcome than with the shared prefix."""
+    sampler = MCDropout(p=0.05, targets=["*.attn.resid_dropout", "*.mlp.dropout", "transformer.drop"],
+                        mask_scope="trajectory")
+    n, m = 4, 4
+    per, per_stats = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                                    drop_all_correct=False, drop_all_wrong=False, rollout_prefix="per_rollout")
+    shared, shared_stats = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                                          drop_all_correct=False, drop_all_wrong=False, rollout_prefix="shared")
+    for g, s, p in zip(per, shared, MIXED):
+        labels, finals, _ = _one_at_a_time(quickstart, sampler, p, n, m, max_new_tokens=6, fmt="coconut",
+                                           prefix="per_rollout")
+        assert torch.equal(g.labels, labels) and torch.equal(g.final_correct, finals)
+        assert torch.equal(g.latents, s.latents) and torch.equal(g.final_correct, s.final_correct)  # same trajectories
+    assert per_stats.pre_final == shared_stats.pre_final == 2 * n * 3  # T = 4: three steps before the last
+    assert per_stats.pre_final_equal_final < shared_stats.pre_final_equal_final
+    assert any(not torch.equal(g.labels, s.labels) for g, s in zip(per, shared))
+
+
+@pytest.mark.parametrize("sampler", [AGN(sigma=1.0), Deterministic(), MCDropout(p=0.0)])
+def test_without_forward_randomness_per_rollout_prefix_equals_shared(quickstart, sampler):
+    """No forward-pass randomness: re-encoding the prompt and h_1..h_t per rollout (rebuilt one
+    rollout at a time) gives the cached prefix's labels, so label_problems runs the shared path
+    (same labels, same forward tokens)."""
+    n, m = 4, 4
+    per, per_stats = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                                    drop_all_correct=False, drop_all_wrong=False, rollout_prefix="per_rollout")
+    shared, shared_stats = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                                          drop_all_correct=False, drop_all_wrong=False, rollout_prefix="shared")
+    for g, s, p in zip(per, shared, MIXED):
+        assert torch.equal(g.labels, s.labels)
+        if isinstance(sampler, AGN):  # the real per-rollout re-encoding agrees
+            labels, _, _ = _one_at_a_time(quickstart, sampler, p, n, m, max_new_tokens=6, fmt="coconut",
+                                          prefix="per_rollout")
+            assert torch.equal(g.labels, labels)
+    assert per_stats.forward_tokens == shared_stats.forward_tokens
+
+
+def test_per_rollout_forward_tokens_close_to_the_reference_count(quickstart):
+    """Forward tokens are the positions actually run: with per-rollout prefixes (MC-dropout, last
+    step rolled out too) about the reference re-prefill estimate (which counts real prompt
+    lengths and the trajectories' answer length; the batches run padding and the rollouts' own
+    answer lengths: 4080 vs 4012 here), and several times the shared prefix's count."""
+    sampler, n, m = MCDropout(p=0.2), 4, 4
+    _, per = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                            drop_all_correct=False, drop_all_wrong=False, rollout_prefix="per_rollout")
+    _, shared = label_problems(quickstart, sampler, MIXED, n_samples=n, n_rollouts=m, max_new_tokens=6,
+                               drop_all_correct=False, drop_all_wrong=False, rollout_prefix="shared")
+    assert per.reference_forward_tokens == shared.reference_forward_tokens
+    assert 0.9 < per.forward_tokens / per.reference_forward_tokens < 1.1
+    assert per.forward_tokens > 2 * shared.forward_tokens
+
+
+def test_unknown_rollout_prefix_is_refused(quickstart):
+    with pytest.raises(ValueError, match="rollout_prefix='cached'"):
+        label_problems(quickstart, AGN(sigma=1.0), MIXED, rollout_prefix="cached")
+
+
+def test_per_rollout_prefix_with_a_shared_prompt_prefill_sampler(llama):
+    """MC-dropout with ``prefill="shared"`` (dropout in latent steps only): the per-rollout prompt
+    encoding is the sampler's own (deterministic, one prefill per trajectory row reused by its M
+    rollouts), h_1..h_t are re-fed with each rollout's keys; labels equal the one-at-a-time
+    rebuild."""
+    sampler = MCDropout(p=0.3, prefill="shared")
+    problems, _ = _gold_from_samples(llama, sampler, PROBLEMS[:2], 3)
+    kw = dict(n_samples=3, n_rollouts=3, max_new_tokens=3, drop_all_correct=False, drop_all_wrong=False,
+              answer_format="last_number")
+    per, per_stats = label_problems(llama, sampler, problems, rollout_prefix="per_rollout", **kw)
+    _, shared_stats = label_problems(llama, sampler, problems, rollout_prefix="shared", **kw)
+    for g, p in zip(per, problems):
+        labels, _, _ = _one_at_a_time(llama, sampler, p, 3, 3, max_new_tokens=3, fmt="last_number", prefix="per_rollout")
+        assert torch.equal(g.labels, labels)
+    # the prompt runs once per rolled-out trajectory row (not per rollout), h_1..h_{t-1} per rollout
+    assert shared_stats.forward_tokens < per_stats.forward_tokens < per_stats.reference_forward_tokens
