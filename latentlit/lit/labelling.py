@@ -150,6 +150,12 @@ class RolloutLabeller(L.LightningModule):
                 for (i, p), g in zip(batch, groups)]
 
 
+def _ratio(saving: float) -> str:
+    """``saving`` = reference tokens / tokens run, in words either way (per-rollout prefixes run
+    about the reference's count, a little more with padding)."""
+    return f"{saving:.1f}x fewer" if saving >= 1 else f"{1 / saving:.2f}x more"
+
+
 # what a groups directory holds once a question is labelled (globs)
 GROUP_FILES = ("index.r*.jsonl", "shard-*.safetensors", "summary.json", "stats.r*.json")
 
@@ -233,6 +239,6 @@ def label_line(r: dict, seconds: float) -> str:
         line += "; "
     else:
         line += "no labels (no question kept); "
-    saving = f" ({r['saving_vs_reference']:.1f}x fewer)" if r["saving_vs_reference"] is not None else ""
+    saving = f" ({_ratio(r['saving_vs_reference'])})" if r["saving_vs_reference"] is not None else ""
     return (line + f"forward tokens {r['forward_tokens']} vs reference re-prefill {r['reference_forward_tokens']}"
             + saving)
