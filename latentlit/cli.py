@@ -109,9 +109,18 @@ class LatentLitCLI(LightningCLI):
             logging.getLogger("lightning.fabric.utilities.seed").addFilter(_DropMessages("Seed set to"))
 
     def before_fit(self) -> None:
+        """Hold the export directory's run lock (``latentlit.run_lock``) when one is set: two fits
+        exporting to one directory would overwrite each other's weights (global rank 0, before
+        Lightning starts the other processes)."""
         _run_starts()
+        export = (getattr(self.model, "hparams", None) or {}).get("export_dir")
+        if export and self.trainer.global_rank == 0:
+            from latentlit.run_lock import acquire
 
-    before_validate = before_fit
+            acquire(export)
+
+    def before_validate(self) -> None:
+        _run_starts()
 
     def before_instantiate_classes(self) -> None:
         """Fail on a missing backbone / LatentRM / groups directory before anything is loaded, with

@@ -32,7 +32,7 @@ except ImportError:  # Windows
 
 LOCK_FILE = ".latentlit.lock"
 ENV = "LATENTLIT_RUN_LOCK"
-# resolved directory -> [file descriptor (None without fcntl), count]
+# resolved directory -> [file descriptor (None without fcntl), count, created by the lock]
 _held: dict[str, list] = {}
 
 
@@ -79,6 +79,7 @@ def acquire(directory: str | Path) -> None:
                       stacklevel=2)
         _held[key] = [None, 1]
         return
+    created = not Path(directory).exists()
     Path(directory).mkdir(parents=True, exist_ok=True)
     path = Path(directory) / LOCK_FILE
     while True:
@@ -101,7 +102,7 @@ def acquire(directory: str | Path) -> None:
         os.close(fd)
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    _held[key] = [fd, 1]
+    _held[key] = [fd, 1, created]
     _set_inherited(_inherited() | {key})
 
 
@@ -127,6 +128,13 @@ def release(directory: str | Path) -> None:
     except FileNotFoundError:
         pass
     os.close(fd)
+    if len(entry) > 2 and entry[2]:
+        # a directory the lock itself created and the run left empty (a fit stopped before its
+        # export) is not left behind
+        try:
+            Path(key).rmdir()
+        except OSError:
+            pass
 
 
 def release_all() -> None:

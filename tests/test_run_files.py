@@ -161,3 +161,22 @@ def test_latentrm_data_warning_points_at_latentlit_not_lightning(tmp_path):
     with pytest.warns(UserWarning, match="1 groups and none fell in the validation split") as caught:
         LatentRMDataModule(str(tmp_path), val_fraction=0.001).setup()
     assert Path(caught[0].filename).name == "latent_rm_data.py"
+
+
+@pytest.mark.skipif(run_lock.fcntl is None, reason="no fcntl on this platform: no lock (documented)")
+def test_the_lock_removes_only_a_directory_it_created_and_the_run_left_empty(tmp_path):
+    new = tmp_path / "new" / "export"
+    run_lock.acquire(new)
+    assert (new / run_lock.LOCK_FILE).is_file()
+    run_lock.release(new)
+    assert not new.exists() and (tmp_path / "new").is_dir()  # only the directory the lock made
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    run_lock.acquire(existing)
+    run_lock.release(existing)
+    assert existing.is_dir() and not any(existing.iterdir())
+    written = tmp_path / "written"
+    run_lock.acquire(written)
+    (written / "model.safetensors").write_bytes(b"x")
+    run_lock.release(written)
+    assert [p.name for p in written.iterdir()] == ["model.safetensors"]

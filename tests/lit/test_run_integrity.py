@@ -251,3 +251,40 @@ def test_rm_scores_are_float32_under_autocast(tiny_backbone_dir):
         rounded = unguarded(rm, questions, latents)
     assert not torch.equal(rounded, plain)
     assert torch.equal(rounded, rounded.to(torch.bfloat16).float())  # bfloat16 values in a float32 tensor
+
+
+def test_a_fit_into_an_export_directory_held_by_another_run_is_refused(tmp_path, capsys, monkeypatch):
+    """Two fits exporting to one directory would overwrite each other's weights: the second is
+    refused in one line before it trains, and runs once the holder is gone (lock file removed)."""
+    import os
+    import subprocess
+    import sys
+
+    from latentlit.testing.groups import random_group, split_ids, write_groups
+
+    monkeypatch.delenv("LATENTLIT_DEBUG", raising=False)
+    backbone = write_tiny_backbone(tmp_path / "backbone", dropout=0.0)
+    train, val = split_ids(4, 2)
+    groups = write_groups(tmp_path / "groups", [random_group(q, 32) for q in train + val])
+    export = tmp_path / "rm"
+    args = ["fit", "--model", "latentlit.lit.LatentRMModule", "--model.backbone", str(backbone), "--model.export_dir",
+            str(export), "--data", "latentlit.lit.LatentRMDataModule", "--data.groups_dir", str(groups),
+            "--data.val_fraction", "0.5", "--trainer.max_steps", "1", *QUIET, "--trainer.enable_checkpointing", "false",
+            "--trainer.default_root_dir", str(tmp_path / "logs")]
+    hold = "import sys, time; from latentlit import run_lock; run_lock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(export)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+        err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("latentlit: error")]
+        assert err == [f"latentlit: error: DirectoryInUse: {export} is in use by another latentlit run (process "
+                       f"{holder.pid}): wait for it to end (or stop it), or give another output directory"]
+        assert sorted(p.name for p in export.iterdir()) == [".latentlit.lock"]  # nothing exported
+    finally:
+        holder.kill()
+        holder.wait()
+    main(args)
+    assert (export / "model.safetensors").is_file() and not (export / ".latentlit.lock").exists()
