@@ -5,6 +5,12 @@
 Prints a markdown table (methods at each run's N with bootstrap intervals, their paired
 differences against greedy, the selective-prediction gains) and writes the same rows as CSV with
 ``--csv``. ``--every-k`` adds every k of the k table.
+
+    python scripts/compare_runs.py RUN_A RUN_B --paired best_of_n@16 [--paired majority_vote@16,best_of_n@16]
+
+``--paired METRIC`` (two directories of one question set): run B's METRIC minus run A's, with a
+paired bootstrap interval over the questions (``latentlit.reporting.paired``); ``A_METRIC,B_METRIC``
+compares two metrics. Repeatable.
 """
 
 from __future__ import annotations
@@ -20,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", help="output directories of latentlit predict (each with metrics.json)")
     parser.add_argument("--csv", help="also write the rows (long format, fractions) to this CSV file")
     parser.add_argument("--every-k", action="store_true", help="one row per k, not only at N")
+    parser.add_argument("--paired", action="append", default=[], metavar="METRIC[,METRIC_B]",
+                        help="with two directories: run B minus run A, paired bootstrap interval (repeatable)")
     args = parser.parse_args(argv)
+    if args.paired:
+        return _paired(args.dirs, args.paired)
     try:
         runs = [load_run(d) for d in args.dirs]
     except (FileNotFoundError, ValueError) as err:
@@ -30,6 +40,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.csv:
         write_csv(runs, args.csv, args.every_k)
         print(f"\nrows written to {args.csv}")
+    return 0
+
+
+def _paired(dirs: list[str], metrics: list[str]) -> int:
+    import json
+    from pathlib import Path
+
+    from latentlit.lit.writer import read_records
+    from latentlit.reporting.paired import paired_difference
+    from latentlit.reporting.text import interval, points
+
+    if len(dirs) != 2:
+        print(f"compare_runs: error: --paired compares two runs (A then B), got {len(dirs)} directories", file=sys.stderr)
+        return 2
+    try:
+        runs = [load_run(d) for d in dirs]
+        records = [read_records(Path(d)) for d in dirs]
+        seeds = [int(json.loads((Path(d) / "run.json").read_text()).get("seed", 0)) if (Path(d) / "run.json").is_file()
+                 else int((r.get("config") or {}).get("seed", 0)) for d, r in zip(dirs, runs)]
+        for spec in metrics:
+            metric_a, _, metric_b = spec.partition(",")
+            d = paired_difference(records[0], records[1], metric_a, metric_b or None, seed_a=seeds[0], seed_b=seeds[1])
+            print(f"{d['metric_b']} of B ({runs[1]['name']}) minus {d['metric_a']} of A ({runs[0]['name']}): "
+                  f"{points(d['diff'])} points {interval(d['low'], d['high'], signed=True)} "
+                  f"({100 * d['b']:.1f}% vs {100 * d['a']:.1f}%; paired bootstrap over {d['questions']} questions, "
+                  f"{d['resamples']} resamples, {100 * d['level']:.0f}%)")
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        print(f"compare_runs: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
