@@ -382,6 +382,11 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
           "- a dict with class_path entry", "- a dict without class_path", "- a dict with parameters accepted")
 
 
+# the lines of a jsonargparse error that open a nested level: a key, or a class tried for it
+_NODE_LINES = (("key", r'^(?:- )?Parser key "([^"]+)":\s*(.*)$'),
+               ("class", r"^(?:- )?Problem with given class_path '([^']+)':\s*(.*)$"))
+
+
 def _leaves(message: str) -> list[tuple[list[str], str | None, str, str]]:
     """(key path, innermost class path, leaf text, given value type) of each error leaf in a
     nested jsonargparse message."""
@@ -396,15 +401,10 @@ def _leaves(message: str) -> list[tuple[list[str], str | None, str, str]]:
             value_type = value_type or line
         while stack and stack[-1][0] >= indent:
             stack.pop()
-        m = re.match(r'^(?:- )?Parser key "([^"]+)":\s*(.*)$', line)
-        if m:
-            stack.append((indent, "key", m.group(1)))
-            if m.group(2):
-                leaves.append((_path(stack), _cls(stack), m.group(2), value_type))
-            continue
-        m = re.match(r"^(?:- )?Problem with given class_path '([^']+)':\s*(.*)$", line)
-        if m:
-            stack.append((indent, "class", m.group(1)))
+        node = next(((kind, m) for kind, pattern in _NODE_LINES if (m := re.match(pattern, line))), None)
+        if node is not None:
+            kind, m = node
+            stack.append((indent, kind, m.group(1)))
             if m.group(2):
                 leaves.append((_path(stack), _cls(stack), m.group(2), value_type))
             continue

@@ -107,7 +107,8 @@ def acquire(directory: str | Path) -> None:
 
 
 def release(directory: str | Path) -> None:
-    """Undo one :func:`acquire` of this process; the last one removes the lock file and unlocks
+    """Undo one :func:`acquire` of this process; the last one removes the lock file and unlocks,
+    and removes the directory itself when :func:`acquire` created it and the run left it empty
     (nothing happens for a directory this process does not hold)."""
     key = _key(directory)
     entry = _held.get(key)

@@ -22,13 +22,13 @@ from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.sampling.base import Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import ROLLOUT_BRANCH, ROLLOUT_PREFIXES, LabelStats, label_problems
-from latentlit.lit.writer import (check_resumed_questions, check_run_settings, default_output_dir, hold_output_dir,
+from latentlit.lit.writer import (check_resumed_questions, check_run_settings, OutputDirectory, hold_output_dir,
                                   let_go_output_dir,
                                   problem_source_of, release_if_empty, run_dir_name, stop_on_sigterm)
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
 
-class RolloutLabeller(L.LightningModule):
+class RolloutLabeller(OutputDirectory, L.LightningModule):
     """Produce rollout-labelled step groups for LatentRM training.
 
     Args:
@@ -94,21 +94,6 @@ class RolloutLabeller(L.LightningModule):
     def run_dir_name(self, datamodule=None) -> str:
         """``<run_name>-<hash>`` of :meth:`run_settings` and the problem source of ``datamodule``."""
         return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
-
-    def resolve_output_dir(self, root: str | Path | None = None, datamodule=None) -> Path:
-        """The output directory (fixed by the first call): ``output_dir`` when given, else
-        ``<root>/outputs/<run_dir_name>`` (``root``: the trainer's ``default_root_dir``, None for
-        the working directory; ``datamodule``: the problem source named in the hash)."""
-        if self.output_path is None:
-            if self.hparams.output_dir:
-                self.output_path = Path(self.hparams.output_dir)
-            else:
-                self.output_path = default_output_dir(root, self.run_dir_name(datamodule))
-        return self.output_path
-
-    def _resolve_output_dir(self) -> Path:
-        trainer = self._trainer
-        return self.resolve_output_dir(getattr(trainer, "default_root_dir", None), getattr(trainer, "datamodule", None))
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()

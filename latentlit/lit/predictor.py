@@ -25,7 +25,7 @@ from latentlit.data.problem import Problem
 from latentlit.lit.adaptive import AdaptiveTable, adaptive_field, adaptive_settings, head_record
 from latentlit.lit.run_checks import (COUNTS, RM_TIE_TOLERANCE, answer_format_warning, check_at_least,
                                      check_unknown_tokens, record_counts, summary_warnings)
-from latentlit.lit.writer import (PredictionWriter, check_resumed_questions, check_run_settings, default_output_dir,
+from latentlit.lit.writer import (PredictionWriter, check_resumed_questions, check_run_settings, OutputDirectory,
                                   earlier_throughput, hold_output_dir, problem_source_of, read_records,
                                   run_dir_name)
 from latentlit.models.fingerprint import provenance_match, weights_fingerprint
@@ -43,7 +43,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 COSTED = ("samples", "beam_search", "dvts")
 
 
-class TTSPredictor(L.LightningModule):
+class TTSPredictor(OutputDirectory, L.LightningModule):
     """Parallel test-time scaling of a latent backbone.
 
     Args:
@@ -190,21 +190,6 @@ class TTSPredictor(L.LightningModule):
         source of ``datamodule``: the default output directory and TensorBoard run name."""
         self.sampler.bind(self.backbone)  # describe() counts the hooked modules once bound
         return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
-
-    def resolve_output_dir(self, root: str | Path | None = None, datamodule=None) -> Path:
-        """The output directory (fixed by the first call): ``output_dir`` when given, else
-        ``<root>/outputs/<run_dir_name>`` (``root``: the trainer's ``default_root_dir``, None for
-        the working directory; ``datamodule``: the problem source named in the hash)."""
-        if self.output_path is None:
-            if self.hparams.output_dir:
-                self.output_path = Path(self.hparams.output_dir)
-            else:
-                self.output_path = default_output_dir(root, self.run_dir_name(datamodule))
-        return self.output_path
-
-    def _resolve_output_dir(self) -> Path:
-        trainer = self._trainer
-        return self.resolve_output_dir(getattr(trainer, "default_root_dir", None), getattr(trainer, "datamodule", None))
 
     def setup(self, stage: str) -> None:
         self.backbone.eval()

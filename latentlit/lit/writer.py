@@ -374,3 +374,26 @@ def merge_rank_files(output_dir: Path) -> None:
     write_jsonl(output_dir / PREDICTIONS, records)
     for part in parts:
         part.unlink()
+
+
+class OutputDirectory:
+    """The output directory of a job that names it after its settings (``TTSPredictor``,
+    ``RolloutLabeller``): the class provides ``hparams.output_dir``, ``output_path`` (None until
+    resolved) and ``run_dir_name(datamodule)``."""
+
+    output_path: Path | None
+
+    def resolve_output_dir(self, root: str | Path | None = None, datamodule=None) -> Path:
+        """The output directory (fixed by the first call): ``output_dir`` when given, else
+        ``<root>/outputs/<run_dir_name>`` (``root``: the trainer's ``default_root_dir``, None for
+        the working directory; ``datamodule``: the problem source named in the hash)."""
+        if self.output_path is None:
+            if self.hparams.output_dir:
+                self.output_path = Path(self.hparams.output_dir)
+            else:
+                self.output_path = default_output_dir(root, self.run_dir_name(datamodule))
+        return self.output_path
+
+    def _resolve_output_dir(self) -> Path:
+        trainer = self._trainer
+        return self.resolve_output_dir(getattr(trainer, "default_root_dir", None), getattr(trainer, "datamodule", None))
