@@ -152,8 +152,18 @@ def test_validating_an_untrained_latentrm_warns(tmp_path):
     args = ["validate", "--model", "latentlit.lit.LatentRMModule", "--model.backbone", str(backbone),
             "--data", "latentlit.lit.LatentRMDataModule", "--data.groups_dir", str(groups), "--data.val_fraction", "0.5",
             *QUIET, "--trainer.default_root_dir", str(tmp_path)]
-    with pytest.warns(UserWarning, match=r"no trained weights were loaded: the LatentRM's head is randomly initialised"):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         main(args)
+    untrained = [str(w.message) for w in seen if "no trained weights were loaded" in str(w.message)]
+    assert len(untrained) == 1 and "the LatentRM's head is randomly initialised" in untrained[0]
+    # the same validation from a checkpoint of a fit says nothing of the kind
+    main(["fit", *args[1:], "--trainer.max_steps", "1", "--trainer.enable_checkpointing", "true"])
+    ckpt = next((tmp_path).rglob("*.ckpt"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        main([*args, "--ckpt_path", str(ckpt)])
+    assert not [w for w in seen if "no trained weights were loaded" in str(w.message)]
 
 
 def test_save_latents_is_a_run_setting_and_honoured(tmp_path):

@@ -145,3 +145,16 @@ def test_aurc_of_unanimous_questions_through_the_records():
         assert conf.tolist()[:3] == [1.0, 1.0, 1.0] and conf[3] == 0.5, name
         # curve: 2/3 for the tie group of three, then 2/4 -> AURC = (3 x 1/3 + 1/2) / 4
         assert aurc(conf, ok) == pytest.approx(0.375, abs=1e-15), name
+
+
+def test_values_that_differ_above_the_tie_precision_keep_their_order():
+    from latentlit.reporting.selective import CONFIDENCE_DECIMALS, tie_values
+
+    assert CONFIDENCE_DECIMALS == 12
+    apart = [1.0, 1.0 - 1e-11, 0.5]  # 1e-11 is above the rounding: two groups, not one
+    assert len(set(tie_values(apart).tolist())) == 3
+    ok = [False, True, True]
+    # the more confident (wrong) answer first: risk 1, then 1/2, then 1/3 -> AURC (1 + 1/2 + 1/3) / 3;
+    # were the first two tied the expected risks would be 1/2, 1/2, 1/3 -> AURC 4/9
+    assert aurc(apart, ok) == pytest.approx((1 + 1 / 2 + 1 / 3) / 3, abs=1e-15)
+    assert aurc([1.0, 1.0 - 1e-14, 0.5], ok) == pytest.approx((1 / 2 + 1 / 2 + 1 / 3) / 3, abs=1e-15)
