@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from latentlit.models.checkpoints import load_backbone
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -38,15 +40,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from latentlit.aggregation.adaptive import StoppingRule
+    from latentlit.aggregation.stopping import StoppingRule
     from latentlit.data.answers import extract_answer
     from latentlit.data.sources import SyntheticProblems
-    from latentlit.models.backbone import LatentBackbone
     from latentlit.sampling import MCDropout
-    from latentlit.sampling.adaptive import sample_adaptive
-    from latentlit.sampling.nway import sample_questions
+    from latentlit.search.adaptive import sample_adaptive
+    from latentlit.search.nway import sample_questions
 
-    backbone = LatentBackbone.from_pretrained("quickstart").to(args.device).eval()
+    backbone = load_backbone("quickstart").to(args.device).eval()
     sampler = MCDropout(p=0.05, targets=["*.attn.resid_dropout", "*.mlp.dropout", "transformer.drop"],
                         mask_scope="trajectory", prefill="per_sample")
     sampler.bind(backbone)

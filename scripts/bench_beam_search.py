@@ -24,9 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling import ANSWER_TOKENS, build_backbone, questions_for  # noqa: E402
 
-from latentlit.aggregation.beam_search import HistoryScorer, latent_beam_search  # noqa: E402
 from latentlit.models.latent_rm import LatentRM, LatentRMStepScorer  # noqa: E402
 from latentlit.sampling import AGN  # noqa: E402
+from latentlit.search.beam_search import HistoryScorer, latent_beam_search  # noqa: E402
 
 
 def main() -> None:

@@ -51,6 +51,8 @@ from pathlib import Path
 
 import torch
 
+from latentlit.models.checkpoints import load_backbone
+
 ROOT = Path(__file__).resolve().parents[1]
 ANSWER_TOKENS = 8
 BASELINE_REF = "d92249d99dc2d5fa93b200dbfd01f4324fbf01bd"  # before issue 14 (keyed masks, ragged prefill, shared-prefix KV)
@@ -85,7 +87,7 @@ def build_backbone(name: str, data: Path, device: str, dtype: torch.dtype):
     from latentlit.models.backbone import LatentBackbone
 
     if name == "quickstart":
-        return LatentBackbone.from_pretrained("quickstart").to(device=device, dtype=dtype).eval()
+        return load_backbone("quickstart").to(device=device, dtype=dtype).eval()
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from latentlit.data.loaders import load_problems
@@ -145,7 +147,7 @@ def _rss_gb() -> float:
 
 def run_point(args) -> dict:
     from latentlit.sampling import AGN, MCDropout
-    from latentlit.sampling.nway import sample_questions
+    from latentlit.search.nway import sample_questions
 
     device, dtype = args.device, getattr(torch, args.dtype)
     backbone = build_backbone(args.backbone, Path(args.data), device, dtype)

@@ -20,7 +20,7 @@ import torch
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.sources import SyntheticProblems
 from latentlit.models.backbone import LatentBackbone
-from latentlit.models.io import resolve_path
+from latentlit.models.checkpoints import load_backbone, resolve_path
 
 
 def accuracy(backbone: LatentBackbone, problems, num_latents: int, batch: int = 250) -> float:
@@ -35,7 +35,7 @@ def accuracy(backbone: LatentBackbone, problems, num_latents: int, batch: int = 
 
 def main(path: str = "quickstart") -> int:
     torch.manual_seed(0)
-    backbone = LatentBackbone.from_pretrained(path)
+    backbone = load_backbone(path)
     trained_t = backbone.latent_config.num_latents
     problems = SyntheticProblems("test").load()
     accs = {}

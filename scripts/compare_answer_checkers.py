@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from latentlit.data.answers import answers_match, extract_answer, normalize_answer
-from latentlit.lit.writer import read_records
+from latentlit.runs.records import read_records
 
 HARD_CASES = [  # (gold, prediction text in the coconut format, right answer?)
     ("0.5", "### 1/2", True),
@@ -106,7 +106,7 @@ def compare_runs(mv, runs: list[Path], limit: int) -> dict:
     report, timing = {}, {"latentlit_us": [], "math_verify_us": []}
     for run in runs:
         fmt = json.loads((run / "metrics.json").read_text())["config"]["answer_format"]
-        rows = read_records(run)  # each question once (latentlit.jsonl)
+        rows = read_records(run)  # each question once (latentlit.runs.records)
         pairs = [(r["gold"], t) for r in rows
                  for t in [r["greedy"]["text"], *r["texts"], *([r["beam_search"]["text"]] if "beam_search" in r else [])]]
         extracted_differently = correct_differently = 0

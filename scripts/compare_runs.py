@@ -9,7 +9,7 @@ differences against greedy, the selective-prediction gains) and writes the same 
     python scripts/compare_runs.py RUN_A RUN_B --paired best_of_n@16 [--paired majority_vote@16,best_of_n@16]
 
 ``--paired METRIC`` (two directories of one question set): run B's METRIC minus run A's, with a
-paired bootstrap interval over the questions (``latentlit.reporting.paired``); ``A_METRIC,B_METRIC``
+paired bootstrap interval over the questions (``latentlit.evaluation.paired``); ``A_METRIC,B_METRIC``
 compares two metrics. Repeatable.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from latentlit.reporting.compare import load_run, markdown, write_csv
+from latentlit.evaluation.compare import load_run, markdown, write_csv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +47,9 @@ def _paired(dirs: list[str], metrics: list[str]) -> int:
     import json
     from pathlib import Path
 
-    from latentlit.lit.writer import read_records
-    from latentlit.reporting.paired import paired_difference
-    from latentlit.reporting.text import interval, points
+    from latentlit.evaluation.paired import paired_difference
+    from latentlit.evaluation.text import interval, points
+    from latentlit.runs.records import read_records
 
     if len(dirs) != 2:
         print(f"compare_runs: error: --paired compares two runs (A then B), got {len(dirs)} directories", file=sys.stderr)

@@ -18,8 +18,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
-from latentlit.lit.writer import read_records
-from latentlit.plots import plot_trajectories
+from latentlit.evaluation.plots import plot_trajectories
+from latentlit.runs.records import read_records
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no latents in {args.output_dir / 'latents'}: run predict with --model.init_args.save_latents true")
     latents = {k: v for f in files for k, v in load_file(str(f)).items()}
-    records = read_records(args.output_dir)  # each question once (latentlit.jsonl)
+    records = read_records(args.output_dir)  # each question once (latentlit.runs.records)
     mixed = [r for r in records if r["id"] in latents and 0 < sum(r["correct"]) < len(r["correct"])]
     chosen = (mixed or [r for r in records if r["id"] in latents])[: args.questions]
     fig = plot_trajectories([latents[r["id"]] for r in chosen], [r["correct"] for r in chosen],

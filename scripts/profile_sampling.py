@@ -64,7 +64,7 @@ def main() -> None:
     import latentlit
     from latentlit.models import cache as cache_module
     from latentlit.sampling import AGN, MCDropout
-    from latentlit.sampling.nway import sample_questions
+    from latentlit.search.nway import sample_questions
 
     backbone = bench.build_backbone(args.backbone, Path(args.data), "cpu", torch.float32)
     items = bench.questions_for(args.prompts, Path(args.data), args.questions)

@@ -1,6 +1,6 @@
 """Diversity sweep ("sweet spot" figure): run a YAML grid of sampler strengths, one
 ``latentlit predict`` per point (resumable; finished points are skipped), then write
-``sweep.csv``, ``sweep.md`` and ``sweet_spot.png`` (see ``latentlit.sweep``).
+``sweep.csv``, ``sweep.md`` and ``sweet_spot.png`` (see ``latentlit.cli.sweep``).
 
     python scripts/sweep.py configs/quickstart/sweep.yaml
 """
@@ -16,7 +16,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="the sweep YAML")
     args = parser.parse_args()
-    from latentlit.sweep import run_sweep
+    from latentlit.cli.sweep import run_sweep
 
     try:
         run_sweep(args.config)

@@ -8,7 +8,7 @@ answer whose flips can be counted. ``metrics.json``'s ``majority_vote@k`` is ano
 expected vote over random k-subsets of the N samples; it is printed next to it when the run's
 ``metrics.json`` is there. Prints the questions the vote fixes and breaks, how often the vote is
 right exactly when at least half the k samples are, and how the wrong answers of questions with
-mixed samples spread (``latentlit.analysis.vote_breakdown``).
+mixed samples spread (``latentlit.evaluation.analysis.vote_breakdown``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import json
 import sys
 from pathlib import Path
 
-from latentlit.analysis import vote_breakdown
-from latentlit.lit.writer import read_records
-from latentlit.reporting.text import pct, points
+from latentlit.evaluation.analysis import vote_breakdown
+from latentlit.evaluation.text import pct, points
+from latentlit.runs.records import read_records
 
 
 def main(argv: list[str] | None = None) -> int:

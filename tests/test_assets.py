@@ -7,13 +7,13 @@ import torch
 
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.sources import SyntheticProblems
-from latentlit.models.backbone import LatentBackbone
+from latentlit.models.checkpoints import load_backbone
 from latentlit.models.latent_rm import LatentRM
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    return LatentBackbone.from_pretrained("quickstart")
+    return load_backbone("quickstart")
 
 
 def _accuracy(backbone, problems, t):
@@ -34,9 +34,9 @@ def test_shipped_backbone_uses_its_latents(backbone):
 def test_shipped_latent_rm_prefers_correct_trajectories(backbone):
     """On validation questions, the top-scored of 8 MC-dropout trajectories is right more often
     than a random one."""
+    from latentlit.models.latent_rm import trajectory_score
     from latentlit.sampling import MCDropout
-    from latentlit.sampling.nway import sample_questions
-    from latentlit.scoring.losses import trajectory_score
+    from latentlit.search.nway import sample_questions
 
     rm = LatentRM.from_pretrained("quickstart")
     problems = SyntheticProblems("val").load()[:150]
@@ -56,7 +56,7 @@ def test_shipped_llama_backbone_stops_after_each_problems_own_steps():
     embedded default's accuracy target."""
     from transformers import LlamaForCausalLM
 
-    llama = LatentBackbone.from_pretrained("quickstart_llama")
+    llama = load_backbone("quickstart_llama")
     cfg = llama.latent_config
     assert isinstance(llama.lm, LlamaForCausalLM) and cfg.latent_stop_id == cfg.end_latent_id and cfg.max_latents == 4
     problems = SyntheticProblems("test").load()[:200]

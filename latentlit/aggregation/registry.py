@@ -17,12 +17,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latentlit.aggregation.at_k import (AtK, SubsetTable, answer_labels, best_of_n_at_k, random_pick_at_k, subset_table,
-                                        vote_at_k)
+from latentlit.aggregation.at_k import (
+    AtK,
+    SubsetTable,
+    answer_labels,
+    best_of_n_at_k,
+    random_pick_at_k,
+    subset_table,
+    vote_at_k,
+)
 from latentlit.aggregation.scores import rm_vote_weights
 from latentlit.aggregation.select import best_of_n, random_pick
 from latentlit.aggregation.vote import majority_vote, weighted_vote
 from latentlit.data.answers import answers_match
+from latentlit.rng import question_key
 
 
 @dataclass
@@ -78,6 +86,16 @@ class QuestionView:
         return self._tables[key]
 
 
+def question_view(record: dict, seed: int) -> QuestionView:
+    """The aggregators' view of a record (its RM scores when it has them; a stored ``null``, a
+    non-finite score, becomes NaN)."""
+    scores = record.get("rm_scores")
+    if scores is not None:
+        scores = [float("nan") if x is None else float(x) for x in scores]
+    return QuestionView(list(record["answers"]), list(record["correct"]), record["gold"], scores,
+                        question_key(seed, record["id"]))
+
+
 @dataclass(frozen=True)
 class Aggregator:
     """One aggregation method.
@@ -91,7 +109,7 @@ class Aggregator:
             None for aggregators the predictor runs itself because they steer sampling.
         at_k: ``(QuestionView, ks) -> AtK`` expected correctness at each k; None when only k = N
             is defined (the method's budget decides its sampling, e.g. beam search's B x K = N).
-        spends: what one question costs at k (:mod:`latentlit.reporting.compute`):
+        spends: what one question costs at k (:mod:`latentlit.evaluation.compute`):
             ``"samples"`` (k trajectories), ``"samples+rm"`` (k trajectories scored by the
             LatentRM), or a function ``(CostModel, record, k) -> Cost`` for methods with their
             own sampling (beam search: :meth:`CostModel.beam_search`).

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-import math
-
 from latentlit.aggregation.scores import ranking_scores
-from latentlit.sampling.rng import hash_ints
+from latentlit.rng import hash_ints
 
 
 def best_of_n(scores: Sequence[float]) -> int | None:

@@ -281,3 +281,12 @@ def extract_answer(text: str, fmt: str = "auto") -> str | None:
         else:
             found = _last_number(text)
     return None if found is None or found is _MALFORMED else _canonical(found)
+
+
+def answer_format_warning(requested: str | None, trained: str) -> str | None:
+    """The warning for an ``answer_format`` override that differs from the checkpoint's, else None."""
+    if requested is None or requested == trained:
+        return None
+    return (f"answer_format={requested!r} overrides the format the checkpoint was trained with ({trained!r}): answers "
+            f"are read as {requested!r}, and outputs written in the {trained!r} format may score as no answer "
+            "(see no_answer_* in metrics.json)")

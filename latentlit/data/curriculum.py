@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from latentlit.data.padding import left_pad, right_pad
 from latentlit.data.problem import Problem
 
 ANSWER_MARKER = "###"
@@ -64,8 +65,6 @@ def build_stage_batch(examples: list[TokenizedProblem], stage: int, thoughts_per
     Raises:
         ValueError: negative stage or thoughts per step.
     """
-    from latentlit.models.backbone import left_pad, right_pad
-
     if stage < 0 or thoughts_per_step < 0:
         raise ValueError(f"stage ({stage}) and thoughts_per_step ({thoughts_per_step}) must be >= 0")
     rows = [stage_rows(e, stage, thoughts_per_step, end_latent_id, dynamic) for e in examples]

@@ -155,3 +155,35 @@ def problem_corpus(problems: Iterable[Problem]) -> Iterator[str]:
         yield problem.question
         yield from problem.steps
         yield f"{ANSWER_MARKER} {problem.answer}"
+
+
+def check_unknown_tokens(tokenizer, ids: list[str], questions: list[str]) -> None:
+    """Refuse questions that the tokenizer reads as its unknown token (a word a word-level
+    tokenizer never saw: the model would read ``<unk>`` in its place and its answer would measure
+    that, not the question).
+
+    Questions are tokenized without special tokens, as the prompt template embeds them. A
+    tokenizer without an unknown token, or whose unknown token is also its EOS/BOS/PAD token
+    (GPT-2's byte-level BPE names ``<|endoftext|>`` as unk and never produces it from text), has
+    nothing to check.
+
+    Args:
+        ids, questions: (Q,) question ids and texts, in the same order.
+
+    Raises:
+        ValueError: naming the first question with an unknown token, the words read as unknown,
+            the tokenizer, and how many questions have one.
+    """
+    unk = getattr(tokenizer, "unk_token_id", None)
+    shared = {getattr(tokenizer, f"{k}_token_id", None) for k in ("eos", "bos", "pad")}
+    if unk is None or unk in shared or not questions:
+        return
+    encoded = tokenizer(list(questions), add_special_tokens=False, return_offsets_mapping=True)
+    bad = [(i, [questions[i][a:b] for t, (a, b) in zip(row, offsets) if t == unk])
+           for i, (row, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])) if unk in row]
+    if bad:
+        first, words = bad[0]
+        raise ValueError(f"question {ids[first]!r} has words the tokenizer {type(tokenizer).__name__} "
+                         f"({getattr(tokenizer, 'name_or_path', '') or 'unnamed'}) reads as its unknown token "
+                         f"{tokenizer.unk_token!r}: {words[:5]!r} ({len(bad)} of {len(questions)} questions have "
+                         "such words); the backbone cannot read them: use a backbone whose tokenizer covers this data")

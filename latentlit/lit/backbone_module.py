@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.curriculum import TokenizedProblem, build_stage_batch, tokenize_problem
 from latentlit.data.problem import Problem
-from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT
+from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT, require_latent_tokens
+from latentlit.evaluation.metrics import DistinctMean
 from latentlit.lit.resume import override_optimizer_options, warn_untrained
 from latentlit.lit.step_mean import StepMean
-from latentlit.metrics import DistinctMean
 from latentlit.models.backbone import LatentBackbone, LatentConfig
+from latentlit.models.checkpoints import load_backbone, save_backbone
 
 SCHEDULES = ("steps", "epochs")
 
@@ -78,7 +81,7 @@ class LatentBackboneModule(L.LightningModule):
         hp = self.hparams
         dm = self.trainer.datamodule if self._trainer is not None else None
         if hp.init_from:
-            self.backbone = LatentBackbone.from_pretrained(hp.init_from)
+            self.backbone = load_backbone(hp.init_from)
             if dm is not None:
                 dm.tokenizer = self.backbone.tokenizer
             if hp.dynamic_stop:
@@ -223,7 +226,7 @@ class LatentBackboneModule(L.LightningModule):
         self.backbone.latent_config.num_latents = self.hparams.num_stages * self.hparams.thoughts_per_step
         if self.hparams.dynamic_stop:
             self.backbone.latent_config.max_latents = self.backbone.latent_config.num_latents
-        self.backbone.save_pretrained(path)
+        save_backbone(self.backbone, path)
         summary = {"train_seconds": round(self._train_seconds(), 1) if self._t0 or self._seconds_before else None,
                    "global_step": int(self.global_step), "validation": self.history}
         (path / "training_summary.json").write_text(json.dumps(summary, indent=2))
@@ -231,8 +234,6 @@ class LatentBackboneModule(L.LightningModule):
 
 
 def _config_class(arch: dict):
-    from transformers import AutoConfig
-
     model_type = arch.get("model_type", "gpt2")
     try:
         return type(AutoConfig.for_model(model_type))
@@ -249,8 +250,6 @@ def check_arch(arch: dict) -> None:
             otherwise be stored and ignored); a dropout rate (``*_pdrop``, ``*_dropout``)
             outside [0, 1).
     """
-    import difflib
-
     cls = _config_class(arch)
     known = set(cls().to_dict()) | set(getattr(cls, "attribute_map", {})) | {"model_type"}
     for key, value in arch.items():
@@ -271,9 +270,6 @@ def build_backbone(tokenizer, arch: dict, num_latents: int, prompt_template: str
     and 256 positions unless ``arch`` says otherwise. With ``dynamic_stop`` the latent phase
     ends when the LM head emits ``<|end-latent|>`` (at most ``num_latents`` steps).
     """
-    from transformers import AutoModelForCausalLM
-
-    from latentlit.data.tokenizer import require_latent_tokens
 
     check_arch(arch)
     ids = require_latent_tokens(tokenizer, "training tokenizer")

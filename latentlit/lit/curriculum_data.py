@@ -6,6 +6,7 @@ from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader
+from transformers import AutoTokenizer
 
 from latentlit.data.problem import Problem
 from latentlit.data.sources import ProblemSource, SyntheticProblems
@@ -57,8 +58,6 @@ class CurriculumDataModule(L.LightningDataModule):
             self.val_problems = self.val_source.load()
         if self.tokenizer is None:
             if self.tokenizer_path is not None:
-                from transformers import AutoTokenizer
-
                 if not Path(self.tokenizer_path).exists():
                     raise FileNotFoundError(f"tokenizer directory not found: {self.tokenizer_path}")
                 self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_path)

@@ -13,18 +13,28 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 
 from latentlit.data.problem import Problem
-from latentlit.lit.run_checks import check_at_least, check_unknown_tokens
+from latentlit.data.tokenizer import check_unknown_tokens
+from latentlit.lit.options import check_at_least
+from latentlit.lit.writer import stop_on_sigterm
+from latentlit.models.checkpoints import load_backbone
 from latentlit.models.fingerprint import weights_fingerprint
-from latentlit.sampling.base import Sampler
+from latentlit.models.hooks import Sampler
+from latentlit.runs.directory import (
+    OutputDirectory,
+    check_resumed_questions,
+    check_run_settings,
+    hold_output_dir,
+    let_go_output_dir,
+    problem_source_of,
+    release_if_empty,
+    run_dir_name,
+)
+from latentlit.runs.lock import holds
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import ROLLOUT_BRANCH, ROLLOUT_PREFIXES, LabelStats, label_problems
-from latentlit.lit.writer import (check_resumed_questions, check_run_settings, OutputDirectory, hold_output_dir,
-                                  let_go_output_dir,
-                                  problem_source_of, release_if_empty, run_dir_name, stop_on_sigterm)
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
 
@@ -57,7 +67,6 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
                  max_new_tokens: int = 8, output_dir: str | None = None, shard_size: int = 256,
                  rollout_prefix: str = "per_rollout"):
         super().__init__()
-        from latentlit.models.backbone import LatentBackbone
 
         # checked before anything is loaded or written: a failed start leaves no directory behind
         check_at_least("RolloutLabeller", n_samples=(n_samples, 1), n_rollouts=(n_rollouts, 1),
@@ -66,7 +75,7 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
             raise ValueError(f"RolloutLabeller: rollout_prefix={rollout_prefix!r}; expected one of {ROLLOUT_PREFIXES}")
         self.save_hyperparameters(ignore=["sampler"])
         self.sampler = sampler if sampler is not None else MCDropout(p=0.1)
-        self.backbone = LatentBackbone.from_pretrained(backbone)
+        self.backbone = load_backbone(backbone)
         # what the weights are, not where they came from (run.json; latentlit.models.fingerprint)
         self.backbone_fingerprint = weights_fingerprint(self.backbone)
         self.stats = LabelStats()
@@ -99,7 +108,7 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
         self.backbone.eval()
         out = self._resolve_output_dir()
         zero = self._trainer is None or self.trainer.is_global_zero
-        # one run per directory from here on (latentlit.run_lock): nothing is read or written before
+        # one run per directory from here on (latentlit.runs.lock): nothing is read or written before
         hold_output_dir(self._trainer, out)
         done = read_index(out) if out.exists() else []
         self._skip = {line["id"] for line in done}
@@ -154,8 +163,6 @@ class GroupWriter(Callback):
         self.writer: GroupShardWriter | None = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        from latentlit.run_lock import holds
-
         # only a run that holds the directory touches it (not one refused because another holds
         # it); one that stopped before its first group leaves no directory behind
         if trainer.is_global_zero and holds(self.output_dir):

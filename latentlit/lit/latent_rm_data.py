@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
-from latentlit.sampling.rng import question_key
+from latentlit.rng import question_key
 from latentlit.scoring.rollouts import LabelledGroup
 from latentlit.scoring.shards import load_groups, read_index
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import lightning as L
 import torch
-
 from lightning.pytorch.utilities import rank_zero_warn
 
+from latentlit.evaluation.metrics import DistinctMean
 from latentlit.lit.resume import override_optimizer_options, warn_untrained
 from latentlit.lit.step_mean import StepMean
-from latentlit.metrics import DistinctMean
+from latentlit.models.checkpoints import load_backbone
 from latentlit.models.fingerprint import weights_fingerprint
-from latentlit.models.latent_rm import LatentRM
+from latentlit.models.latent_rm import LatentRM, trajectory_score
+from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss
 from latentlit.scoring.shards import groups_provenance
-from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss, trajectory_score
 
 LOSSES = ("contrastive", "bce")
 
@@ -45,9 +45,8 @@ class LatentRMModule(L.LightningModule):
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r}; expected one of {LOSSES}")
         self.save_hyperparameters()
-        from latentlit.models.backbone import LatentBackbone
 
-        source = LatentBackbone.from_pretrained(backbone)
+        source = load_backbone(backbone)
         self.rm = LatentRM.from_backbone(source, n_layer=n_layer, seed=seed, head_dropout=head_dropout,
                                          transformer=transformer)
         # exported in latent_rm.json: latentlit predict compares it with its own backbone

@@ -18,25 +18,38 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import MeanMetric, SumMetric
 
 from latentlit.aggregation import majority_vote, registry
-from latentlit.aggregation.adaptive import AdaptiveOptions, parse_adaptive
-from latentlit.aggregation.beam_search import dvts, latent_beam_search
-from latentlit.data.answers import ANSWER_FORMATS, answers_match, extract_answer
+from latentlit.aggregation.registry import question_view
+from latentlit.aggregation.stopping import AdaptiveOptions, parse_adaptive
+from latentlit.data.answers import ANSWER_FORMATS, answer_format_warning, answers_match, extract_answer
 from latentlit.data.problem import Problem
-from latentlit.lit.adaptive import AdaptiveTable, adaptive_field, adaptive_settings, head_record
-from latentlit.lit.run_checks import (COUNTS, RM_TIE_TOLERANCE, answer_format_warning, check_at_least,
-                                     check_unknown_tokens, record_counts, summary_warnings)
-from latentlit.lit.writer import (PredictionWriter, check_resumed_questions, check_run_settings, OutputDirectory,
-                                  earlier_throughput, hold_output_dir, problem_source_of, read_records,
-                                  run_dir_name)
+from latentlit.data.tokenizer import check_unknown_tokens
+from latentlit.evaluation.checks import COUNTS, RM_TIE_TOLERANCE, record_counts, summary_warnings
+from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
+from latentlit.evaluation.metrics import AdaptiveTable, KeyedMean, MeanVector, coverage_ks, trajectory_diversity
+from latentlit.evaluation.report import add_report, write_report
+from latentlit.evaluation.values import metric_keys, question_values
+from latentlit.lit.options import check_at_least
+from latentlit.lit.writer import PredictionWriter
+from latentlit.models.backbone import answer_positions
+from latentlit.models.checkpoints import load_backbone
 from latentlit.models.fingerprint import provenance_match, weights_fingerprint
-from latentlit.metrics import KeyedMean, MeanVector, coverage_ks, trajectory_diversity
-from latentlit.reporting.compute import answer_positions
-from latentlit.reporting.values import metric_keys, question_values, question_view
-from latentlit.sampling.adaptive import sample_adaptive
-from latentlit.sampling.base import Sampler
+from latentlit.models.hooks import Sampler
+from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
+from latentlit.runs.directory import (
+    OutputDirectory,
+    check_resumed_questions,
+    check_run_settings,
+    earlier_throughput,
+    hold_output_dir,
+    problem_source_of,
+    run_dir_name,
+)
+from latentlit.runs.files import save_tensors
+from latentlit.runs.records import read_records
 from latentlit.sampling.mc_dropout import MCDropout
-from latentlit.sampling.nway import sample_questions
-from latentlit.scoring.losses import TRAJECTORY_SCORES, trajectory_score
+from latentlit.search.adaptive import adaptive_field, adaptive_settings, head_record, sample_adaptive
+from latentlit.search.beam_search import dvts, latent_beam_search
+from latentlit.search.nway import sample_questions
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # what each search spends: latent steps per question (samples: sum of the N trajectories' T_n)
@@ -73,19 +86,19 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             each keeping its best prefix and expanding it into W candidates per step (the same
             N candidates per step as beam search); ``dvts`` takes the best-scored subtree winner,
             ``dvts_vote`` the majority vote of the N // W winners' answers.
-        adaptive: adaptive N (:mod:`latentlit.aggregation.adaptive`),
-            :class:`~latentlit.aggregation.adaptive.AdaptiveOptions` (or a mapping of its fields):
+        adaptive: adaptive N (:mod:`latentlit.aggregation.stopping`),
+            :class:`~latentlit.aggregation.stopping.AdaptiveOptions` (or a mapping of its fields):
             ``round_size`` (default 4), ``rule`` and ``threshold`` (a rule to run live: each
             question is sampled ``round_size`` at a time, up to ``n_samples`` = N_max, until the
             rule settles it; questions that settle leave the batch), and ``table`` (rule ->
             thresholds replayed on the samples of a fixed-N run; default
-            ``latentlit.aggregation.adaptive.DEFAULT_GRID``). Without ``rule`` the run is a
+            ``latentlit.aggregation.stopping.DEFAULT_GRID``). Without ``rule`` the run is a
             normal fixed-N run plus the replayed table. Records get an ``adaptive`` field and
             ``metrics.json`` an ``adaptive`` section (accuracy, mean and median trajectories).
             A live run's records hold only the samples drawn (and no N-sample aggregator
             fields); its ``metrics`` (and the report's intervals, selective prediction and
             compute) are those of a fixed run with N = round_size, from every question's first
-            round_size samples (:func:`latentlit.lit.adaptive.head_record`), and its
+            round_size samples (:func:`latentlit.search.adaptive.head_record`), and its
             ``metrics.json`` ``config.n_samples`` is that N (``config.adaptive.n_max``: N_max).
 
     With a dynamic latent stop the N trajectories have their own lengths; best-of-N and the
@@ -106,7 +119,6 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
                  latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None,
                  save_latents: bool = False, adaptive: AdaptiveOptions | None = None, dvts_width: int | None = None):
         super().__init__()
-        from latentlit.models.backbone import LatentBackbone
 
         # every option is checked before anything is loaded or written: a failed start leaves
         # no output directory behind
@@ -138,7 +150,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             rank_zero_warn(f"sampler {type(self.sampler).__name__} is deterministic ({self.sampler.describe()}): all "
                            f"n_samples={n_samples} trajectories of a question are identical, so coverage@k = coverage@1 "
                            "and every aggregate is one trajectory's answer; set a noise level > 0 or n_samples 1")
-        self.backbone = LatentBackbone.from_pretrained(backbone, dtype=DTYPES[dtype])
+        self.backbone = load_backbone(backbone, dtype=DTYPES[dtype])
         # what the weights are, not where they came from (run.json; latentlit.models.fingerprint)
         self.backbone_fingerprint = weights_fingerprint(self.backbone)
         if num_latents is not None:
@@ -148,8 +160,6 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             rank_zero_warn(warning)
         self.rm = None
         if latent_rm is not None:
-            from latentlit.models.latent_rm import LatentRM
-
             self.rm = LatentRM.from_pretrained(latent_rm).eval()
             if self.rm.latent_size != self.backbone.hidden_size:
                 raise ValueError(f"latent_rm {latent_rm} reads {self.rm.latent_size}-dim latents but backbone "
@@ -212,7 +222,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             ids, questions = [p.id for p in datamodule.problems], [p.question for p in datamodule.problems]
             self.backbone.check_lengths(ids, questions, self.hparams.max_new_tokens)
             check_unknown_tokens(self.backbone.tokenizer, ids, questions)
-        # one run per directory from here on (latentlit.run_lock): nothing is read or written before
+        # one run per directory from here on (latentlit.runs.lock): nothing is read or written before
         hold_output_dir(self._trainer, self._resolve_output_dir())
         done = read_records(self._resolve_output_dir())
         check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero, has_results=bool(done))
@@ -269,7 +279,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         ids, questions = [p.id for p in problems], [p.question for p in problems]
         self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
         greedy = self.backbone.generate(questions, max_new_tokens=hp.max_new_tokens)
-        # what each question costs, counted from its own sizes (latentlit.reporting.compute)
+        # what each question costs, counted from its own sizes (latentlit.evaluation.compute)
         prompts = self.backbone.encode_prompts(questions)[1].sum(1).tolist()
         greedy_steps = list(zip(greedy.latent_mask.sum(1).tolist(),
                                 answer_positions(greedy.answer_ids, self.backbone.latent_config.eos_id, hp.max_new_tokens)))
@@ -327,8 +337,6 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         return [[round(x, 5) if math.isfinite(x) else math.nan for x in row] for row in scores]
 
     def _save_latents(self, batch, samples) -> None:
-        from latentlit.files import save_tensors
-
         folder = self._resolve_output_dir() / "latents"
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {p.id: s.latents.contiguous() for (_, p), s in zip(batch, samples)}
@@ -340,8 +348,6 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         return [a.name for a in registry.enabled(self.run_settings())]
 
     def _beam_scorer(self, questions: list[str]):
-        from latentlit.models.latent_rm import LatentRMStepScorer
-
         return LatentRMStepScorer(self.rm, questions, how=self.hparams.rm_score)
 
     def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None, beam=None,
@@ -505,9 +511,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
     def report(self, summary: dict, output_dir: Path) -> None:
         """Rank zero, after the merge: add intervals, selective prediction and compute from the
         records on disk, then write ``metrics.json``, print the table, save the PNGs and log them
-        to TensorBoard (``latentlit.reporting.report``)."""
-        from latentlit.reporting.report import add_report, write_report
-
+        to TensorBoard (``latentlit.evaluation.report``)."""
         records = [self._metrics_record(r) for r in read_records(output_dir)]
         add_report(summary, records, ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
                    cost_model=self.cost_model())
@@ -522,8 +526,6 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         print(f"[latentlit] predictions and metrics written to {output_dir}")
 
     def cost_model(self):
-        """The :class:`~latentlit.reporting.compute.CostModel` of this backbone, LatentRM and sampler."""
-        from latentlit.reporting.compute import CostModel, backbone_shape, rm_shape
-
+        """The :class:`~latentlit.evaluation.compute.CostModel` of this backbone, LatentRM and sampler."""
         shared = self.sampler.prefill != "per_sample" or self.hparams.n_samples == 1
         return CostModel(backbone_shape(self.backbone), None if self.rm is None else rm_shape(self.rm), shared)

@@ -9,7 +9,11 @@ bringing the stored options back.
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 
 
 def override_optimizer_options(checkpoint: dict, **options: Any) -> list[str]:
@@ -48,8 +52,6 @@ def option_differences(stored: dict, config: dict) -> dict[str, tuple[Any, Any]]
         value now ``None``; options the checkpoint does not store (the sampler object) are not
         compared. Values are compared in their JSON form (a path and its string are equal).
     """
-    import json
-
     def plain(value):
         return json.loads(json.dumps(value, default=str))
 
@@ -74,9 +76,6 @@ def warn_untrained(module, weights_loaded: bool, what: str, how: str) -> None:
             validation passes are not concerned). weights_loaded: a checkpoint was restored.
         what: what is untrained. how: the options that give trained weights.
     """
-    from lightning.pytorch.trainer.states import TrainerFn
-    from lightning.pytorch.utilities import rank_zero_warn
-
     trainer = module._trainer
     if weights_loaded or trainer is None or trainer.state.fn not in (TrainerFn.VALIDATING, TrainerFn.TESTING):
         return

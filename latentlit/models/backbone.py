@@ -18,20 +18,20 @@ the whole chain, then teacher-forces the suffix.
 
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
+from latentlit.data.padding import left_pad
+from latentlit.models.attention import supports_prefix_attention, use_prefix_attention
 from latentlit.models.cache import PREFIX_KWARG, LatentCache, SharedPrefixCache
+from latentlit.models.hooks import Deterministic, Sampler
 from latentlit.models.latent_head import LATENT_HEADS, build_latent_head
-from latentlit.sampling.base import Deterministic, Sampler
 
 CONFIG_KEY = "latentlit"
 LOGIT_BLOCK = 2048
@@ -213,22 +213,6 @@ class LatentBackbone(nn.Module):
         """Device of the LM's weights."""
         return next(self.lm.parameters()).device
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, *, num_latents: int | None = None, dtype: torch.dtype | None = None) -> "LatentBackbone":
-        """Load a backbone (a local directory, a hub id or ``"quickstart"``): latentlit's own
-        format or a released COCONUT/CODI/CoLaR checkpoint, detected from config.json
-        (``latentlit.models.released.load_backbone``).
-
-        Args:
-            num_latents: T to run at; differing from the trained T warns with both numbers.
-
-        Raises:
-            ValueError: an unrecognised layout or a checkpoint that does not load strictly.
-        """
-        from latentlit.models.released import load_backbone
-
-        return load_backbone(path, num_latents=num_latents, dtype=dtype)
-
     def set_num_latents(self, num_latents: int) -> None:
         """Run with T = ``num_latents``; warns when it differs from the trained T. With a
         dynamic stop (``latent_stop_id``) it is the cap on latent steps (``max_latents``)."""
@@ -244,13 +228,6 @@ class LatentBackbone(nn.Module):
         cfg.num_latents = int(num_latents)
         if cfg.latent_stop_id is not None:
             cfg.max_latents = int(num_latents)
-
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write an HF-format directory: config.json (with the latent config), safetensors
-        weights, tokenizer files, and f's weights when f has parameters."""
-        from latentlit.models.io import save_latentlit_backbone
-
-        save_latentlit_backbone(self, path)
 
     @property
     def max_positions(self) -> int | None:
@@ -331,8 +308,6 @@ class LatentBackbone(nn.Module):
         self.forward_tokens += embeds.shape[0] * embeds.shape[1]
         extra = {}
         if isinstance(cache, SharedPrefixCache):
-            from latentlit.models.prefix_attention import use_prefix_attention
-
             use_prefix_attention(self.lm)  # the attention must read the prefix (idempotent)
             extra[PREFIX_KWARG] = cache
         out = self.lm.base_model(
@@ -538,8 +513,6 @@ class LatentBackbone(nn.Module):
         sampler's scope (``"per_sample"``). Prompts are prefilled by length
         (:meth:`prefill_rows`). ``keys``: (B*N,) row keys; ``room``: positions to reserve for
         the latent steps and answer tokens that follow."""
-        from latentlit.models.prefix_attention import supports_prefix_attention
-
         prompts = self.prompt_tokens(questions)
         if sampler.prefill == "per_sample" and n_samples > 1:
             return self.prefill_rows([r for r in prompts for _ in range(n_samples)], sampler=sampler, keys=keys, room=room)
@@ -561,7 +534,7 @@ class LatentBackbone(nn.Module):
             n_samples: N. With ``sampler.prefill == "shared"`` each question is prefilled once
                 and its keys/values shared by its N rows; with ``"per_sample"`` each of the B*N
                 rows is prefilled inside the sampler's scope.
-            keys: (B*N,) int64 row keys (``latentlit.sampling.rng.trajectory_keys``); required
+            keys: (B*N,) int64 row keys (``latentlit.rng.trajectory_keys``); required
                 for stochastic samplers.
             num_latents: override T for this call (no warning; see :meth:`set_num_latents`).
 
@@ -705,24 +678,14 @@ def _row_runs(rows: list[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def left_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists. Returns ids (B, L) long and mask (B, L) long."""
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        if r:
-            ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            mask[i, width - len(r):] = 1
-    return ids.to(device), mask.to(device)
+def answer_positions(answer_ids, eos_id: int, max_new_tokens: int) -> list[int]:
+    """Forward passes that decoded each answer: up to and including the first eos, or
+    ``max_new_tokens`` when there is none (a row without eos ran every step).
 
-
-def right_pad(rows: list[list[int]], pad_id: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists. Returns ids (B, L) long and mask (B, L) long."""
-    width = max((len(r) for r in rows), default=0)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids.to(device), mask.to(device)
+    Args:
+        answer_ids: (R, L) tokens from ``LatentBackbone.decode_answer`` (L <= max_new_tokens).
+    """
+    out = []
+    for row in answer_ids.tolist():
+        out.append(row.index(eos_id) + 1 if eos_id in row else max_new_tokens)
+    return out

@@ -11,7 +11,7 @@ In-place writes would break autograd through the cache, so training keeps ``Dyna
 
 :class:`SharedPrefixCache` holds a prompt's keys/values once for the N trajectories that share
 it (shared prefill) and only each trajectory's own suffix (latent steps, answer tokens) per row;
-the attention over both is ``latentlit.models.prefix_attention``. Memory then grows with N by
+the attention over both is ``latentlit.models.attention``. Memory then grows with N by
 the suffix alone: at T = 6 and 8 answer tokens that is 14 positions per trajectory instead of
 the prompt's ~60-110 plus 14.
 """

@@ -38,10 +38,13 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
-from latentlit.files import save_tensors
-from latentlit.models.backbone import CONFIG_KEY, left_pad
+from latentlit.data.padding import left_pad
+from latentlit.data.tokenizer import LATENT_TOKENS, require_latent_tokens
+from latentlit.models.backbone import CONFIG_KEY
 from latentlit.models.cache import LatentCache
-from latentlit.scoring.losses import trajectory_score
+from latentlit.models.checkpoints import DETECT_KEYS, load_backbone, load_lm_strict, resolve_path, strict_loading_error
+from latentlit.models.fingerprint import weights_fingerprint
+from latentlit.runs.files import save_tensors
 
 RM_CONFIG = "latent_rm.json"
 RM_WEIGHTS = "model.safetensors"
@@ -55,8 +58,6 @@ _LAYER_INDEX = re.compile(r"(?:^|\.)(?:h|layers|layer|blocks)\.(\d+)\.")
 def _rm_config(config: PretrainedConfig, n_layer: int | None) -> PretrainedConfig:
     """A copy of an LM config for the RM's transformer: the backbone-layout keys removed (an RM
     directory must never be taken for a backbone), depth cut to ``n_layer`` when given."""
-    from latentlit.models.released import DETECT_KEYS
-
     config = copy.deepcopy(config)
     for key in {CONFIG_KEY, *(k for _, k in DETECT_KEYS), "latent_start_id", "latent_end_id", "target_id",
                 "projector_dropout", "projector_hidden_size", "latent_intermediate_size"}:
@@ -71,8 +72,6 @@ def _rm_config(config: PretrainedConfig, n_layer: int | None) -> PretrainedConfi
 
 
 def _prompt_tokens(template: str) -> list[str]:
-    from latentlit.data.tokenizer import LATENT_TOKENS
-
     return [t for t in LATENT_TOKENS if t in template]
 
 
@@ -151,8 +150,6 @@ class LatentRM(nn.Module):
         if transformer is None:
             lm, tokenizer = backbone.lm, backbone.tokenizer
         else:
-            from latentlit.models.io import load_lm_strict
-
             lm, tokenizer = load_lm_strict(str(transformer)), AutoTokenizer.from_pretrained(str(transformer))
         config = _rm_config(lm.config, n_layer)
         with torch.random.fork_rng():
@@ -265,9 +262,6 @@ class LatentRM(nn.Module):
             tensor, or a tensor whose shape disagrees with the config (each named with the
             file); a tokenizer without the latent tokens its prompt template uses.
         """
-        from latentlit.data.tokenizer import require_latent_tokens
-        from latentlit.models.io import resolve_path
-
         path = Path(resolve_path(path, kind="latent_rm"))
         if not path.is_dir():
             raise FileNotFoundError(f"LatentRM directory {path} does not exist")
@@ -296,19 +290,45 @@ def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
         ValueError: naming ``source`` and the missing, unexpected and mis-shaped keys (with both
             shapes).
     """
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    shapes = sorted(f"{k}: file {tuple(found[k].shape)}, model {tuple(expected[k].shape)}"
-                    for k in set(expected) & set(found) if found[k].shape != expected[k].shape)
-    parts = []
-    if missing:
-        parts.append(f"missing tensor(s) {missing}")
-    if unexpected:
-        parts.append(f"unexpected tensor(s) {unexpected}")
-    if shapes:
-        parts.append(f"shape mismatch {shapes}")
-    if parts:
-        raise ValueError(f"{source}: strict LatentRM loading failed: " + "; ".join(parts))
+    shapes = [f"{k}: file {tuple(found[k].shape)}, model {tuple(expected[k].shape)}"
+              for k in set(expected) & set(found) if found[k].shape != expected[k].shape]
+    error = strict_loading_error(source, "LatentRM", missing=set(expected) - set(found),
+                                 unexpected=set(found) - set(expected), mismatched=shapes)
+    if error is not None:
+        raise error
+
+TRAJECTORY_SCORES = ("sum", "mean", "last", "min")
+
+
+def trajectory_score(step_scores: torch.Tensor, mask: torch.Tensor | None = None, how: str = "sum") -> torch.Tensor:
+    """Trajectory score from step scores (..., T): ``sum`` (paper), ``mean``, ``last`` or ``min``
+    over the unmasked steps. Returns (...,).
+
+    Trajectories of different lengths (a dynamic latent stop) are scored over their own steps:
+    with ``sum`` a longer trajectory adds more terms, so the sign of the RM's step scores
+    decides whether length helps; ``mean`` compares per-step averages. A trajectory with no
+    step at all (its latent phase ended before the first latent) has no LatentRM score: it
+    scores ``-inf`` under every ``how``, so it loses to any scored trajectory.
+
+    Raises:
+        ValueError: unknown ``how``.
+    """
+    if how not in TRAJECTORY_SCORES:
+        raise ValueError(f"trajectory score how={how!r}; expected one of {TRAJECTORY_SCORES}")
+    if mask is None:
+        mask = torch.ones_like(step_scores, dtype=torch.bool)
+    mask = mask.bool()
+    s = step_scores.float()
+    if how == "sum":
+        out = (s * mask).sum(-1)
+    elif how == "mean":
+        out = (s * mask).sum(-1) / mask.sum(-1).clamp_min(1)
+    elif how == "min":
+        out = s.masked_fill(~mask, float("inf")).amin(-1)
+    else:
+        last = (mask.long().cumsum(-1) * mask).argmax(-1, keepdim=True)
+        out = s.gather(-1, last).squeeze(-1) if s.shape[-1] else s.sum(-1)
+    return out.masked_fill(~mask.any(-1), float("-inf"))
 
 
 class LatentRMStepScorer:
@@ -371,13 +391,9 @@ def write_provenance(rm_dir: str | Path, backbone: str) -> dict:
     Returns:
         the provenance written.
     """
-    from latentlit.models.backbone import LatentBackbone
-    from latentlit.models.fingerprint import weights_fingerprint
-    from latentlit.models.io import resolve_path
-
     path = Path(resolve_path(rm_dir, kind="latent_rm")) / RM_CONFIG
     meta = json.loads(path.read_text()) if path.exists() else dict(RELEASED_RM_SETTINGS)
-    fingerprint = weights_fingerprint(LatentBackbone.from_pretrained(backbone))
+    fingerprint = weights_fingerprint(load_backbone(backbone))
     provenance = {"backbone": str(backbone), "backbone_fingerprint": fingerprint}
     path.write_text(json.dumps({**meta, "provenance": provenance}, indent=2))
     return provenance

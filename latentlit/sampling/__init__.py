@@ -1,7 +1,10 @@
-"""Samplers acting on the latent steps: Deterministic, MC-dropout, AGN."""
+"""Samplers: how the N trajectories of a question differ (paper Sec. 3.1). MC-dropout (epistemic)
+and AGN (aleatoric) act through the sampler seam of :mod:`latentlit.models.hooks`; the seam's own
+``Deterministic`` (no randomness) is re-exported here so that configs name every sampler from
+one place."""
 
+from latentlit.models.hooks import Deterministic, Sampler
 from latentlit.sampling.agn import AGN
-from latentlit.sampling.base import Deterministic, Sampler
 from latentlit.sampling.mc_dropout import MCDropout
 
 __all__ = ["AGN", "Deterministic", "MCDropout", "Sampler"]

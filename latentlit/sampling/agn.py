@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from latentlit.sampling.base import Sampler
-from latentlit.sampling.rng import hash_ints, keyed_normal
+from latentlit.models.hooks import Sampler
+from latentlit.rng import hash_ints, keyed_normal
 
 _AGN_STREAM = 0xA6
 

@@ -1,7 +1,7 @@
 """MC-dropout sampler (paper Sec. 3.1, "epistemic" sampling; Gal & Ghahramani 2016).
 
 Dropout stays active in selected modules during the latent steps. The masks are not drawn from
-torch's global generator but from keyed random numbers (``latentlit.sampling.rng``), so a
+torch's global generator but from keyed random numbers (``latentlit.rng``), so a
 trajectory's masks depend only on (seed, question id, sample index, step, module, position).
 
 The sampler does not switch modules to training mode: it registers forward hooks that multiply
@@ -11,7 +11,7 @@ the default there is each MLP down-projection, as in the reference work) it is d
 to that module's output.
 
 Attention dropout (on the softmax probabilities, which transformers applies functionally) is
-reached through latentlit's own attention implementation (``latentlit.sampling.attention_dropout``)
+reached through latentlit's own attention implementation (``latentlit.models.attention``)
 and is off by default: ``attention_p > 0`` turns it on, which also switches the model to eager
 attention. The reference code's ``model.train()`` enables it together with the other dropouts.
 """
@@ -24,9 +24,9 @@ from fnmatch import fnmatch
 import torch
 from torch import nn
 
-from latentlit.sampling.attention_dropout import HOOK_ATTR, key_positions, use_keyed_attention
-from latentlit.sampling.base import Sampler
-from latentlit.sampling.rng import hash_ints, keyed_keep
+from latentlit.models.attention import HOOK_ATTR, key_positions, use_keyed_attention
+from latentlit.models.hooks import Sampler
+from latentlit.rng import hash_ints, keyed_keep
 
 DEFAULT_TARGETS = {
     "gpt2": ("*.attn.resid_dropout", "*.mlp.dropout"),

@@ -45,37 +45,3 @@ def step_bce_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
         raise ValueError(f"scores {tuple(scores.shape)}, labels {tuple(labels.shape)}, mask {tuple(mask.shape)} must match")
     loss = F.binary_cross_entropy_with_logits(scores.float(), labels.float(), reduction="none")
     return (loss * mask.bool()).sum()
-
-
-TRAJECTORY_SCORES = ("sum", "mean", "last", "min")
-
-
-def trajectory_score(step_scores: torch.Tensor, mask: torch.Tensor | None = None, how: str = "sum") -> torch.Tensor:
-    """Trajectory score from step scores (..., T): ``sum`` (paper), ``mean``, ``last`` or ``min``
-    over the unmasked steps. Returns (...,).
-
-    Trajectories of different lengths (a dynamic latent stop) are scored over their own steps:
-    with ``sum`` a longer trajectory adds more terms, so the sign of the RM's step scores
-    decides whether length helps; ``mean`` compares per-step averages. A trajectory with no
-    step at all (its latent phase ended before the first latent) has no LatentRM score: it
-    scores ``-inf`` under every ``how``, so it loses to any scored trajectory.
-
-    Raises:
-        ValueError: unknown ``how``.
-    """
-    if how not in TRAJECTORY_SCORES:
-        raise ValueError(f"trajectory score how={how!r}; expected one of {TRAJECTORY_SCORES}")
-    if mask is None:
-        mask = torch.ones_like(step_scores, dtype=torch.bool)
-    mask = mask.bool()
-    s = step_scores.float()
-    if how == "sum":
-        out = (s * mask).sum(-1)
-    elif how == "mean":
-        out = (s * mask).sum(-1) / mask.sum(-1).clamp_min(1)
-    elif how == "min":
-        out = s.masked_fill(~mask, float("inf")).amin(-1)
-    else:
-        last = (mask.long().cumsum(-1) * mask).argmax(-1, keepdim=True)
-        out = s.gather(-1, last).squeeze(-1) if s.shape[-1] else s.sum(-1)
-    return out.masked_fill(~mask.any(-1), float("-inf"))

@@ -59,8 +59,8 @@ import torch
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.problem import Problem
 from latentlit.models.backbone import LatentBackbone, LatentState
-from latentlit.sampling.base import Sampler
-from latentlit.sampling.rng import derive_keys, trajectory_keys
+from latentlit.models.hooks import Sampler
+from latentlit.rng import derive_keys, trajectory_keys
 
 _ROLLOUT_STREAM = 0x2011
 # Where rollouts branch, stored in a labelling run's run.json: a groups directory labelled by an

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from latentlit.files import save_tensors
-from latentlit.jsonl import read_unique
+from latentlit.runs.files import save_tensors
+from latentlit.runs.records import read_unique
 from latentlit.scoring.rollouts import LabelledGroup
 
 
@@ -83,7 +83,7 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 
 def read_index(directory: str | Path) -> list[dict]:
-    """All index lines of all ranks, in problem order, each question once (``latentlit.jsonl``:
+    """All index lines of all ranks, in problem order, each question once (``latentlit.runs.records``:
     a truncated last line is ignored, an identical repeated line is kept once with a warning).
 
     Raises:

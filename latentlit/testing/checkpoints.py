@@ -7,7 +7,7 @@ tokenizer files) at toy size (2 layers, width 32, a byte-level BPE vocabulary of
 so loaders and end-to-end runs can be tested offline. Each writer takes well under a second
 and is deterministic: the same ``seed`` gives the same bytes of weights.
 
-Layouts (see :mod:`latentlit.models.released` for how they are read):
+Layouts (see :mod:`latentlit.models.checkpoints` for how they are read):
 
 * COCONUT (Hao et al., 2024): ``GPT2LMHeadModel``; config keys ``latent_id``,
   ``latent_start_id``, ``latent_end_id``, ``target_id``; ``<|start-latent|>``,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from latentlit.sampling.rng import question_key
+from latentlit.rng import question_key
 from latentlit.scoring.rollouts import LabelledGroup
 from latentlit.scoring.shards import GroupShardWriter
 

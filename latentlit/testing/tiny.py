@@ -6,6 +6,7 @@ from pathlib import Path
 
 from latentlit.data.synthetic import generate_problems
 from latentlit.data.tokenizer import build_word_tokenizer, problem_corpus
+from latentlit.models.checkpoints import save_backbone
 
 
 def tiny_backbone(num_latents: int = 3, n_layer: int = 2, n_embd: int = 32, dropout: float = 0.1, seed: int = 0):
@@ -20,7 +21,7 @@ def tiny_backbone(num_latents: int = 3, n_layer: int = 2, n_embd: int = 32, drop
 
 def write_tiny_backbone(path: str | Path, **kwargs) -> Path:
     """Save :func:`tiny_backbone` to ``path`` and return it."""
-    tiny_backbone(**kwargs).save_pretrained(path)
+    save_backbone(tiny_backbone(**kwargs), path)
     return Path(path)
 
 
@@ -37,7 +38,7 @@ def write_numeric_backbone(path: str | Path, seed: int = 1, **kwargs) -> Path:
     head[numbers] = torch.randn(len(numbers), bb.hidden_size, generator=torch.Generator().manual_seed(seed))
     bb.lm.config.tie_word_embeddings = False
     bb.lm.lm_head.weight = torch.nn.Parameter(head)
-    bb.save_pretrained(path)
+    save_backbone(bb, path)
     return Path(path)
 
 
@@ -65,5 +66,5 @@ def tiny_llama_backbone(max_latents: int = 4, n_embd: int = 32, seed: int = 0, s
 
 def write_tiny_llama_backbone(path: str | Path, **kwargs) -> Path:
     """Save :func:`tiny_llama_backbone` to ``path`` and return it."""
-    tiny_llama_backbone(**kwargs).save_pretrained(path)
+    save_backbone(tiny_llama_backbone(**kwargs), path)
     return Path(path)

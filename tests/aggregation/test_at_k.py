@@ -10,11 +10,18 @@ import numpy as np
 import pytest
 
 from latentlit.aggregation import best_of_n, majority_vote, weighted_vote
-from latentlit.aggregation.at_k import (answer_labels, best_of_n_at_k, first_k_vote, random_pick_at_k, score_ranking,
-                                        subset_masks, vote_at_k)
+from latentlit.aggregation.at_k import (
+    answer_labels,
+    best_of_n_at_k,
+    first_k_vote,
+    random_pick_at_k,
+    score_ranking,
+    subset_masks,
+    vote_at_k,
+)
 from latentlit.aggregation.registry import QuestionView
 from latentlit.data.answers import answers_match
-from latentlit.metrics import majority_at_k
+from latentlit.evaluation.metrics import majority_at_k
 
 
 def _softmax(xs):

@@ -68,7 +68,7 @@ def test_a_registered_aggregator_reaches_every_output(restore_registry, tiny_bac
     table = [line for line in printed.splitlines() if not line.startswith("[latentlit]")]  # after the start line
     assert "first sample" in table[0] and "  first sample  " in printed
 
-    from latentlit.reporting.report import make_figures
+    from latentlit.evaluation.report import make_figures
 
     legend = [t.get_text() for t in make_figures(summary)["scaling"].axes[0].get_legend().get_texts()]
     assert "first sample" in legend

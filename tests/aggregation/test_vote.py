@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
-
 import math
 
-from latentlit.aggregation import (VoteResult, best_of_n, count_nonfinite, group_answers, majority_vote, random_pick,
-                                   ranking_scores, rm_vote_weights, weighted_vote)
+import pytest
+
+from latentlit.aggregation import (
+    VoteResult,
+    best_of_n,
+    count_nonfinite,
+    group_answers,
+    majority_vote,
+    random_pick,
+    ranking_scores,
+    rm_vote_weights,
+    weighted_vote,
+)
 
 NAN, INF = math.nan, math.inf
 

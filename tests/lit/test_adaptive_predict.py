@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from latentlit.aggregation import majority_vote
-from latentlit.aggregation.adaptive import StoppingRule, simulate
+from latentlit.aggregation.stopping import StoppingRule, simulate
 from latentlit.cli import main
 from latentlit.data.answers import answers_match
 from latentlit.data.synthetic import generate_problems
-from latentlit.metrics import pass_at_k
+from latentlit.evaluation.metrics import pass_at_k
+from latentlit.models.checkpoints import load_backbone
 from latentlit.testing.tiny import write_numeric_backbone
 
 N, ROUND, MAX_NEW = 16, 4, 3
@@ -150,11 +150,10 @@ def _first_round_run(env) -> Path:
 
 
 def test_best_score_rule_with_a_latent_rm_live_and_replayed(env):
-    from latentlit.models.backbone import LatentBackbone
     from latentlit.models.latent_rm import LatentRM
 
     rm_dir = env["root"] / "rm"
-    LatentRM.from_backbone(LatentBackbone.from_pretrained(env["backbone"]), seed=1).save_pretrained(rm_dir)
+    LatentRM.from_backbone(load_backbone(env["backbone"]), seed=1).save_pretrained(rm_dir)
     fixed = _records(_run(env, "rm_fixed", {"round_size": ROUND, "table": {"exact": [None]}}, latent_rm=str(rm_dir)))
     # a threshold half-way between two stored scores, so float noise cannot put a score on it
     scores = sorted({s for r in fixed for s in r["rm_scores"]})

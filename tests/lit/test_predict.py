@@ -22,10 +22,10 @@ from latentlit.aggregation import majority_vote
 from latentlit.cli import main
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.synthetic import generate_problems
-from latentlit.metrics import pass_at_k
-from latentlit.models.backbone import LatentBackbone
+from latentlit.evaluation.metrics import pass_at_k
+from latentlit.models.checkpoints import load_backbone, save_backbone
 from latentlit.sampling import MCDropout
-from latentlit.sampling.nway import sample_questions
+from latentlit.search.nway import sample_questions
 from latentlit.testing.ddp import run_cli_ddp
 from latentlit.testing.tiny import tiny_backbone
 
@@ -42,7 +42,7 @@ def _numeric_backbone(path: Path) -> Path:
     head[numbers] = torch.randn(len(numbers), bb.hidden_size, generator=torch.Generator().manual_seed(1))
     bb.lm.config.tie_word_embeddings = False
     bb.lm.lm_head.weight = torch.nn.Parameter(head)
-    bb.save_pretrained(path)
+    save_backbone(bb, path)
     return path
 
 
@@ -50,7 +50,7 @@ def _numeric_backbone(path: Path) -> Path:
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     backbone_dir = _numeric_backbone(root / "backbone")
-    bb = LatentBackbone.from_pretrained(backbone_dir)
+    bb = load_backbone(backbone_dir)
     assert bb.lm.lm_head.weight.data_ptr() != bb.lm.transformer.wte.weight.data_ptr()
     problems = generate_problems(8, 4242)
     ids, questions = [f"p{i}" for i in range(8)], [p.question for p in problems]
@@ -289,7 +289,7 @@ def test_a_directory_in_use_by_another_run_is_refused(env, capsys, monkeypatch):
     out = env["root"] / "busy"
     shutil.copytree(_baseline(env), out)
     files = {p.name: p.read_bytes() for p in out.iterdir()}
-    hold = ("import sys, time; from latentlit import run_lock; run_lock.acquire(sys.argv[1]); print('held', flush=True); "
+    hold = ("import sys, time; from latentlit.runs import lock; lock.acquire(sys.argv[1]); print('held', flush=True); "
             "time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})

@@ -18,11 +18,11 @@ from latentlit.aggregation import best_of_n, majority_vote, weighted_vote
 from latentlit.cli import main
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.synthetic import generate_problems
-from latentlit.metrics import pass_at_k
-from latentlit.models.backbone import LatentBackbone
+from latentlit.evaluation.metrics import pass_at_k
+from latentlit.models.checkpoints import load_backbone, save_backbone
 from latentlit.models.latent_rm import LatentRM
 from latentlit.sampling import AGN
-from latentlit.sampling.nway import sample_questions
+from latentlit.search.nway import sample_questions
 from latentlit.testing.tiny import tiny_backbone
 
 N, Q, MAX_NEW = 4, 8, 3
@@ -37,7 +37,7 @@ def _numeric_backbone(path: Path) -> Path:
     head[numbers] = torch.randn(len(numbers), bb.hidden_size, generator=torch.Generator().manual_seed(1))
     bb.lm.config.tie_word_embeddings = False
     bb.lm.lm_head.weight = torch.nn.Parameter(head)
-    bb.save_pretrained(path)
+    save_backbone(bb, path)
     return path
 
 
@@ -45,7 +45,7 @@ def _numeric_backbone(path: Path) -> Path:
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     backbone_dir = _numeric_backbone(root / "backbone")
-    bb = LatentBackbone.from_pretrained(backbone_dir)
+    bb = load_backbone(backbone_dir)
     rm_dir = root / "rm"
     LatentRM.from_backbone(bb, seed=3).save_pretrained(rm_dir)
     problems = generate_problems(Q, 77)

@@ -8,8 +8,12 @@ import torch
 
 from latentlit.cli import main
 from latentlit.models.latent_rm import LatentRM
-from latentlit.testing.checkpoints import (write_tiny_codi, write_tiny_coconut, write_tiny_colar,
-                                           write_tiny_released_latentrm)
+from latentlit.testing.checkpoints import (
+    write_tiny_coconut,
+    write_tiny_codi,
+    write_tiny_colar,
+    write_tiny_released_latentrm,
+)
 
 
 def _predict(backbone, out, *extra):
@@ -121,7 +125,7 @@ def test_save_latents_writes_trajectories(tmp_path):
 
 
 def test_best_of_n_on_codi_with_a_latentrm_initialised_from_it(tmp_path):
-    from latentlit.models.released import load_backbone
+    from latentlit.models.checkpoints import load_backbone
 
     ckpt = write_tiny_codi(tmp_path / "codi")
     rm_dir = tmp_path / "rm"
@@ -183,7 +187,7 @@ def test_colar_layout_label_rm_and_every_aggregator(tmp_path):
     from transformers import LlamaModel
 
     from latentlit.data.synthetic import generate_problems
-    from latentlit.models.released import detect_layout, load_backbone
+    from latentlit.models.checkpoints import detect_layout, load_backbone
     from latentlit.sampling import AGN
     from latentlit.scoring.rollouts import label_problems
 

@@ -7,7 +7,7 @@ import pytest
 from latentlit.data.problem import Problem
 from latentlit.lit.backbone_module import LatentBackboneModule, check_arch
 from latentlit.lit.predictor import TTSPredictor
-from latentlit.lit.writer import RUN_FILE, check_resumed_questions, check_run_settings
+from latentlit.runs.directory import RUN_FILE, check_resumed_questions, check_run_settings
 
 
 def test_run_settings_bind_a_directory_only_once_it_holds_results(tmp_path):
@@ -50,7 +50,7 @@ def test_arch_typos_and_bad_dropout_are_refused():
 
 
 def test_a_failed_start_releases_only_a_directory_without_results(tmp_path):
-    from latentlit.lit.writer import RESULT_FILES, release_if_empty
+    from latentlit.runs.directory import RESULT_FILES, release_if_empty
 
     empty = tmp_path / "empty"
     (empty / "latents").mkdir(parents=True)
@@ -75,8 +75,8 @@ def test_a_failed_start_releases_only_a_directory_without_results(tmp_path):
 def test_a_deterministic_sampler_with_n_above_one_warns_once(tiny_backbone_dir):
     import warnings
 
+    from latentlit.models.hooks import Deterministic
     from latentlit.sampling import AGN, MCDropout
-    from latentlit.sampling.base import Deterministic
 
     def caught(sampler, n):
         with warnings.catch_warnings(record=True) as seen:

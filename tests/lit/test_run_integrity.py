@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from latentlit.cli import main
-from latentlit.lit.writer import EARLIER_RUN
-from latentlit.models.backbone import LatentBackbone
+from latentlit.models.checkpoints import load_backbone
 from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.models.latent_rm import LatentRM
+from latentlit.runs.directory import EARLIER_RUN
 from latentlit.testing.tiny import write_tiny_backbone
 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -46,14 +46,14 @@ def _json(path: Path) -> dict:
 
 def test_predict_resume_refuses_weights_retrained_in_place(tmp_path, capsys, monkeypatch):
     backbone = write_tiny_backbone(tmp_path / "backbone", seed=0)
-    before = weights_fingerprint(LatentBackbone.from_pretrained(backbone))
+    before = weights_fingerprint(load_backbone(backbone))
     out = tmp_path / "pred"
     _predict(backbone, out, "--limit", "2")
     run = _json(out / "run.json")
     assert run["backbone_fingerprint"] == before and run["latent_rm_fingerprint"] is None
     assert _json(out / "metrics.json")["config"]["backbone_fingerprint"] == before
     write_tiny_backbone(backbone, seed=1)  # "retrained" into the same directory
-    after = weights_fingerprint(LatentBackbone.from_pretrained(backbone))
+    after = weights_fingerprint(load_backbone(backbone))
     assert after != before
     with pytest.raises(ValueError, match=rf"the backbone loaded from {backbone} has weights fingerprint {after} but "
                                          rf"the stored results were made with weights fingerprint {before}"):
@@ -72,7 +72,7 @@ def test_labelling_records_its_backbone_and_refuses_other_weights_on_resume(tmp_
     backbone = write_tiny_backbone(tmp_path / "backbone", seed=0)
     groups = tmp_path / "groups"
     _label(backbone, groups, limit="2")
-    fp = weights_fingerprint(LatentBackbone.from_pretrained(backbone))
+    fp = weights_fingerprint(load_backbone(backbone))
     assert _json(groups / "run.json")["backbone_fingerprint"] == fp
     write_tiny_backbone(backbone, seed=1)
     with pytest.raises(ValueError, match=rf"loaded from {backbone} has weights fingerprint \w+ but the stored "
@@ -95,8 +95,8 @@ def test_latentrm_provenance_is_exported_and_compared_at_predict(tmp_path):
           "--data.val_fraction", "0.25", "--data.batch_size", "4", "--trainer.max_steps", "1", *QUIET,
           "--trainer.enable_checkpointing", "false", "--trainer.default_root_dir", str(tmp_path)])
     provenance = _json(rm_dir / "latent_rm.json")["provenance"]
-    fp_a = weights_fingerprint(LatentBackbone.from_pretrained(a))
-    fp_b = weights_fingerprint(LatentBackbone.from_pretrained(b))
+    fp_a = weights_fingerprint(load_backbone(a))
+    fp_b = weights_fingerprint(load_backbone(b))
     assert provenance["backbone_fingerprint"] == fp_a and provenance["trained_steps"] == 1
     assert provenance["groups"] == str(groups) and provenance["backbone"] == str(a)
 
@@ -130,7 +130,7 @@ def test_latentrm_provenance_is_exported_and_compared_at_predict(tmp_path):
 def test_untrained_latentrm_warns_at_predict(tmp_path, tiny_backbone_dir):
     from latentlit.lit.predictor import TTSPredictor
 
-    rm = LatentRM.from_backbone(LatentBackbone.from_pretrained(tiny_backbone_dir), seed=0)
+    rm = LatentRM.from_backbone(load_backbone(tiny_backbone_dir), seed=0)
     rm.provenance = {"backbone": str(tiny_backbone_dir), "backbone_fingerprint": "0" * 16, "trained_steps": 0}
     rm.save_pretrained(tmp_path / "rm")
     with pytest.warns(UserWarning, match=r"after 0 training steps.*randomly initialised"):
@@ -243,7 +243,7 @@ def test_rm_scores_are_float32_under_autocast(tiny_backbone_dir):
     scores at its own float32: best-of-N ranks the same values on every process and dtype."""
     from latentlit.models.latent_rm import LatentRMStepScorer
 
-    rm = LatentRM.from_backbone(LatentBackbone.from_pretrained(tiny_backbone_dir), seed=0).eval()
+    rm = LatentRM.from_backbone(load_backbone(tiny_backbone_dir), seed=0).eval()
     questions = ["Leo has 3 apples . buys 2 . how many ?"]
     latents = torch.randn(1, 4, 3, rm.latent_size, generator=torch.Generator().manual_seed(0))
     plain = rm.score_groups(questions, latents)
@@ -281,7 +281,7 @@ def test_a_fit_into_an_export_directory_held_by_another_run_is_refused(tmp_path,
             str(export), "--data", "latentlit.lit.LatentRMDataModule", "--data.groups_dir", str(groups),
             "--data.val_fraction", "0.5", "--trainer.max_steps", "1", *QUIET, "--trainer.enable_checkpointing", "false",
             "--trainer.default_root_dir", str(tmp_path / "logs")]
-    hold = "import sys, time; from latentlit import run_lock; run_lock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+    hold = "import sys, time; from latentlit.runs import lock; lock.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", hold, str(export)], stdout=subprocess.PIPE, text=True,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     try:

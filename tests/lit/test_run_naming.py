@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from latentlit.cli import main
-from latentlit.lit.writer import run_dir_name, settings_hash
+from latentlit.runs.directory import run_dir_name, settings_hash
 
 SIZES = ["--data.init_args.problems.init_args.n_train", "20", "--data.init_args.problems.init_args.n_val", "4",
          "--data.init_args.problems.init_args.n_test", "6"]

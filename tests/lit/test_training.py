@@ -11,7 +11,7 @@ import torch
 
 from latentlit.data.sources import SyntheticProblems
 from latentlit.lit import CurriculumDataModule, LatentBackboneModule
-from latentlit.models.backbone import LatentBackbone
+from latentlit.models.checkpoints import load_backbone
 
 
 class _LossRecorder(L.Callback):
@@ -59,7 +59,7 @@ def test_short_training_lowers_loss(tmp_path):
     assert (export / "tokenizer.json").is_file() or (export / "vocab.json").is_file()
     assert json.loads((export / "config.json").read_text())["latentlit"]["num_latents"] == 4
     assert json.loads((export / "training_summary.json").read_text())["global_step"] == 40
-    loaded = LatentBackbone.from_pretrained(export)
+    loaded = load_backbone(export)
     assert loaded.latent_config.num_latents == 2 * 2
     out = loaded.generate(["Ann has 18 stones . buys 2 . how many ?"], max_new_tokens=3)
     assert out.latents.shape == (1, 4, 32)
@@ -107,7 +107,7 @@ def test_training_resumes_from_a_checkpoint(tmp_path):
     # it trained on from the checkpoint: 4 more steps moved the weights, and not from scratch
     moved = [float((now[k] - v).abs().max()) for k, v in saved.items() if v.is_floating_point()]
     assert max(moved) > 0
-    exported = LatentBackbone.from_pretrained(tmp_path / "export12r")
+    exported = load_backbone(tmp_path / "export12r")
     assert exported.latent_config.num_latents == 2
 
 
@@ -134,7 +134,7 @@ def test_validation_accuracy_counts_each_problem_once(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         (result,) = trainer.validate(model, datamodule=dm)
-    bb = LatentBackbone.from_pretrained("quickstart")
+    bb = load_backbone("quickstart")
     texts = bb.generate([r["question"] for r in rows], num_latents=4, max_new_tokens=8).answers_text
     correct = [answers_match(extract_answer(t, bb.latent_config.answer_format), r["answer"]) for t, r in zip(texts, rows)]
     assert 0 < sum(correct) < len(rows)
@@ -168,7 +168,7 @@ def test_llama_with_a_dynamic_stop_trains_and_exports(tmp_path):
     assert last < 0.75 * first, (first, last)
     history = json.loads((export / "training_summary.json").read_text())["validation"]
     assert {"mean_latents", "stop_exact"} <= set(history[-1]) and 0 <= history[-1]["mean_latents"] <= 3
-    loaded = LatentBackbone.from_pretrained(export)
+    loaded = load_backbone(export)
     cfg = loaded.latent_config
     assert isinstance(loaded.lm, LlamaForCausalLM)
     assert (cfg.latent_stop_id, cfg.max_latents, cfg.num_latents) == (cfg.end_latent_id, 3, 3)

@@ -11,6 +11,7 @@ from torch import nn
 
 from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT
 from latentlit.models.backbone import LatentBackbone, blocked_linear, length_buckets
+from latentlit.models.checkpoints import load_backbone, save_backbone
 from latentlit.testing.tiny import tiny_backbone
 
 SHORT_Q = "3"
@@ -70,8 +71,8 @@ def test_length_buckets():
 def test_prefill_by_length_equals_one_padded_batch():
     """Prompts prefilled in length buckets (no computation on padding) give the state and the
     trajectories of one left-padded batch, with keyed per-sample dropout in the prefill."""
+    from latentlit.rng import trajectory_keys
     from latentlit.sampling import MCDropout
-    from latentlit.sampling.rng import trajectory_keys
 
     bb = tiny_backbone(num_latents=3)
     questions = [SHORT_Q, "Ann has 18 stones . multiplies by 2 . gives away 6 . how many ?", LONG_Q, "4 ."]
@@ -144,7 +145,7 @@ def test_cached_loop_equals_full_recomputation(backbone):
 
 def test_save_load_round_trip(backbone, tmp_path):
     path = tmp_path / "bb"
-    backbone.save_pretrained(path)
+    save_backbone(backbone, path)
     section = json.loads((path / "config.json").read_text())["latentlit"]
     tok = backbone.tokenizer
     assert section["num_latents"] == 3
@@ -155,7 +156,7 @@ def test_save_load_round_trip(backbone, tmp_path):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same T: no warning
-        loaded = LatentBackbone.from_pretrained(path)
+        loaded = load_backbone(path)
     assert loaded.latent_config == backbone.latent_config
     questions = [SHORT_Q, LONG_Q]
     a = backbone.generate(questions, n_samples=2, max_new_tokens=4)
@@ -168,19 +169,19 @@ def test_save_load_round_trip(backbone, tmp_path):
 
 def test_different_num_latents_warns(backbone, tmp_path):
     path = tmp_path / "bb"
-    backbone.save_pretrained(path)
+    save_backbone(backbone, path)
     with pytest.warns(UserWarning, match=r"num_latents=5.*num_latents=3"):
-        loaded = LatentBackbone.from_pretrained(path, num_latents=5)
+        loaded = load_backbone(path, num_latents=5)
     assert loaded.latent_config.num_latents == 5
     assert loaded.generate([SHORT_Q], max_new_tokens=1).latents.shape[1] == 5
 
-    other = LatentBackbone.from_pretrained(path)
+    other = load_backbone(path)
     with pytest.warns(UserWarning, match=r"num_latents=1.*num_latents=3"):
         other.set_num_latents(1)
     assert other.generate([SHORT_Q], max_new_tokens=1).latents.shape[1] == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        LatentBackbone.from_pretrained(path).set_num_latents(3)
+        load_backbone(path).set_num_latents(3)
 
 
 class _Recorder(nn.Module):

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
-from latentlit.models.backbone import LatentBackbone
+from latentlit.models.checkpoints import load_backbone
 from latentlit.models.fingerprint import provenance_match, tensor_digest, weights_fingerprint
 from latentlit.testing.tiny import tiny_backbone
 
@@ -17,12 +16,12 @@ ASSETS = Path(__file__).resolve().parents[2] / "latentlit" / "assets"
 
 
 def test_same_weights_same_fingerprint_any_change_another(tiny_backbone_dir):
-    a = LatentBackbone.from_pretrained(tiny_backbone_dir)
+    a = load_backbone(tiny_backbone_dir)
     fp = weights_fingerprint(a)
     assert len(fp) == 16 and int(fp, 16) >= 0
-    assert weights_fingerprint(LatentBackbone.from_pretrained(tiny_backbone_dir)) == fp
+    assert weights_fingerprint(load_backbone(tiny_backbone_dir)) == fp
     # a bfloat16 load of the same checkpoint: values compared at bfloat16 precision
-    assert weights_fingerprint(LatentBackbone.from_pretrained(tiny_backbone_dir, dtype=torch.bfloat16)) == fp
+    assert weights_fingerprint(load_backbone(tiny_backbone_dir, dtype=torch.bfloat16)) == fp
     w = a.lm.transformer.h[1].mlp.c_fc.weight
     with torch.no_grad():
         w[3, 5] += 0.01 * abs(float(w[3, 5])) + 1e-2  # one element, well above bfloat16 rounding
@@ -52,10 +51,10 @@ def test_shipped_latentrms_record_the_fingerprint_of_their_backbone():
     for rm, backbone in (("quickstart_latentrm", "quickstart"), ("quickstart_llama_latentrm", "quickstart_llama")):
         provenance = json.loads((ASSETS / rm / "latent_rm.json").read_text())["provenance"]
         assert provenance["backbone"] == backbone
-        assert provenance["backbone_fingerprint"] == weights_fingerprint(LatentBackbone.from_pretrained(backbone))
+        assert provenance["backbone_fingerprint"] == weights_fingerprint(load_backbone(backbone))
     # and the two backbones are told apart
-    assert weights_fingerprint(LatentBackbone.from_pretrained("quickstart")) != weights_fingerprint(
-        LatentBackbone.from_pretrained("quickstart_llama"))
+    assert weights_fingerprint(load_backbone("quickstart")) != weights_fingerprint(
+        load_backbone("quickstart_llama"))
 
 
 def test_provenance_match():

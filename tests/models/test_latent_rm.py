@@ -3,10 +3,9 @@
 import pytest
 import torch
 
-from latentlit.aggregation.beam_search import HistoryScorer, latent_beam_search
-from latentlit.models.latent_rm import LatentRM, LatentRMStepScorer
+from latentlit.models.latent_rm import LatentRM, LatentRMStepScorer, trajectory_score
 from latentlit.sampling import AGN
-from latentlit.scoring.losses import trajectory_score
+from latentlit.search.beam_search import HistoryScorer, latent_beam_search
 from latentlit.testing.tiny import tiny_backbone
 
 QUESTIONS = ["Ann has 18 stones . multiplies by 2 . gives away 6 . how many ?", "Sam has 9 books . loses 4 . how many ?"]

@@ -12,8 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from latentlit.cli import main
 from latentlit.models.backbone import LATENT_HEAD_FILE
-from latentlit.models.io import SHIPPED, SHIPPED_RM
-from latentlit.models.released import detect_layout, load_backbone
+from latentlit.models.checkpoints import SHIPPED, SHIPPED_RM, detect_layout, load_backbone, save_backbone
 from latentlit.testing.checkpoints import write_tiny_codi, write_tiny_released_latentrm
 
 DROPPED = "transformer.h.1.mlp.c_fc.weight"
@@ -37,7 +36,7 @@ def test_quickstart_copy_loads_and_a_missing_tensor_fails_naming_it(tmp_path):
     assert detect_layout(path) == "latentlit"
     load_backbone(path)  # the intact copy loads
     _edit_weights(path, lambda t: t.pop(DROPPED))
-    with pytest.raises(ValueError, match=rf"strict weight loading failed: missing LM tensor\(s\) \['{DROPPED}'\]") as err:
+    with pytest.raises(ValueError, match=rf"strict LM loading failed: missing tensor\(s\) \['{DROPPED}'\]") as err:
         load_backbone(path)
     assert str(path) in str(err.value)
 
@@ -67,7 +66,7 @@ def test_unexpected_and_mis_shaped_tensors_fail_naming_them(tmp_path):
 
 def test_latentlit_latent_head_is_strict(tmp_path):
     saved = tmp_path / "saved"
-    load_backbone(write_tiny_codi(tmp_path / "codi")).save_pretrained(saved)  # f = projector, with weights
+    save_backbone(load_backbone(write_tiny_codi(tmp_path / "codi")), saved)  # f = projector, with weights
     load_backbone(saved)
     head = load_file(str(saved / LATENT_HEAD_FILE))
     save_file({k: v for k, v in head.items() if k != "proj.1.weight" and not k.endswith("1.weight")},

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from latentlit.models.released import load_backbone
+from latentlit.models.attention import IMPLEMENTATION, use_keyed_attention
+from latentlit.models.checkpoints import load_backbone
+from latentlit.rng import trajectory_keys
 from latentlit.sampling import Deterministic, MCDropout
-from latentlit.sampling.attention_dropout import IMPLEMENTATION, use_keyed_attention
-from latentlit.sampling.rng import trajectory_keys
 from latentlit.testing.checkpoints import write_tiny_colar
 from latentlit.testing.tiny import tiny_backbone
 
@@ -110,7 +110,7 @@ def test_attention_mask_scope(backbone):
 
 
 def test_attention_dropout_independent_of_batch_and_padding(backbone):
-    from latentlit.sampling.nway import sample_questions
+    from latentlit.search.nway import sample_questions
 
     make = lambda: MCDropout(p=0.0, attention_p=0.3, prefill="per_sample")  # noqa: E731
     ref = sample_questions(backbone, make(), IDS, QUESTIONS, 3, 5, max_new_tokens=2)

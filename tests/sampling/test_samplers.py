@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from latentlit.models.backbone import LatentBackbone
+from latentlit.rng import hash_ints, keep_threshold, keyed_keep, keyed_normal, keyed_uniform, trajectory_keys
 from latentlit.sampling import AGN, Deterministic, MCDropout
-from latentlit.sampling.nway import sample_questions
-from latentlit.sampling.rng import hash_ints, keep_threshold, keyed_keep, keyed_normal, keyed_uniform, trajectory_keys
+from latentlit.search.nway import sample_questions
 from latentlit.testing.tiny import tiny_backbone
 
 QUESTIONS = [

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss, trajectory_score
+from latentlit.models.latent_rm import trajectory_score
+from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss
 
 
 def test_contrastive_loss_matches_hand_computation():

@@ -137,7 +137,7 @@ def test_labelling_under_ddp_equals_one_process(tiny_backbone_dir, tmp_path):
 
 # ---------------------------------------------------------------- dynamic latent length (Llama, CoLaR-style stop)
 from latentlit.data.problem import Problem  # noqa: E402
-from latentlit.sampling.rng import derive_keys, trajectory_keys  # noqa: E402
+from latentlit.rng import derive_keys, trajectory_keys  # noqa: E402
 from latentlit.scoring.rollouts import _ROLLOUT_STREAM  # noqa: E402
 from latentlit.testing.tiny import tiny_llama_backbone  # noqa: E402
 
@@ -231,7 +231,7 @@ def test_ragged_groups_survive_shards(llama, tmp_path):
 # ---------------------------------------------------------------- where rollouts branch (before h_t is fed)
 from latentlit.data.answers import answers_match, extract_answer  # noqa: E402
 from latentlit.data.sources import SyntheticProblems  # noqa: E402
-from latentlit.models.backbone import LatentBackbone  # noqa: E402
+from latentlit.models.checkpoints import load_backbone
 from latentlit.sampling import Deterministic  # noqa: E402
 from latentlit.scoring.rollouts import rollout_keys, rollouts_at_last_step  # noqa: E402
 
@@ -297,7 +297,7 @@ def _one_at_a_time(backbone, sampler, problem, n, m, *, max_new_tokens, fmt, see
 
 @pytest.fixture(scope="module")
 def quickstart():
-    return LatentBackbone.from_pretrained("quickstart")
+    return load_backbone("quickstart")
 
 
 # validation questions 0 and 4: the quickstart's MC-dropout samples of each are partly right

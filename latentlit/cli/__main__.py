@@ -1,0 +1,5 @@
+"""``python -m latentlit.cli`` runs the ``latentlit`` command."""
+
+from latentlit.cli.entry import main
+
+main()
