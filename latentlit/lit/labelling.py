@@ -24,13 +24,8 @@ from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.models.hooks import Sampler
 from latentlit.runs.directory import (
     OutputDirectory,
-    check_resumed_questions,
-    check_run_settings,
-    hold_output_dir,
     let_go_output_dir,
-    problem_source_of,
     release_if_empty,
-    run_dir_name,
 )
 from latentlit.runs.lock import holds
 from latentlit.sampling.mc_dropout import MCDropout
@@ -100,31 +95,21 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
                 # refused on resume rather than guessed
                 "rollout_prefix": hp.rollout_prefix}
 
-    def run_dir_name(self, datamodule=None) -> str:
-        """``<run_name>-<hash>`` of :meth:`run_settings` and the problem source of ``datamodule``."""
-        return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
-
     def setup(self, stage: str) -> None:
         self.backbone.eval()
-        out = self._resolve_output_dir()
-        zero = self._trainer is None or self.trainer.is_global_zero
-        # one run per directory from here on (latentlit.runs.lock): nothing is read or written before
-        hold_output_dir(self._trainer, out)
-        done = read_index(out) if out.exists() else []
-        self._skip = {line["id"] for line in done}
         hp = self.hparams
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if getattr(datamodule, "problems", None):  # every question, before any work
-            ids, questions = [p.id for p in datamodule.problems], [p.question for p in datamodule.problems]
+        problems = getattr(getattr(self._trainer, "datamodule", None), "problems", None)
+        if problems:  # every question, before any work and before run.json binds the directory
+            ids, questions = [p.id for p in problems], [p.question for p in problems]
             self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
             check_unknown_tokens(self.backbone.tokenizer, ids, questions)
-        check_run_settings(out, self.run_settings(), write=zero, has_results=bool(self._skip))
-        if done and getattr(datamodule, "problems", None):  # the rule of predict (README, "Determinism")
-            check_resumed_questions(out, done, datamodule.problems)
-        if zero:
+        done = self.open_output_dir(lambda out: read_index(out) if out.exists() else [])
+        self._skip = {line["id"] for line in done}
+        if self._trainer is None or self.trainer.is_global_zero:
             print(f"[latentlit] labelling: {self.sampler.describe()['name']}, N = {hp.n_samples}, M = {hp.n_rollouts}, "
-                  f"seed {hp.seed}, rollout prefix {hp.rollout_prefix}, backbone {hp.backbone}: output directory {out}"
-                  + (f" (resuming: {len(self._skip)} questions done)" if self._skip else ""), flush=True)
+                  f"seed {hp.seed}, rollout prefix {hp.rollout_prefix}, backbone {hp.backbone}: output directory "
+                  f"{self.output_path}" + (f" (resuming: {len(self._skip)} questions done)" if self._skip else ""),
+                  flush=True)
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
         hp = self.hparams

@@ -1,12 +1,17 @@
-"""``latentlit predict``: N-way sampling, aggregation and metrics inside ``predict_step``.
+"""``latentlit predict``: parallel test-time scaling of a latent backbone inside ``predict_step``.
 
-Paper Sec. 3 (parallel TTS for latent models): each question gets N latent trajectories from a
-sampler (MC-dropout or AGN), the answers are aggregated (majority vote; LatentRM-based ones when
-a LatentRM is given) and coverage@k / vote accuracy are measured against a greedy pass.
+Paper Sec. 3: each question gets N latent trajectories from a sampler (MC-dropout or AGN), the
+answers are aggregated (majority vote; LatentRM-based ones when a LatentRM is given) and coverage@k
+and every aggregator@k are measured against a greedy pass. What spends a question's budget beyond
+its N samples (beam search, DVTS) comes from the table of :mod:`latentlit.search`; how answers are
+chosen from the samples, from :mod:`latentlit.aggregation.registry`; the report, from
+:mod:`latentlit.evaluation.report`. The module wires them: one record per question, metrics summed
+as it goes (exact under DDP), ``metrics.json`` and the figures at the end.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -35,25 +40,14 @@ from latentlit.models.checkpoints import load_backbone
 from latentlit.models.fingerprint import provenance_match, weights_fingerprint
 from latentlit.models.hooks import Sampler
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
-from latentlit.runs.directory import (
-    OutputDirectory,
-    check_resumed_questions,
-    check_run_settings,
-    earlier_throughput,
-    hold_output_dir,
-    problem_source_of,
-    run_dir_name,
-)
+from latentlit.runs.directory import OutputDirectory, earlier_throughput, let_go_output_dir
 from latentlit.runs.files import save_tensors
-from latentlit.runs.records import read_records
+from latentlit.runs.records import METRICS, read_records
 from latentlit.sampling.mc_dropout import MCDropout
-from latentlit.search.adaptive import adaptive_field, adaptive_settings, head_record, sample_adaptive
-from latentlit.search.beam_search import dvts, latent_beam_search
-from latentlit.search.nway import sample_questions
+from latentlit.search import SHORTHANDS, Search, SearchBatch, draw, enabled_searches
+from latentlit.search.adaptive import adaptive_field, adaptive_settings, head_record
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# what each search spends: latent steps per question (samples: sum of the N trajectories' T_n)
-COSTED = ("samples", "beam_search", "dvts")
 
 
 class TTSPredictor(OutputDirectory, L.LightningModule):
@@ -81,45 +75,44 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         save_latents: also write each question's (N, T, d) latent trajectories to
             ``<output_dir>/latents/*.safetensors`` (one file per batch, keyed by question id).
         beam_width: B for latent beam search (needs ``latent_rm``); K = N // B candidates per
-            beam, so beam search spends the same N trajectories' worth of latent steps.
+            beam, so beam search spends the same N trajectories' worth of latent steps
+            (:class:`latentlit.search.BeamSearch`).
         dvts_width: W for diverse verifier tree search (needs ``latent_rm``): N // W subtrees,
-            each keeping its best prefix and expanding it into W candidates per step (the same
-            N candidates per step as beam search); ``dvts`` takes the best-scored subtree winner,
-            ``dvts_vote`` the majority vote of the N // W winners' answers.
-        adaptive: adaptive N (:mod:`latentlit.aggregation.stopping`),
-            :class:`~latentlit.aggregation.stopping.AdaptiveOptions` (or a mapping of its fields):
-            ``round_size`` (default 4), ``rule`` and ``threshold`` (a rule to run live: each
-            question is sampled ``round_size`` at a time, up to ``n_samples`` = N_max, until the
-            rule settles it; questions that settle leave the batch), and ``table`` (rule ->
-            thresholds replayed on the samples of a fixed-N run; default
-            ``latentlit.aggregation.stopping.DEFAULT_GRID``). Without ``rule`` the run is a
-            normal fixed-N run plus the replayed table. Records get an ``adaptive`` field and
-            ``metrics.json`` an ``adaptive`` section (accuracy, mean and median trajectories).
-            A live run's records hold only the samples drawn (and no N-sample aggregator
-            fields); its ``metrics`` (and the report's intervals, selective prediction and
-            compute) are those of a fixed run with N = round_size, from every question's first
-            round_size samples (:func:`latentlit.search.adaptive.head_record`), and its
-            ``metrics.json`` ``config.n_samples`` is that N (``config.adaptive.n_max``: N_max).
+            each keeping its best prefix and expanding it into W candidates per step
+            (:class:`latentlit.search.DVTS`).
+        adaptive: adaptive N, :class:`~latentlit.aggregation.stopping.AdaptiveOptions` (or a
+            mapping of its fields): ``round_size`` (default 4), ``rule`` and ``threshold`` (a rule
+            run live: each question is sampled ``round_size`` at a time, up to ``n_samples`` =
+            N_max, until the rule settles it), and ``table`` (rule -> thresholds replayed on the
+            samples of a fixed-N run). A live run's metrics are those of a fixed run with N =
+            round_size, from every question's first round (its ``metrics.json``
+            ``config.n_samples``; ``config.adaptive.n_max`` is N_max).
+        searches: further search methods of :data:`latentlit.search.SEARCHES`, as objects
+            (``beam_width`` / ``dvts_width`` are shorthands for the built-in two).
 
     With a dynamic latent stop the N trajectories have their own lengths; best-of-N and the
     weighted vote score each over its own steps, and a trajectory with no latent step has no
-    score (``null`` in ``rm_scores``, ranked as a non-finite score but not counted as one). Each
-    record's ``latent_steps`` holds the latents each method proposed (``samples`` = sum of T_n).
+    score (``null`` in ``rm_scores``). Each record's ``latent_steps`` holds the latents each method
+    proposed (``samples`` = sum of T_n).
 
     Raises:
-        ValueError: bad N / dtype / rm_score, beam search or DVTS without a LatentRM, or B / W
-            not dividing N; a bad ``adaptive`` mapping, or a live adaptive rule with beam search
-            or DVTS; at setup, an output directory holding results of other settings or other
-            questions.
+        ValueError: bad N / dtype / rm_score, a search method the run cannot have (beam search or
+            DVTS without a LatentRM, B / W not dividing N), a bad ``adaptive`` mapping, or a live
+            adaptive rule with a search method; at setup, an output directory holding results of
+            other settings or other questions.
     """
+
+    run_name = "predict"
+    # without a LatentRM
+    latent_rm_fingerprint = latent_rm_backbone_match = None
 
     def __init__(self, backbone: str = "quickstart", sampler: Sampler | None = None, n_samples: int = 16,
                  max_trajectories: int = 1024, seed: int = 0, num_latents: int | None = None, max_new_tokens: int = 8,
                  answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32",
                  latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None,
-                 save_latents: bool = False, adaptive: AdaptiveOptions | None = None, dvts_width: int | None = None):
+                 save_latents: bool = False, adaptive: AdaptiveOptions | None = None, dvts_width: int | None = None,
+                 searches: list[Search] | None = None):
         super().__init__()
-
         # every option is checked before anything is loaded or written: a failed start leaves
         # no output directory behind
         check_at_least("TTSPredictor", n_samples=(n_samples, 1), max_trajectories=(max_trajectories, 1),
@@ -130,20 +123,16 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             raise ValueError(f"dtype={dtype!r}; expected one of {sorted(DTYPES)}")
         if rm_score not in TRAJECTORY_SCORES:
             raise ValueError(f"rm_score={rm_score!r}; expected one of {TRAJECTORY_SCORES}")
-        for name, width, method, split in (("beam_width", beam_width, "beam search", "B beams x N / B candidates each"),
-                                           ("dvts_width", dvts_width, "DVTS", "N / W subtrees of width W")):
-            # each condition its own message: the user must learn which one failed
-            if width is None:
-                continue
-            if width < 1:
-                raise ValueError(f"{name}={width} must be >= 1")
-            if latent_rm is None:
-                raise ValueError(f"{name}={width} needs a LatentRM: {method} keeps the candidates it scores best "
-                                 "(give latent_rm / --latent_rm)")
-            if n_samples % width:
-                raise ValueError(f"{name}={width} must divide n_samples={n_samples} ({split})")
-        # Only plain values go into hyperparameters: a checkpoint must load with weights_only=True.
-        self.save_hyperparameters(ignore=["sampler", "adaptive"])
+        self.searches = enabled_searches({"beam_width": beam_width, "dvts_width": dvts_width}, searches or (),
+                                         n_samples, latent_rm is not None)
+        self.adaptive = parse_adaptive(adaptive, has_scores=latent_rm is not None, n_max=n_samples)
+        self.live = self.adaptive is not None and self.adaptive.run is not None
+        if self.live and self.searches:
+            given = ", ".join(getattr(s, "option", s.name) for s in self.searches)
+            raise ValueError(f"adaptive.rule (live adaptive N) cannot be combined with {given}: search methods spend "
+                             "a fixed budget; use the replayed adaptive table (no adaptive.rule) instead")
+        # only plain values go into hyperparameters: a checkpoint must load with weights_only=True
+        self.save_hyperparameters(ignore=["sampler", "adaptive", "searches"])
         self.hparams["adaptive"] = adaptive.to_dict() if isinstance(adaptive, AdaptiveOptions) else adaptive
         self.sampler = sampler if sampler is not None else MCDropout()
         if n_samples > 1 and not self.sampler.stochastic:
@@ -158,28 +147,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         self.answer_format = answer_format or self.backbone.latent_config.answer_format
         if (warning := answer_format_warning(answer_format, self.backbone.latent_config.answer_format)) is not None:
             rank_zero_warn(warning)
-        self.rm = None
-        if latent_rm is not None:
-            self.rm = LatentRM.from_pretrained(latent_rm).eval()
-            if self.rm.latent_size != self.backbone.hidden_size:
-                raise ValueError(f"latent_rm {latent_rm} reads {self.rm.latent_size}-dim latents but backbone "
-                                 f"{backbone} writes {self.backbone.hidden_size}-dim ones: use the RM trained on this backbone")
-            self.latent_rm_fingerprint = weights_fingerprint(self.rm)
-            self.latent_rm_backbone_match, warning = provenance_match(self.rm.provenance, self.backbone_fingerprint,
-                                                                      latent_rm, backbone)
-            if warning is not None:
-                rank_zero_warn(warning)
-            if (self.rm.provenance or {}).get("trained_steps") == 0:
-                rank_zero_warn(f"latent_rm {latent_rm} was exported by latentlit fit after 0 training steps "
-                               "(latent_rm.json provenance.trained_steps): its head is randomly initialised, so "
-                               "best-of-N, weighted vote and beam search rank on noise")
-        else:
-            self.latent_rm_fingerprint = self.latent_rm_backbone_match = None
-        self.adaptive = parse_adaptive(adaptive, has_scores=self.rm is not None, n_max=n_samples)
-        self.live = self.adaptive is not None and self.adaptive.run is not None
-        if self.live and (beam_width or dvts_width):
-            raise ValueError("adaptive.rule (live adaptive N) cannot be combined with beam_width or dvts_width: beam search "
-                             "and DVTS spend a fixed budget; use the replayed adaptive table (no adaptive.rule) instead")
+        self.rm = self._load_latent_rm(latent_rm) if latent_rm is not None else None
         # the samples every question's metrics use: N, or in a live run the first round's
         self.n_metrics = min(self.adaptive.round_size, n_samples) if self.live else n_samples
         self.ks = coverage_ks(self.n_metrics)
@@ -188,84 +156,127 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         self._trajectories = 0
         self._new_questions = 0
 
-    # ------------------------------------------------------------------ lightning plumbing
-    def configure_callbacks(self):
-        return [PredictionWriter(self._resolve_output_dir())]
+    def _load_latent_rm(self, path: str) -> LatentRM:
+        """The LatentRM at ``path``, checked against the backbone (width; provenance, a warning)."""
+        rm = LatentRM.from_pretrained(path).eval()
+        if rm.latent_size != self.backbone.hidden_size:
+            raise ValueError(f"latent_rm {path} reads {rm.latent_size}-dim latents but backbone {self.hparams.backbone} "
+                             f"writes {self.backbone.hidden_size}-dim ones: use the RM trained on this backbone")
+        self.latent_rm_fingerprint = weights_fingerprint(rm)
+        self.latent_rm_backbone_match, warning = provenance_match(rm.provenance, self.backbone_fingerprint, path,
+                                                                  self.hparams.backbone)
+        if warning is not None:
+            rank_zero_warn(warning)
+        if (rm.provenance or {}).get("trained_steps") == 0:
+            rank_zero_warn(f"latent_rm {path} was exported by latentlit fit after 0 training steps "
+                           "(latent_rm.json provenance.trained_steps): its head is randomly initialised, so "
+                           "best-of-N, weighted vote and beam search rank on noise")
+        return rm
 
-    # the config's name (``quickstart_predict_dropout``); the latentlit CLI sets it
-    run_name = "predict"
-
-    def run_dir_name(self, datamodule=None) -> str:
-        """``<run_name>-<hash>`` of :meth:`run_settings` (what ``run.json`` stores) and the problem
-        source of ``datamodule``: the default output directory and TensorBoard run name."""
-        self.sampler.bind(self.backbone)  # describe() counts the hooked modules once bound
-        return run_dir_name(self.run_name, self.run_settings(), problem_source_of(datamodule))
-
-    def setup(self, stage: str) -> None:
-        self.backbone.eval()
-        self.sampler.bind(self.backbone)
-        t = self.backbone.latent_config.num_latents
-        steps = t if self.backbone.latent_config.latent_stop_id is None else self.backbone.latent_config.max_latents
-        self.aggregators = registry.enabled(self.run_settings())
-        self.metrics = torch.nn.ModuleDict({
-            "accuracy": KeyedMean(metric_keys(self.ks, self.n_metrics, self.aggregators)),
-            "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
-            "samples": SumMetric(), **{name: SumMetric() for name in COUNTS},
-            **{f"steps_{name}": MeanMetric() for name in COSTED},
-        })
-        if self.adaptive is not None:
-            self.metrics["adaptive"] = AdaptiveTable(self.adaptive)
-        zero = self._trainer is None or self.trainer.is_global_zero
-        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        # every question, before any work and before run.json binds the directory
-        if getattr(datamodule, "problems", None):
-            ids, questions = [p.id for p in datamodule.problems], [p.question for p in datamodule.problems]
-            self.backbone.check_lengths(ids, questions, self.hparams.max_new_tokens)
-            check_unknown_tokens(self.backbone.tokenizer, ids, questions)
-        # one run per directory from here on (latentlit.runs.lock): nothing is read or written before
-        hold_output_dir(self._trainer, self._resolve_output_dir())
-        done = read_records(self._resolve_output_dir())
-        check_run_settings(self._resolve_output_dir(), self.run_settings(), write=zero, has_results=bool(done))
-        for r in done:
-            if self.live and 1 <= len(r["answers"]) <= self.hparams.n_samples:
-                continue
-            if len(r["answers"]) != self.hparams.n_samples:
-                raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
-                                 f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
-        if done and getattr(datamodule, "problems", None):
-            check_resumed_questions(self.output_path, done, datamodule.problems)
-        self._earlier_throughput = earlier_throughput(self._resolve_output_dir()) if done else None
-        self._skip = {r["id"] for r in done}
-        self._resumed = done if (self._trainer is None or self.trainer.is_global_zero) else []
-        if zero:
-            print(f"[latentlit] {self.sampler.describe()['name']}, N = {self.hparams.n_samples}, seed {self.hparams.seed}, "
-                  f"backbone {self.hparams.backbone}: output directory {self.output_path}"
-                  + (f" (resuming: {len(done)} questions done)" if done else ""), flush=True)
-
+    # ------------------------------------------------------------------ settings
     def run_settings(self) -> dict:
-        """Everything that decides a question's record or what the directory holds (``run.json``);
-        a resumed run must match it. The backbone and LatentRM are named by path and by the
-        fingerprint of the weights loaded (:func:`latentlit.models.fingerprint.weights_fingerprint`),
-        so a checkpoint changed in place is refused on resume and gets its own default directory.
+        """Everything that decides a question's record or what the directory holds: stored in
+        ``run.json`` (a resumed run must match it), hashed into the default directory name, and
+        the core of ``metrics.json``'s ``config``. The backbone and LatentRM are named by path and
+        by the fingerprint of the weights loaded (:mod:`latentlit.models.fingerprint`).
 
         Options left out change neither: ``max_trajectories`` (chunking; the records are the
         same), ``output_dir``; ``tests/lit/test_run_naming.py`` checks that every option is one
         or the other."""
         hp = self.hparams
-        return {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint,
-                "sampler": self.sampler.describe(), "n_samples": hp.n_samples,
-                "seed": hp.seed, "num_latents": self.backbone.latent_config.num_latents,
-                "max_new_tokens": hp.max_new_tokens, "answer_format": self.answer_format, "dtype": hp.dtype,
-                "latent_rm": hp.latent_rm, "latent_rm_fingerprint": self.latent_rm_fingerprint,
-                "rm_score": hp.rm_score, "beam_width": hp.beam_width,
-                "adaptive": adaptive_settings(self.adaptive, hp.n_samples),
-                # what the directory holds: a run with latents/ must not resume one without
-                "save_latents": bool(hp.save_latents),
-                **({"dvts_width": hp.dvts_width} if hp.dvts_width else {})}
+        self.sampler.bind(self.backbone)  # describe() counts the hooked modules once bound
+        settings = {"backbone": str(hp.backbone), "backbone_fingerprint": self.backbone_fingerprint,
+                    "sampler": self.sampler.describe(), "n_samples": hp.n_samples, "seed": hp.seed,
+                    "num_latents": self.backbone.latent_config.num_latents, "max_new_tokens": hp.max_new_tokens,
+                    "answer_format": self.answer_format, "dtype": hp.dtype, "latent_rm": hp.latent_rm,
+                    "latent_rm_fingerprint": self.latent_rm_fingerprint, "rm_score": hp.rm_score,
+                    # present when unset too, as in the run.json (and directory hashes) of earlier versions
+                    "beam_width": None,
+                    "adaptive": adaptive_settings(self.adaptive, hp.n_samples),
+                    # what the directory holds: a run with latents/ must not resume one without
+                    "save_latents": bool(hp.save_latents)}
+        for search in self.searches:
+            settings.update(search.settings())
+        return settings
+
+    def report_config(self) -> dict:
+        """``metrics.json``'s ``config``: :meth:`run_settings`, with the N the metrics describe (a
+        live adaptive run's first round), every search option (None when unset), and what the
+        run reports beyond its identity (``max_trajectories``; the LatentRM's provenance check:
+        null when the RM records none)."""
+        return {**{option: None for option in SHORTHANDS}, **self.run_settings(), "n_samples": self.n_metrics,
+                "max_trajectories": self.hparams.max_trajectories,
+                "latent_rm_backbone_match": self.latent_rm_backbone_match}
+
+    def enabled_aggregators(self) -> list[str]:
+        """Names of the aggregators this configuration runs (``latentlit.aggregation.registry``;
+        the same on every process)."""
+        return [a.name for a in registry.enabled(self.run_settings())]
+
+    def cost_model(self) -> CostModel:
+        """The :class:`~latentlit.evaluation.compute.CostModel` of this backbone, LatentRM and sampler."""
+        shared = self.sampler.prefill != "per_sample" or self.hparams.n_samples == 1
+        return CostModel(backbone_shape(self.backbone), None if self.rm is None else rm_shape(self.rm), shared)
+
+    # ------------------------------------------------------------------ lightning plumbing
+    def configure_callbacks(self):
+        return [PredictionWriter(self._resolve_output_dir())]
+
+    def setup(self, stage: str) -> None:
+        self.backbone.eval()
+        self.sampler.bind(self.backbone)
+        self.aggregators = registry.enabled(self.run_settings())
+        self.metrics = self._new_metrics()
+        problems = getattr(getattr(self._trainer, "datamodule", None), "problems", None)
+        if problems:  # every question, before any work and before run.json binds the directory
+            ids, questions = [p.id for p in problems], [p.question for p in problems]
+            self.backbone.check_lengths(ids, questions, self.hparams.max_new_tokens)
+            check_unknown_tokens(self.backbone.tokenizer, ids, questions)
+        done = self.open_output_dir(read_records)
+        for r in done:
+            if not (self.live and 1 <= len(r["answers"]) <= self.hparams.n_samples) and len(r["answers"]) != self.hparams.n_samples:
+                raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
+                                 f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
+        self._earlier_throughput = earlier_throughput(self.output_path) if done else None
+        self._skip = {r["id"] for r in done}
+        zero = self._trainer is None or self.trainer.is_global_zero
+        self._resumed = done if zero else []
+        if zero:
+            print(f"[latentlit] {self.sampler.describe()['name']}, N = {self.hparams.n_samples}, seed {self.hparams.seed}, "
+                  f"backbone {self.hparams.backbone}: output directory {self.output_path}"
+                  + (f" (resuming: {len(done)} questions done)" if done else ""), flush=True)
+
+    def _new_metrics(self) -> torch.nn.ModuleDict:
+        cfg = self.backbone.latent_config
+        steps = cfg.num_latents if cfg.latent_stop_id is None else cfg.max_latents
+        metrics = torch.nn.ModuleDict({
+            "accuracy": KeyedMean(metric_keys(self.ks, self.n_metrics, self.aggregators)),
+            "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
+            "samples": SumMetric(), **{name: SumMetric() for name in COUNTS},
+            **{f"steps_{name}": MeanMetric() for name in self._costed()},
+        })
+        if self.adaptive is not None:
+            metrics["adaptive"] = AdaptiveTable(self.adaptive)
+        return metrics
+
+    def _costed(self) -> list[str]:
+        """What the latent-step counts are kept for: the samples, then each search method."""
+        return ["samples", *(s.name for s in self.searches)]
 
     def on_predict_start(self) -> None:
         for r in self._resumed:
             self._update_metrics(r)
+
+    def on_predict_end(self) -> None:
+        """After the writer has merged the records: the metrics (every process), then on rank
+        zero ``metrics.json``, the report and the figures; the directory is let go last."""
+        summary = self.finish_metrics()
+        out = self._resolve_output_dir()
+        if self.trainer.is_global_zero:
+            (out / METRICS).write_text(json.dumps(summary, indent=2))
+            self.report(summary, out)
+        self.trainer.strategy.barrier()
+        let_go_output_dir(self.trainer, out)
 
     # ------------------------------------------------------------------ the job
     @torch.no_grad()
@@ -279,49 +290,48 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         ids, questions = [p.id for p in problems], [p.question for p in problems]
         self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
         greedy = self.backbone.generate(questions, max_new_tokens=hp.max_new_tokens)
-        # what each question costs, counted from its own sizes (latentlit.evaluation.compute)
-        prompts = self.backbone.encode_prompts(questions)[1].sum(1).tolist()
-        greedy_steps = list(zip(greedy.latent_mask.sum(1).tolist(),
-                                answer_positions(greedy.answer_ids, self.backbone.latent_config.eos_id, hp.max_new_tokens)))
-        rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
-        scores = beams = trees = None
-        if self.live:
-            drawn = sample_adaptive(
-                self.backbone, self.sampler, ids, questions, n_max=hp.n_samples, seed=hp.seed, rule=self.adaptive.run,
-                round_size=self.adaptive.round_size, parse=lambda text: extract_answer(text, self.answer_format),
-                score=None if self.rm is None else (lambda rows, new: self._rm_scores([questions[i] for i in rows], new)),
-                max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
-            samples = [d.samples for d in drawn]
-            if self.rm is not None:
-                scores = [d.scores for d in drawn]
-        else:
-            samples = sample_questions(self.backbone, self.sampler, ids, questions, hp.n_samples, hp.seed,
-                                       max_trajectories=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
-            if self.rm is not None:
-                scores = self._rm_scores(questions, samples)
-        if hp.beam_width:
-            beams = latent_beam_search(self.backbone, self.sampler, ids, questions, self._beam_scorer(questions),
-                                       beam_width=hp.beam_width, candidates=hp.n_samples // hp.beam_width, seed=hp.seed,
-                                       max_new_tokens=hp.max_new_tokens)
-        if hp.dvts_width:
-            trees = dvts(self.backbone, self.sampler, ids, questions, self._beam_scorer(questions), budget=hp.n_samples,
-                         width=hp.dvts_width, seed=hp.seed, max_new_tokens=hp.max_new_tokens)
+        search = SearchBatch(self.backbone, self.sampler, ids, questions, [p.answer for p in problems], hp.n_samples,
+                             hp.seed, hp.max_trajectories, hp.max_new_tokens,
+                             parse=lambda text: extract_answer(text, self.answer_format),
+                             score_samples=None if self.rm is None else self._rm_scores,
+                             step_scorer=None if self.rm is None else self._step_scorer)
+        drawn = draw(search, self.adaptive)
+        found = {s.name: s.run(search) for s in self.searches}
+        compute = self._compute(questions, greedy, drawn.samples)
         records = []
-        for i, ((index, problem), g_text, s) in enumerate(zip(batch, greedy.answers_text, samples)):
-            compute = {"prompt": int(prompts[i]), "latents": [int(x) for x in s.latent_mask.sum(1).tolist()],
-                       "answers": list(s.answer_positions), "greedy": [int(x) for x in greedy_steps[i]]}
-            if rm_prompts is not None:
-                compute["rm_prompt"] = int(rm_prompts[i])
-            records.append(self._record(index, problem, g_text, s, None if scores is None else scores[i],
-                                        None if beams is None else beams[i], compute, None if trees is None else trees[i]))
+        for i, ((index, problem), greedy_text, samples) in enumerate(zip(batch, greedy.answers_text, drawn.samples)):
+            record = self._record(index, problem, greedy_text, samples, None if drawn.scores is None else drawn.scores[i])
+            for name, per_question in found.items():
+                record.update(per_question[i].fields)
+                record["latent_steps"][name] = per_question[i].latent_steps
+                compute[i][name] = per_question[i].compute
+            record["compute"] = compute[i]
+            records.append(record)
         if hp.save_latents:
-            self._save_latents(batch, samples)
+            self._save_latents(batch, drawn.samples)
         self._seconds += time.perf_counter() - start
-        self._trajectories += sum(len(s.texts) for s in samples)
+        self._trajectories += sum(len(s.texts) for s in drawn.samples)
         self._new_questions += len(problems)
         for r in records:
             self._update_metrics(r)
         return records
+
+    def _compute(self, questions: list[str], greedy, samples) -> list[dict]:
+        """Each question's ``compute`` record field: the sizes its cost is counted from
+        (:mod:`latentlit.evaluation.compute`), from its own sizes, not the batch's."""
+        hp = self.hparams
+        prompts = self.backbone.encode_prompts(questions)[1].sum(1).tolist()
+        greedy_steps = zip(greedy.latent_mask.sum(1).tolist(),
+                           answer_positions(greedy.answer_ids, self.backbone.latent_config.eos_id, hp.max_new_tokens))
+        rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
+        out = []
+        for i, (s, g) in enumerate(zip(samples, greedy_steps)):
+            c = {"prompt": int(prompts[i]), "latents": [int(x) for x in s.latent_mask.sum(1).tolist()],
+                 "answers": list(s.answer_positions), "greedy": [int(x) for x in g]}
+            if rm_prompts is not None:
+                c["rm_prompt"] = int(rm_prompts[i])
+            out.append(c)
+        return out
 
     def _rm_scores(self, questions: list[str], samples) -> list[list[float]]:
         """LatentRM trajectory scores (``rm_score`` of the step scores) of each question's samples
@@ -336,31 +346,24 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         scores = trajectory_score(steps, masks.to(steps.device), self.hparams.rm_score).cpu().tolist()
         return [[round(x, 5) if math.isfinite(x) else math.nan for x in row] for row in scores]
 
+    def _step_scorer(self, questions: list[str]) -> LatentRMStepScorer:
+        return LatentRMStepScorer(self.rm, questions, how=self.hparams.rm_score)
+
     def _save_latents(self, batch, samples) -> None:
         folder = self._resolve_output_dir() / "latents"
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {p.id: s.latents.contiguous() for (_, p), s in zip(batch, samples)}
         save_tensors(tensors, str(folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors"))
 
-    def enabled_aggregators(self) -> list[str]:
-        """Names of the aggregators this configuration runs (``latentlit.aggregation.registry``;
-        same on every process)."""
-        return [a.name for a in registry.enabled(self.run_settings())]
-
-    def _beam_scorer(self, questions: list[str]):
-        return LatentRMStepScorer(self.rm, questions, how=self.hparams.rm_score)
-
-    def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None, beam=None,
-                compute: dict | None = None, tree=None) -> dict:
-        fmt = self.answer_format
-        answers = [extract_answer(t, fmt) for t in s.texts]
-        correct = [answers_match(a, problem.answer) for a in answers]
+    def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None) -> dict:
+        """A question's record from its samples (the search methods add their own fields)."""
+        answers = [extract_answer(t, self.answer_format) for t in s.texts]
         vote = majority_vote(answers)
-        greedy = extract_answer(greedy_text, fmt)
+        greedy = extract_answer(greedy_text, self.answer_format)
         record = {
             "index": index, "id": problem.id, "question": problem.question, "gold": problem.answer,
             "greedy": {"answer": greedy, "correct": answers_match(greedy, problem.answer), "text": greedy_text},
-            "answers": answers, "correct": correct, "texts": s.texts,
+            "answers": answers, "correct": [answers_match(a, problem.answer) for a in answers], "texts": s.texts,
             "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
             # 4 decimals: latents agree only to ~1e-7 across batch shapes (float summation order);
             # a live adaptive run's over the first round only, the samples every question has
@@ -381,37 +384,6 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             # a live record holds fewer than N samples: an N-sample aggregate there would be read as one
             if agg.choose is not None and not self.live:
                 record[agg.name] = agg.choose(view)
-        if beam is not None:
-            finite = math.isfinite(beam.score)
-            ans = extract_answer(beam.text, fmt) if finite else None
-            record["beam_search"] = {"answer": ans, "correct": answers_match(ans, problem.answer), "text": beam.text,
-                                     "score": round(beam.score, 5) if finite else None, "nonfinite_scores": beam.nonfinite}
-            record["latent_steps"]["beam_search"] = beam.latent_steps
-            if compute is not None:
-                compute["beam_search"] = {"width": self.hparams.beam_width,
-                                          "candidates": self.hparams.n_samples // self.hparams.beam_width,
-                                          "answers": list(beam.beam_answer_positions), **beam.compute}
-        if tree is not None:
-            finite = math.isfinite(tree.score)
-            ans = extract_answer(tree.text, fmt) if finite else None
-            winners = [extract_answer(t, fmt) if math.isfinite(x) else None
-                       for t, x in zip(tree.subtree_texts, tree.subtree_scores)]
-            vote = majority_vote(winners)
-            record["dvts"] = {"answer": ans, "correct": answers_match(ans, problem.answer), "text": tree.text,
-                              "score": round(tree.score, 5) if finite else None, "nonfinite_scores": tree.nonfinite,
-                              "subtree_answers": winners,
-                              "subtree_scores": [round(x, 5) if math.isfinite(x) else None for x in tree.subtree_scores]}
-            record["dvts_vote"] = {"answer": vote.answer, "correct": answers_match(vote.answer, problem.answer)}
-            record["latent_steps"]["dvts"] = tree.latent_steps
-            if compute is not None:
-                # width: the DVTS width W as set (candidates per subtree per step); each subtree
-                # is a beam search with beam_width 1 and W candidates
-                compute["dvts"] = {"width": self.hparams.dvts_width, "beam_width": 1,
-                                   "candidates": self.hparams.dvts_width,
-                                   "subtrees": self.hparams.n_samples // self.hparams.dvts_width,
-                                   "answers": list(tree.beam_answer_positions), **tree.compute}
-        if compute is not None:
-            record["compute"] = compute
         return record
 
     # ------------------------------------------------------------------ metrics
@@ -437,49 +409,34 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
     def _metrics_record(self, r: dict) -> dict:
         """The record the N-sample metrics read: the record itself, or in a live adaptive run the
         record a fixed run with N = round_size would have written (its first round)."""
-        if not self.live:
-            return r
-        return head_record(r, self.n_metrics, self.aggregators, self.hparams.seed)
+        return head_record(r, self.n_metrics, self.aggregators, self.hparams.seed) if self.live else r
 
     def finish_metrics(self) -> dict:
         """Compute (and reduce across processes) every metric; call on all ranks."""
         m = self.metrics
-        n = self.hparams.n_samples
         count = torch.tensor([self._trajectories, self._new_questions], device=self.device, dtype=torch.float64)
         seconds = torch.tensor([self._seconds], device=self.device, dtype=torch.float64)
-        count = self.trainer.strategy.reduce(count, reduce_op="sum") if self._trainer is not None else count
-        seconds = self.trainer.strategy.reduce(seconds, reduce_op="max") if self._trainer is not None else seconds
+        if self._trainer is not None:
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+            seconds = self.trainer.strategy.reduce(seconds, reduce_op="max")
         questions = int(m["questions"].compute())
         tally = {name: int(m[name].compute()) for name in COUNTS}
         samples = int(m["samples"].compute())  # questions x N, or what a live adaptive run drew
         summary = {
-            # n_samples: the N the metrics describe (a live adaptive run's: its first round;
-            # its budget N_max is config.adaptive.n_max)
-            "config": {"backbone": str(self.hparams.backbone), "sampler": self.sampler.describe(), "n_samples": self.n_metrics,
-                       "seed": self.hparams.seed, "num_latents": self.backbone.latent_config.num_latents,
-                       "max_new_tokens": self.hparams.max_new_tokens, "answer_format": self.answer_format,
-                       "max_trajectories": self.hparams.max_trajectories, "dtype": self.hparams.dtype,
-                       "backbone_fingerprint": self.backbone_fingerprint,
-                       "latent_rm": self.hparams.latent_rm, "latent_rm_fingerprint": self.latent_rm_fingerprint,
-                       # the LatentRM's provenance against this backbone: null = the RM records none
-                       "latent_rm_backbone_match": self.latent_rm_backbone_match,
-                       "save_latents": bool(self.hparams.save_latents), "rm_score": self.hparams.rm_score,
-                       "beam_width": self.hparams.beam_width, "dvts_width": self.hparams.dvts_width,
-                       "adaptive": adaptive_settings(self.adaptive, n)},
+            "config": self.report_config(),
             "metrics": {
                 **m["accuracy"].as_dict(),
                 "distinct_answers": float(m["distinct"].compute()),
                 "no_answer_greedy": tally["no_answer_greedy"] / max(questions, 1),
                 "no_answer_samples": tally["no_answer_samples"] / max(samples, 1),
                 "diversity_per_step": [round(x, 4) for x in m["diversity"].compute().reshape(-1).tolist()],
-                "latent_steps_per_question": {name: round(float(m[f"steps_{name}"].compute()), 4) for name in COSTED
-                                              if name == "samples" or self.hparams.get(
-                                                  {"beam_search": "beam_width", "dvts": "dvts_width"}[name])},
+                "latent_steps_per_question": {name: round(float(m[f"steps_{name}"].compute()), 4)
+                                              for name in self._costed()},
             },
             "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0]),
                        "nonfinite_rm_scores": tally["nonfinite_rm_scores"],
                        "nonfinite_beam_scores": tally["nonfinite_beam_scores"],
-                       # best-of-N choices whose runner-up is within rm_tie_tolerance (README "Determinism")
+                       # best-of-N choices whose runner-up is within rm_tie_tolerance (docs/determinism.md)
                        "rm_near_ties": tally["rm_near_ties"], "rm_tie_tolerance": RM_TIE_TOLERANCE},
             **self._throughput(int(count[0]), float(seconds[0])),
         }
@@ -511,7 +468,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
     def report(self, summary: dict, output_dir: Path) -> None:
         """Rank zero, after the merge: add intervals, selective prediction and compute from the
         records on disk, then write ``metrics.json``, print the table, save the PNGs and log them
-        to TensorBoard (``latentlit.evaluation.report``)."""
+        to TensorBoard (:mod:`latentlit.evaluation.report`)."""
         records = [self._metrics_record(r) for r in read_records(output_dir)]
         add_report(summary, records, ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
                    cost_model=self.cost_model())
@@ -524,8 +481,3 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         if self.live:
             print(f"(a live adaptive run: the table above is that of N = {self.n_metrics}, every question's first round)")
         print(f"[latentlit] predictions and metrics written to {output_dir}")
-
-    def cost_model(self):
-        """The :class:`~latentlit.evaluation.compute.CostModel` of this backbone, LatentRM and sampler."""
-        shared = self.sampler.prefill != "per_sample" or self.hparams.n_samples == 1
-        return CostModel(backbone_shape(self.backbone), None if self.rm is None else rm_shape(self.rm), shared)

@@ -1,11 +1,5 @@
-"""Prediction writer: ``predictions.jsonl`` written as it goes, one file per process merged at the
-end, and a job told to stop (SIGTERM) stopped after the batch in flight.
-
-Output contract (one directory):
-* ``predictions.jsonl``: one JSON object per question, in problem order.
-* ``metrics.json``: the run's config, every metric, its intervals, selective prediction and
-  compute (``latentlit.evaluation.report``).
-* ``scaling.png``, ``risk_coverage.png``, ``calibration.png``, ``accuracy_vs_compute.png``.
+"""Prediction writer: ``predictions.jsonl`` written as it goes (one JSON object per question), and a
+job told to stop (SIGTERM) stopped after the batch in flight, with everything written.
 
 Under DDP each rank appends to ``predictions.rank<r>.jsonl``; at the end rank 0 merges them into
 ``predictions.jsonl`` in problem order and deletes them. A re-run into the same directory reads
@@ -22,7 +16,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from latentlit.runs.directory import RESULT_FILES, let_go_output_dir, release_if_empty
 from latentlit.runs.lock import holds
-from latentlit.runs.records import METRICS, PREDICTIONS, merge_rank_files, read_lines, unique_records, write_jsonl
+from latentlit.runs.records import PREDICTIONS, merge_rank_files, read_lines, unique_records, write_jsonl
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -96,12 +90,9 @@ class PredictionWriter(BasePredictionWriter):
         trainer.strategy.barrier()
         if trainer.world_size > 1 and trainer.is_global_zero:
             merge_rank_files(self.output_dir)
-        summary = pl_module.finish_metrics()
-        if trainer.is_global_zero:
-            (self.output_dir / METRICS).write_text(json.dumps(summary, indent=2))
-            pl_module.report(summary, self.output_dir)
+        # every process waits for the merged file: the module's on_predict_end (Lightning calls
+        # it after the callbacks') computes the metrics and report from it
         trainer.strategy.barrier()
-        let_go_output_dir(trainer, self.output_dir)
 
 
 def stop_on_sigterm(trainer, handle=None) -> None:

@@ -88,7 +88,7 @@ def test_non_finite_rm_scores_never_win_and_are_counted(tiny_backbone_dir, rm_di
     n = 4
     model = TTSPredictor(backbone=str(tiny_backbone_dir), sampler=AGN(sigma=1.0), n_samples=n, latent_rm=str(rm_dir),
                          beam_width=2, max_new_tokens=2, output_dir=str(tmp_path / "out"))
-    score_groups, make_scorer = model.rm.score_groups, model._beam_scorer
+    score_groups, make_scorer = model.rm.score_groups, model._step_scorer
 
     def poisoned_groups(questions, latents, masks=None):
         steps = score_groups(questions, latents, masks).clone()
@@ -109,7 +109,7 @@ def test_non_finite_rm_scores_never_win_and_are_counted(tiny_backbone_dir, rm_di
             return s
 
     model.rm.score_groups = poisoned_groups
-    model._beam_scorer = lambda questions: PoisonedScorer(make_scorer(questions))
+    model._step_scorer = lambda questions: PoisonedScorer(make_scorer(questions))
     records, metrics, caught = _run(model)
     for r in records:
         assert r["rm_scores"][0] is None and r["rm_scores"][1] is None
