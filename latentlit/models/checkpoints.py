@@ -104,9 +104,11 @@ def load_lm_strict(path: str | Path, allowed_unexpected: set[str] = frozenset(),
             embeddings are not missing).
     """
     kwargs = {"dtype": dtype} if dtype is not None else {}
-    # transformers logs missing/unexpected keys as warnings; every key is checked below instead
-    verbosity = hf_logging.get_verbosity()
+    # transformers logs missing/unexpected keys as warnings (every key is checked below instead)
+    # and draws a progress bar per load (noise in notebooks and logs)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         # mis-shaped tensors are then listed in the loading info (and named below) instead of
         # failing with a message that points at a log report
@@ -116,6 +118,8 @@ def load_lm_strict(path: str | Path, allowed_unexpected: set[str] = frozenset(),
         raise ValueError(f"{path}: the LM weights do not fit its config.json: {err}") from err
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     mismatched = [f"{m[0]}: file {tuple(m[1])}, model {tuple(m[2])}" if isinstance(m, tuple) and len(m) == 3 else str(m)
                   for m in info.get("mismatched_keys", ())]
     error = strict_loading_error(f"{path}", "LM", missing=info.get("missing_keys", ()),
