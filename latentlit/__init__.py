@@ -34,7 +34,9 @@ _API = {
     "extract_answer": "latentlit.data.answers", "answers_match": "latentlit.data.answers",
     "pass_at_k": "latentlit.evaluation.metrics", "trajectory_diversity": "latentlit.evaluation.metrics",
 }
-__all__ = sorted(_API)
+__all__ = ["AGGREGATORS", "AGN", "Deterministic", "LatentBackbone", "LatentRM", "MCDropout", "Sampler", "Trajectories",
+           "answers_match", "best_of_n", "extract_answer", "load_backbone", "load_latent_rm", "majority_vote",
+           "pass_at_k", "rm_vote_weights", "sample", "save_backbone", "trajectory_diversity", "weighted_vote"]
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ from latentlit.aggregation.scores import rm_vote_weights
 from latentlit.aggregation.select import best_of_n
 from latentlit.aggregation.vote import VoteResult, majority_vote, weighted_vote
 from latentlit.data.answers import extract_answer
-from latentlit.data.tokenizer import check_unknown_tokens
+from latentlit.data.tokenizer import check_questions
 from latentlit.models.backbone import LatentBackbone
 from latentlit.models.hooks import Deterministic, Sampler
 from latentlit.models.latent_rm import LatentRM, trajectory_score
@@ -105,7 +105,7 @@ def sample(backbone: LatentBackbone, questions: Sequence[str], *, n_samples: int
     if latent_rm is not None and latent_rm.latent_size != backbone.hidden_size:
         raise ValueError(f"the LatentRM reads {latent_rm.latent_size}-dim latents, the backbone writes "
                          f"{backbone.hidden_size}-dim ones: use the RM trained on this backbone")
-    check_unknown_tokens(backbone.tokenizer, ids, questions)
+    check_questions(backbone.tokenizer, questions, ids)
     backbone.check_lengths(ids, questions, max_new_tokens)
     sampler = sampler or Deterministic()
     fmt = answer_format or backbone.latent_config.answer_format

@@ -16,9 +16,9 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from safetensors.torch import load_file
 
 from latentlit.evaluation.plots import plot_trajectories
+from latentlit.runs.files import read_latents
 from latentlit.runs.records import read_records
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     files = sorted((args.output_dir / "latents").glob("*.safetensors"))
     if not files:
         raise SystemExit(f"no latents in {args.output_dir / 'latents'}: run predict with --model.init_args.save_latents true")
-    latents = {k: v for f in files for k, v in load_file(str(f)).items()}
+    latents = {k: v for f in files for k, v in read_latents(f).items()}
     records = read_records(args.output_dir)  # each question once (latentlit.runs.records)
     mixed = [r for r in records if r["id"] in latents and 0 < sum(r["correct"]) < len(r["correct"])]
     chosen = (mixed or [r for r in records if r["id"] in latents])[: args.questions]

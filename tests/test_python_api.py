@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import latentlit
 from latentlit.cli import main
+from latentlit.runs.files import read_latents
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
 
@@ -39,7 +39,7 @@ def test_sample_gives_the_records_of_predict(tiny_backbone_dir, tmp_path):
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
     saved = {}
     for f in sorted((out / "latents").glob("*.safetensors")):
-        saved.update(load_file(str(f)))
+        saved.update(read_latents(f))
     backbone = latentlit.load_backbone(tiny_backbone_dir)
     questions = [r["question"] for r in records]
     runs = latentlit.sample(backbone, questions, ids=[r["id"] for r in records], n_samples=5,
@@ -69,6 +69,7 @@ def test_sample_refuses_what_predict_refuses(tiny_backbone_dir):
 
 
 def test_the_api_names_resolve_and_unknown_names_do_not():
+    assert sorted(latentlit.__all__) == sorted(latentlit._API)
     for name in latentlit.__all__:
         assert getattr(latentlit, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'sampel'"):

@@ -80,6 +80,13 @@ def _gold_text(answer: Any) -> str | None:
 
 
 def _finish(rows: list[_Row], path: Path, on_bad_answer: str) -> list[Problem]:
+    # a question without text would be asked anyway (the prompt template alone) and counted in
+    # every accuracy: refused by id, whatever on_bad_answer says (it is about golds)
+    empty = [(pid, where) for pid, question, _, _, where in rows if not question.strip()]
+    if empty:
+        shown = ", ".join(f"{where} ({pid})" for pid, where in empty[:_MAX_REPORTED])
+        raise DataFormatError(f"{path}: {len(empty)} problem(s) with an empty question (first: {shown}); remove them "
+                              "from the file")
     problems, bad = [], []
     for pid, question, steps, raw, where in rows:
         gold = normalize_answer(raw) if raw is not None else None

@@ -157,23 +157,30 @@ def problem_corpus(problems: Iterable[Problem]) -> Iterator[str]:
         yield f"{ANSWER_MARKER} {problem.answer}"
 
 
-def check_unknown_tokens(tokenizer, ids: list[str], questions: list[str]) -> None:
-    """Refuse questions that the tokenizer reads as its unknown token (a word a word-level
-    tokenizer never saw: the model would read ``<unk>`` in its place and its answer would measure
-    that, not the question).
+def check_questions(tokenizer, questions: list[str], ids: list[str] | None = None) -> None:
+    """The input check of every entry point that tokenizes questions (the backbone's prompts, the
+    LatentRM's, predict, labelling, the Python API): refuse a question that is empty, or that the
+    tokenizer reads with its unknown token (a word a word-level tokenizer never saw: the model
+    would read ``<unk>`` in its place and its answer would measure that, not the question).
 
     Questions are tokenized without special tokens, as the prompt template embeds them. A
     tokenizer without an unknown token, or whose unknown token is also its EOS/BOS/PAD token
     (GPT-2's byte-level BPE names ``<|endoftext|>`` as unk and never produces it from text), has
-    nothing to check.
+    no unknown words to find.
 
     Args:
-        ids, questions: (Q,) question ids and texts, in the same order.
+        questions: (Q,) question texts. ids: (Q,) their ids, named in the error (default: the
+            question's own text, shortened).
 
     Raises:
-        ValueError: naming the first question with an unknown token, the words read as unknown,
-            the tokenizer, and how many questions have one.
+        ValueError: naming the first empty question, or the first question with unknown words,
+            the words, the tokenizer, and how many questions have one.
     """
+    names = list(ids) if ids is not None else [q if len(q) <= 60 else q[:57] + "..." for q in questions]
+    empty = [names[i] for i, q in enumerate(questions) if not q.strip()]
+    if empty:
+        raise ValueError(f"question {empty[0]!r} is empty ({len(empty)} of {len(questions)} questions): there is "
+                         "nothing to reason about; leave it out")
     unk = getattr(tokenizer, "unk_token_id", None)
     shared = {getattr(tokenizer, f"{k}_token_id", None) for k in ("eos", "bos", "pad")}
     if unk is None or unk in shared or not questions:
@@ -183,7 +190,7 @@ def check_unknown_tokens(tokenizer, ids: list[str], questions: list[str]) -> Non
            for i, (row, offsets) in enumerate(zip(encoded["input_ids"], encoded["offset_mapping"])) if unk in row]
     if bad:
         first, words = bad[0]
-        raise ValueError(f"question {ids[first]!r} has words the tokenizer {type(tokenizer).__name__} "
+        raise ValueError(f"question {names[first]!r} has words the tokenizer {type(tokenizer).__name__} "
                          f"({getattr(tokenizer, 'name_or_path', '') or 'unnamed'}) reads as its unknown token "
                          f"{tokenizer.unk_token!r}: {words[:5]!r} ({len(bad)} of {len(questions)} questions have "
-                         "such words); the backbone cannot read them: use a backbone whose tokenizer covers this data")
+                         "such words); the model cannot read them: use a model whose tokenizer covers this data")

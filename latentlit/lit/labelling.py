@@ -16,7 +16,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from latentlit.data.problem import Problem
-from latentlit.data.tokenizer import check_unknown_tokens
+from latentlit.data.tokenizer import check_questions
 from latentlit.lit.options import check_at_least
 from latentlit.lit.writer import stop_on_sigterm
 from latentlit.models.checkpoints import load_backbone
@@ -102,7 +102,7 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
         if problems:  # every question, before any work and before run.json binds the directory
             ids, questions = [p.id for p in problems], [p.question for p in problems]
             self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
-            check_unknown_tokens(self.backbone.tokenizer, ids, questions)
+            check_questions(self.backbone.tokenizer, questions, ids)
         done = self.open_output_dir(lambda out: read_index(out) if out.exists() else [])
         self._skip = {line["id"] for line in done}
         if self._trainer is None or self.trainer.is_global_zero:

@@ -27,7 +27,7 @@ from latentlit.aggregation.registry import question_view
 from latentlit.aggregation.stopping import AdaptiveOptions, parse_adaptive
 from latentlit.data.answers import ANSWER_FORMATS, answer_format_warning, answers_match, extract_answer
 from latentlit.data.problem import Problem
-from latentlit.data.tokenizer import check_unknown_tokens
+from latentlit.data.tokenizer import check_questions
 from latentlit.evaluation.checks import COUNTS, RM_TIE_TOLERANCE, record_counts, summary_warnings
 from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import AdaptiveTable, KeyedMean, MeanVector, coverage_ks, trajectory_diversity
@@ -41,7 +41,7 @@ from latentlit.models.fingerprint import provenance_match, weights_fingerprint
 from latentlit.models.hooks import Sampler
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
 from latentlit.runs.directory import OutputDirectory, earlier_throughput, let_go_output_dir
-from latentlit.runs.files import save_tensors
+from latentlit.runs.files import save_latents
 from latentlit.runs.records import METRICS, read_records
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.search import SHORTHANDS, Search, SearchBatch, draw, enabled_searches
@@ -73,7 +73,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             trajectory scores).
         rm_score: trajectory score from step scores: ``sum`` (paper) | ``mean`` | ``last`` | ``min``.
         save_latents: also write each question's (N, T, d) latent trajectories to
-            ``<output_dir>/latents/*.safetensors`` (one file per batch, keyed by question id).
+            ``<output_dir>/latents/*.safetensors`` (one file per batch; :func:`latentlit.runs.files.read_latents`).
         beam_width: B for latent beam search (needs ``latent_rm``); K = N // B candidates per
             beam, so beam search spends the same N trajectories' worth of latent steps
             (:class:`latentlit.search.BeamSearch`).
@@ -231,7 +231,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         if problems:  # every question, before any work and before run.json binds the directory
             ids, questions = [p.id for p in problems], [p.question for p in problems]
             self.backbone.check_lengths(ids, questions, self.hparams.max_new_tokens)
-            check_unknown_tokens(self.backbone.tokenizer, ids, questions)
+            check_questions(self.backbone.tokenizer, questions, ids)
         done = self.open_output_dir(read_records)
         for r in done:
             if not (self.live and 1 <= len(r["answers"]) <= self.hparams.n_samples) and len(r["answers"]) != self.hparams.n_samples:
@@ -352,8 +352,8 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
     def _save_latents(self, batch, samples) -> None:
         folder = self._resolve_output_dir() / "latents"
         folder.mkdir(parents=True, exist_ok=True)
-        tensors = {p.id: s.latents.contiguous() for (_, p), s in zip(batch, samples)}
-        save_tensors(tensors, str(folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors"))
+        save_latents({p.id: s.latents for (_, p), s in zip(batch, samples)},
+                     folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors")
 
     def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None) -> dict:
         """A question's record from its samples (the search methods add their own fields)."""

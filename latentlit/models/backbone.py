@@ -28,6 +28,7 @@ from torch import nn
 from transformers import DynamicCache, PreTrainedModel
 
 from latentlit.data.padding import left_pad
+from latentlit.data.tokenizer import check_questions
 from latentlit.models.attention import supports_prefix_attention, use_prefix_attention
 from latentlit.models.cache import PREFIX_KWARG, LatentCache, SharedPrefixCache
 from latentlit.models.hooks import Deterministic, Sampler
@@ -248,15 +249,17 @@ class LatentBackbone(nn.Module):
         with a bare IndexError mid-run; this check runs before any work.
 
         Raises:
-            ValueError: naming the first such question's id, its token count and the limit.
+            ValueError: naming the first such question's id, its token count and the limit (or
+                an empty question, or one with unknown words: :meth:`prompt_tokens`).
         """
+        prompts = self.prompt_tokens(questions, question_ids)
         limit = self.max_positions
         if limit is None:
             return
         cfg = self.latent_config
         steps = cfg.max_latents if cfg.latent_stop_id is not None else cfg.num_latents
-        for qid, question in zip(question_ids, questions):
-            tokens = len(self.tokenizer(cfg.prompt_template.format(question=question), add_special_tokens=cfg.add_bos)["input_ids"])
+        for qid, prompt in zip(question_ids, prompts):
+            tokens = len(prompt)
             if tokens + steps + max_new_tokens > limit:
                 raise ValueError(
                     f"question {qid}: its prompt is {tokens} tokens, + {steps} latent steps + max_new_tokens "
@@ -264,8 +267,15 @@ class LatentBackbone(nn.Module):
                     "leave that question out, or lower max_new_tokens / num_latents")
 
     # ------------------------------------------------------------------ tokens
-    def prompt_tokens(self, questions: list[str]) -> list[list[int]]:
-        """Token ids of the prompts of ``questions`` (unpadded)."""
+    def prompt_tokens(self, questions: list[str], ids: list[str] | None = None) -> list[list[int]]:
+        """Token ids of the prompts of ``questions`` (unpadded), after the input check every
+        entry point shares (:func:`latentlit.data.tokenizer.check_questions`: no empty question,
+        no word the tokenizer reads as unknown; ``ids`` name the question in the error).
+
+        Raises:
+            ValueError: an empty question or one with unknown words.
+        """
+        check_questions(self.tokenizer, questions, ids)
         cfg = self.latent_config
         return [
             self.tokenizer(cfg.prompt_template.format(question=q), add_special_tokens=cfg.add_bos)["input_ids"]

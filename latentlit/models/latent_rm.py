@@ -39,7 +39,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from latentlit.data.padding import left_pad
-from latentlit.data.tokenizer import LATENT_TOKENS, require_latent_tokens
+from latentlit.data.tokenizer import LATENT_TOKENS, check_questions, require_latent_tokens
 from latentlit.models.backbone import CONFIG_KEY
 from latentlit.models.cache import LatentCache
 from latentlit.models.checkpoints import DETECT_KEYS, load_backbone, load_lm_strict, resolve_path, strict_loading_error
@@ -178,7 +178,13 @@ class LatentRM(nn.Module):
             self.transformer.config.vocab_size = len(self.tokenizer)
 
     def encode_prompts(self, questions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded prompt ids and mask (B, L)."""
+        """Left-padded prompt ids and mask (B, L), after the input check every entry point shares
+        (:func:`latentlit.data.tokenizer.check_questions`, with the RM's own tokenizer).
+
+        Raises:
+            ValueError: an empty question or one with words the RM's tokenizer does not know.
+        """
+        check_questions(self.tokenizer, questions)
         rows = [self.tokenizer(self.prompt_template.format(question=q), add_special_tokens=self.add_bos)["input_ids"]
                 for q in questions]
         return left_pad(rows, self.tokenizer.pad_token_id or 0, self.device)

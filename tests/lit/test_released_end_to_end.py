@@ -8,6 +8,7 @@ import torch
 
 from latentlit.cli import main
 from latentlit.models.latent_rm import LatentRM
+from latentlit.runs.files import read_latents
 from latentlit.testing.checkpoints import (
     write_tiny_coconut,
     write_tiny_codi,
@@ -112,12 +113,10 @@ def test_latentrm_without_latent_tokens_or_of_another_width_is_refused(tmp_path)
 
 
 def test_save_latents_writes_trajectories(tmp_path):
-    from safetensors.torch import load_file
-
     ckpt = write_tiny_coconut(tmp_path / "coconut")
     records, _ = _predict(ckpt, tmp_path / "out", "--model.sampler", "latentlit.sampling.AGN", "--model.save_latents", "true")
     files = sorted((tmp_path / "out" / "latents").glob("*.safetensors"))
-    tensors = {k: v for f in files for k, v in load_file(str(f)).items()}
+    tensors = {k: v for f in files for k, v in read_latents(f).items()}
     assert sorted(tensors) == sorted(r["id"] for r in records)
     latents = next(iter(tensors.values()))
     assert latents.shape == (4, 6, 32)  # N, T (COCONUT), width of the tiny checkpoint

@@ -18,6 +18,7 @@ from latentlit.models.checkpoints import load_backbone
 from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.models.latent_rm import LatentRM
 from latentlit.runs.directory import EARLIER_RUN
+from latentlit.runs.files import read_latents
 from latentlit.testing.tiny import write_tiny_backbone
 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -176,9 +177,8 @@ def test_save_latents_is_a_run_setting_and_honoured(tmp_path):
     on = tmp_path / "on"
     _predict(backbone, on, "--model.save_latents", "true", "--limit", "2")
     assert _json(on / "run.json")["save_latents"] is True
-    from safetensors.torch import load_file
 
-    saved = {k: v for f in sorted((on / "latents").glob("*.safetensors")) for k, v in load_file(f).items()}
+    saved = {k: v for f in sorted((on / "latents").glob("*.safetensors")) for k, v in read_latents(f).items()}
     ids = [json.loads(x)["id"] for x in (on / "predictions.jsonl").read_text().splitlines()]
     assert sorted(saved) == sorted(ids) and all(v.shape == (2, 3, 32) for v in saved.values())
     # the same records either way (saving decides what the directory holds, not the records)
