@@ -42,7 +42,7 @@ def main() -> None:
     name = "trajectories.png" if args.projection == "pca" else f"trajectories_{args.projection}.png"
     fig.savefig(args.output_dir / name, dpi=120)
     metrics = json.loads((args.output_dir / "metrics.json").read_text())["metrics"]
-    div = metrics["diversity_per_step"]
+    div = [float("nan") if x is None else x for x in metrics["diversity_per_step"]]  # null: undefined at that step
     fig2, ax = plt.subplots(figsize=(4, 3))
     ax.bar(range(1, len(div) + 1), div)
     ax.set_xlabel("latent step t")

@@ -9,9 +9,12 @@ for every smaller N are read from that one run, with the estimators of ``metrics
 (:func:`latentlit.evaluation.values.question_values`): coverage@k is the unbiased pass@k over all N
 samples, majority_vote@k the expected vote accuracy of a random k-subset of them
 (:mod:`latentlit.aggregation.at_k`), majority_vote_first@k the vote of the first k samples (what a
-run with N = k gives); distinct answers@k counts the first k samples' answers. Trajectory diversity is the mean pairwise cosine distance of the N latent vectors,
-averaged over latent steps and questions (:func:`latentlit.evaluation.metrics.trajectory_diversity`); it
-estimates the same expectation at every N, so it is reported once per point.
+run with N = k gives); distinct answers@k counts the first k samples' answers. Trajectory
+diversity is the mean pairwise cosine distance of the N latent vectors
+(:func:`latentlit.evaluation.metrics.trajectory_diversity`), averaged over the steps where it is
+defined (two or more trajectories; with a dynamic stop late steps may have fewer) and over the
+questions that have such a step; it estimates the same expectation at every N, so it is reported
+once per point.
 
 A point whose ``sweep_point.json`` holds the same configuration is not run again on a re-run (its
 figures are recomputed from its records, a few seconds); an interrupted point resumes question
@@ -161,11 +164,12 @@ def point_metrics(records: list[dict], ns: list[int], seed: int = 0) -> dict:
         seed: the run's seed (keys the random k-subsets of the vote estimator, as in the run).
 
     Returns:
-        ``{"questions", "greedy", "diversity", "per_n": {k: {"coverage", "majority_vote",
-        "majority_vote_first", "distinct_answers"}}}``: means over questions of
+        ``{"questions", "greedy", "diversity", "diversity_questions", "per_n": {k: {"coverage",
+        "majority_vote", "majority_vote_first", "distinct_answers"}}}``: means over questions of
         :func:`latentlit.evaluation.values.question_values` (the values ``metrics.json``
-        averages), distinct answers among the first k samples, and diversity = mean over
-        questions of the per-step mean pairwise cosine distance, averaged over steps.
+        averages), distinct answers among the first k samples, and diversity = mean over the
+        ``diversity_questions`` questions with a defined step of their mean over defined steps
+        (None when no question has one).
 
     Raises:
         ValueError: no records, records of different N, or a k above N.
@@ -187,9 +191,16 @@ def point_metrics(records: list[dict], ns: list[int], seed: int = 0) -> dict:
             "majority_vote_first": statistics.fmean(v[f"majority_vote_first@{k}"] for v in values),
             "distinct_answers": statistics.fmean(len(group_answers(r["answers"][:k])) for r in records),
         }
-    diversity = [statistics.fmean(r["diversity"]) for r in records if r["diversity"]]
+    # a step fewer than two trajectories reached has no diversity (null): left out, not read as 0
+    defined = [[x for x in r["diversity"] if x is not None] for r in records]
+    diversity = [statistics.fmean(d) for d in defined if d]
     return {"questions": len(records), "greedy": statistics.fmean(float(r["greedy"]["correct"]) for r in records),
-            "diversity": statistics.fmean(diversity) if diversity else 0.0, "per_n": per_n}
+            "diversity": statistics.fmean(diversity) if diversity else None,
+            "diversity_questions": len(diversity), "per_n": per_n}
+
+
+def _diversity(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _predict_here(config_path: Path) -> None:
@@ -256,7 +267,7 @@ def write_table(rows: list[dict], output_dir: Path) -> None:
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in mine:
             lines.append(f"| {_fmt(r['value'])} | {r['n']} | {100 * r['coverage']:.1f} | {100 * r['majority_vote']:.1f} "
-                         f"| {100 * r['majority_vote_first']:.1f} | {r['distinct_answers']:.2f} | {r['diversity']:.4f} |")
+                         f"| {100 * r['majority_vote_first']:.1f} | {r['distinct_answers']:.2f} | {_diversity(r['diversity'])} |")
         lines.append("")
     (output_dir / "sweep.md").write_text("\n".join(lines))
 

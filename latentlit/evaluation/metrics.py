@@ -9,6 +9,8 @@ is a sum, reduced across processes by torchmetrics on ``compute()``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
@@ -49,24 +51,37 @@ def coverage_ks(n: int) -> list[int]:
 
 
 def trajectory_diversity(latents: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean pairwise cosine distance between N trajectories at each latent step.
+    """Mean pairwise cosine distance between N trajectories at each latent step (paper Sec. 4,
+    "diversity").
 
     Args:
         latents: (N, T, d). mask: optional (N, T) bool, False where a trajectory has no latent
             at that step (dynamic stop); such pairs are left out.
 
     Returns:
-        (T,) float32; 0 for N < 2 or steps with fewer than two trajectories.
+        (T,) float32; NaN where fewer than two trajectories have a latent (N < 2, or a step that
+        at most one trajectory reached): the diversity of one point is undefined, not 0, and
+        must not be averaged as a value (:class:`MeanVector` skips it).
     """
     n, t, _ = latents.shape
     if n < 2 or t == 0:
-        return torch.zeros(t)
+        return torch.full((t,), float("nan"))
     x = torch.nn.functional.normalize(latents.float(), dim=-1).transpose(0, 1)  # (T, N, d)
     dist = 1.0 - x @ x.transpose(1, 2)  # (T, N, N)
     m = torch.ones(t, n, n, dtype=torch.bool) if mask is None else (mask.T[:, :, None] & mask.T[:, None, :]).cpu()
     m = m & ~torch.eye(n, dtype=torch.bool)
     pairs = m.sum((1, 2))
-    return torch.where(pairs > 0, (dist.cpu() * m).sum((1, 2)) / pairs.clamp_min(1), torch.zeros(t))
+    return torch.where(pairs > 0, (dist.cpu() * m).sum((1, 2)) / pairs.clamp_min(1), torch.full((t,), float("nan")))
+
+
+def diversity_record(latents: torch.Tensor, mask: torch.Tensor) -> list[float | None]:
+    """A question's ``diversity`` record field: :func:`trajectory_diversity` of its (N, T, d)
+    latents at steps 1..T_max, T_max the last step any of its trajectories reached (so the list
+    does not depend on how many steps other questions of the batch ran), 4 decimals (latents agree
+    only to ~1e-7 across batch shapes), ``None`` where undefined (fewer than two trajectories)."""
+    reached = int(mask.any(0).nonzero().max()) + 1 if bool(mask.any()) else 0
+    values = trajectory_diversity(latents[:, :reached], mask[:, :reached]).tolist()
+    return [None if math.isnan(x) else round(x, 4) for x in values]
 
 
 class CoverageAtK(Metric):
@@ -93,9 +108,10 @@ class CoverageAtK(Metric):
 
 
 class MeanVector(Metric):
-    """Mean over questions of a fixed-length vector (coverage@k per k, majority@k per k,
-    diversity per step): ``update(x (B, size))`` -> ``compute() -> (size,)``. Rows shorter
-    than ``size`` (fewer latent steps) count only where they have values."""
+    """Per-position means over questions of vectors with missing entries (diversity per step):
+    ``update(x (B, size))`` with NaN (or a row shorter than ``size``) where a question has no
+    value -> ``compute()`` -> ``{"mean": (size,), "count": (size,)}``: the mean over the questions
+    that have a value (NaN where none has) and how many they are (summed across processes)."""
 
     full_state_update = False
 
@@ -106,13 +122,15 @@ class MeanVector(Metric):
         self.add_state("count", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, x: torch.Tensor) -> None:
-        x = x.to(self.total).reshape(-1, x.shape[-1])
-        width = min(x.shape[-1], self.size)
-        self.total[:width] += x[:, :width].sum(0)
-        self.count[:width] += x.shape[0]
+        x = x.to(self.total).reshape(-1, x.shape[-1])[:, :self.size]
+        present = ~torch.isnan(x)
+        width = x.shape[-1]
+        self.total[:width] += torch.where(present, x, torch.zeros_like(x)).sum(0)
+        self.count[:width] += present.sum(0)
 
-    def compute(self) -> torch.Tensor:
-        return (self.total / self.count.clamp_min(1)).float()
+    def compute(self) -> dict[str, torch.Tensor]:
+        mean = torch.where(self.count > 0, self.total / self.count.clamp_min(1), torch.full_like(self.total, float("nan")))
+        return {"mean": mean, "count": self.count.clone()}
 
 
 class KeyedMean(Metric):

@@ -272,7 +272,8 @@ def plot_sweet_spot(rows: list[dict]):
         ax.set_title(sampler)
         ax.grid(alpha=0.3)
         twin = ax.twinx()
-        twin.plot(values, [r["diversity"] for r in first], "k:", marker="D", ms=4, label="diversity")
+        diversity = [float("nan") if r["diversity"] is None else r["diversity"] for r in first]  # None: undefined
+        twin.plot(values, diversity, "k:", marker="D", ms=4, label="diversity")
         twin.set_ylabel("trajectory diversity (cosine distance)")
         handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, -0.02))

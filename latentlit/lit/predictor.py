@@ -30,7 +30,7 @@ from latentlit.data.problem import Problem
 from latentlit.data.tokenizer import check_questions
 from latentlit.evaluation.checks import COUNTS, RM_TIE_TOLERANCE, record_counts, summary_warnings
 from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
-from latentlit.evaluation.metrics import AdaptiveTable, KeyedMean, MeanVector, coverage_ks, trajectory_diversity
+from latentlit.evaluation.metrics import AdaptiveTable, KeyedMean, MeanVector, coverage_ks, diversity_record
 from latentlit.evaluation.report import add_report, write_report
 from latentlit.evaluation.values import metric_keys, question_values
 from latentlit.lit.options import check_at_least
@@ -365,10 +365,8 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             "greedy": {"answer": greedy, "correct": answers_match(greedy, problem.answer), "text": greedy_text},
             "answers": answers, "correct": [answers_match(a, problem.answer) for a in answers], "texts": s.texts,
             "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
-            # 4 decimals: latents agree only to ~1e-7 across batch shapes (float summation order);
             # a live adaptive run's over the first round only, the samples every question has
-            "diversity": [round(float(x), 4) for x in trajectory_diversity(s.latents[:self.n_metrics],
-                                                                           s.latent_mask[:self.n_metrics])],
+            "diversity": diversity_record(s.latents[:self.n_metrics], s.latent_mask[:self.n_metrics]),
             "latent_steps": {"samples": int(s.latent_mask.sum())},
         }
         if scores is not None:
@@ -403,8 +401,8 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             steps["samples"] = sum(r["compute"]["latents"])
         for name, value in steps.items():
             m[f"steps_{name}"].update(torch.tensor(float(value), device=dev))
-        if r["diversity"]:
-            m["diversity"].update(torch.tensor([r["diversity"]], device=dev))
+        if r["diversity"]:  # null: a step fewer than two of the question's trajectories reached
+            m["diversity"].update(torch.tensor([[math.nan if x is None else x for x in r["diversity"]]], device=dev))
 
     def _metrics_record(self, r: dict) -> dict:
         """The record the N-sample metrics read: the record itself, or in a live adaptive run the
@@ -422,6 +420,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         questions = int(m["questions"].compute())
         tally = {name: int(m[name].compute()) for name in COUNTS}
         samples = int(m["samples"].compute())  # questions x N, or what a live adaptive run drew
+        diversity = m["diversity"].compute()
         summary = {
             "config": self.report_config(),
             "metrics": {
@@ -429,7 +428,10 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
                 "distinct_answers": float(m["distinct"].compute()),
                 "no_answer_greedy": tally["no_answer_greedy"] / max(questions, 1),
                 "no_answer_samples": tally["no_answer_samples"] / max(samples, 1),
-                "diversity_per_step": [round(x, 4) for x in m["diversity"].compute().reshape(-1).tolist()],
+                # per step, the mean over the questions with two or more trajectories there (null:
+                # none), and how many those are
+                "diversity_per_step": [None if math.isnan(x) else round(x, 4) for x in diversity["mean"].tolist()],
+                "diversity_questions_per_step": [int(x) for x in diversity["count"].tolist()],
                 "latent_steps_per_question": {name: round(float(m[f"steps_{name}"].compute()), 4)
                                               for name in self._costed()},
             },

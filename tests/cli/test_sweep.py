@@ -26,7 +26,11 @@ def test_point_metrics_by_hand():
     records = [_record(["1", "2", "2", "2"], "2"), _record(["3", "1", "1", "3"], "3", greedy_ok=False, diversity=(0.5, 0.5))]
     m = point_metrics(records, [1, 2, 4])
     assert m["questions"] == 2 and m["greedy"] == 0.5
-    assert m["diversity"] == pytest.approx((0.2 + 0.5) / 2)
+    assert m["diversity"] == pytest.approx((0.2 + 0.5) / 2) and m["diversity_questions"] == 2
+    # a step fewer than two trajectories reached (null) is left out, not averaged as 0
+    ragged = point_metrics([_record(["1", "1"], "1", diversity=(0.4, None)), _record(["1", "2"], "1", diversity=(None, None)),
+                            _record(["2", "2"], "1", diversity=(0.2, 0.4))], [1, 2])
+    assert ragged["diversity"] == pytest.approx((0.4 + 0.3) / 2) and ragged["diversity_questions"] == 2
     # coverage@1: 3/4 and 2/4 correct; coverage@2 = 1 - C(n-c,2)/C(4,2): 1 and 1 - 1/6
     assert m["per_n"][1]["coverage"] == pytest.approx((0.75 + 0.5) / 2)
     assert m["per_n"][2]["coverage"] == pytest.approx((1 + 5 / 6) / 2)
@@ -103,6 +107,7 @@ def test_sweep_end_to_end_resume_and_skip(sweep_env):
             assert r["majority_vote_first"] == pytest.approx(metrics["metrics"][f"majority_vote_first@{r['n']}"], abs=1e-6)
             assert r["greedy"] == pytest.approx(metrics["metrics"]["greedy_accuracy"], abs=1e-6)
         per_step = metrics["metrics"]["diversity_per_step"]
+        assert None not in per_step and metrics["metrics"]["diversity_questions_per_step"] == [metrics["counts"]["questions"]] * len(per_step)
         assert mine[0]["diversity"] == pytest.approx(sum(per_step) / len(per_step), abs=1e-4)
     # stronger MC-dropout gives more diverse latents
     div = {r["value"]: r["diversity"] for r in rows if r["sampler"] == "mc_dropout"}

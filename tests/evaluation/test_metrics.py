@@ -12,6 +12,7 @@ from latentlit.evaluation.metrics import (
     CoverageAtK,
     MeanVector,
     coverage_ks,
+    diversity_record,
     majority_at_k,
     pass_at_k,
     trajectory_diversity,
@@ -80,29 +81,48 @@ def test_coverage_metric_in_parts_equals_at_once():
 
 
 def test_mean_vector_in_parts_equals_at_once():
-    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [0.5, 0.0, 1.0], [2.0, 2.0, 2.0]])
+    nan = float("nan")
+    x = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, nan], [0.5, 0.0, 1.0], [2.0, nan, nan]])
+    expected = torch.tensor([7.5 / 4, 7.0 / 3, 4.0 / 2], dtype=torch.float64)
     whole = MeanVector(3)
     whole.update(x)
-    torch.testing.assert_close(whole.compute(), x.mean(0))
+    torch.testing.assert_close(whole.compute()["mean"], expected)
     parts = MeanVector(3)
     for row in x:
         parts.update(row[None])
-    torch.testing.assert_close(parts.compute(), x.mean(0))
+    torch.testing.assert_close(parts.compute()["mean"], expected)
     a, b = MeanVector(3), MeanVector(3)
     a.update(x[:1])
     b.update(x[1:])
     a.merge_state(b)
-    torch.testing.assert_close(a.compute(), x.mean(0))
+    torch.testing.assert_close(a.compute()["mean"], expected)
+    assert a.compute()["count"].tolist() == [4, 3, 2]
 
 
 def test_mean_vector_short_rows():
     m = MeanVector(3)
     m.update(torch.tensor([[1.0, 2.0, 3.0]]))
     m.update(torch.tensor([[3.0]]))  # a row with one value counts only in the first slot
-    torch.testing.assert_close(m.compute(), torch.tensor([2.0, 2.0, 3.0]))
+    out = m.compute()
+    torch.testing.assert_close(out["mean"], torch.tensor([2.0, 2.0, 3.0], dtype=torch.float64))
+    assert out["count"].tolist() == [2, 1, 1]
     empty = MeanVector(2)
     with pytest.warns(UserWarning, match="before the ``update``"):
-        torch.testing.assert_close(empty.compute(), torch.zeros(2))
+        assert empty.compute()["mean"].isnan().all()  # no value anywhere: undefined, not 0
+
+
+def test_mean_vector_leaves_missing_values_out():
+    """Diversity of a dynamic-stop run, by hand: question a reached steps 1-3 with >= 2
+    trajectories, b steps 1-2 (its step 3 had one trajectory: NaN), c only step 1."""
+    m = MeanVector(4)
+    m.update(torch.tensor([[0.2, 0.4, 0.6, float("nan")],
+                           [0.4, 0.2, float("nan"), float("nan")],
+                           [0.6, float("nan"), float("nan"), float("nan")]]))
+    out = m.compute()
+    assert out["count"].tolist() == [3, 2, 1, 0]
+    torch.testing.assert_close(out["mean"][:3], torch.tensor([0.4, 0.3, 0.6], dtype=torch.float64))
+    assert out["mean"][3].isnan()  # where no question has a value
+    # reading the NaN as 0 (the earlier rule) would give 0.2 and 0.2 at steps 2 and 3: 1.5x and 3x too low
 
 
 def test_trajectory_diversity():
@@ -121,17 +141,28 @@ def test_trajectory_diversity():
     torch.testing.assert_close(trajectory_diversity(scaled), torch.zeros(1), atol=1e-6, rtol=0)
 
     # mask: rows (e1, e1, e2) -> 4/6 ordered pairs at distance 1; without row 2 -> 0;
-    # a step with a single valid row -> 0
+    # a step with a single valid row -> undefined (NaN), not 0
     x = torch.stack([torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])])[:, None, :]
     x = x.expand(3, 3, 2)
     mask = torch.tensor([[True, True, True], [True, True, False], [True, False, False]])
     torch.testing.assert_close(trajectory_diversity(x), torch.full((3,), 2 / 3))
-    torch.testing.assert_close(trajectory_diversity(x, mask), torch.tensor([2 / 3, 0.0, 0.0]))
+    torch.testing.assert_close(trajectory_diversity(x, mask), torch.tensor([2 / 3, 0.0, float("nan")]), equal_nan=True)
     mask2 = torch.tensor([[True, True, True], [False, True, False], [True, True, True]])  # (N, T)
     torch.testing.assert_close(trajectory_diversity(x, mask2), torch.tensor([1.0, 2 / 3, 1.0]))
 
-    assert trajectory_diversity(torch.randn(1, 4, 8)).tolist() == [0.0] * 4
+    assert trajectory_diversity(torch.randn(1, 4, 8)).isnan().all()  # one trajectory: no pair
     assert trajectory_diversity(torch.randn(3, 0, 8)).shape == (0,)
+
+
+def test_diversity_record_is_null_where_undefined_and_ends_at_the_last_step_reached():
+    x = torch.stack([torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([1.0, 0.0])])[:, None, :]
+    x = x.expand(3, 5, 2)  # 5 steps in the tensor: the batch ran 5; this question's rows stop earlier
+    mask = torch.tensor([[True, True, True, False, False], [True, True, False, False, False],
+                         [True, False, False, False, False]])
+    # step 1: rows (e1, e2, e1): 4 of 6 ordered pairs at distance 1; step 2: (e1, e2): 1; step 3: one row
+    assert diversity_record(x, mask) == [round(2 / 3, 4), 1.0, None]
+    assert diversity_record(x[:, :3], mask[:, :3]) == diversity_record(x, mask)  # whatever the batch ran
+    assert diversity_record(x[:1], mask[:1]) == [None, None, None]
 
 
 def test_majority_at_k():
