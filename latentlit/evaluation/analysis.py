@@ -4,7 +4,7 @@ The vote over the first k samples beats greedy on a question when greedy is wron
 right, and loses in the opposite case. How often that happens depends on how the samples' wrong
 answers spread: when a question's wrong samples share one wrong answer, the vote is right
 exactly when at least half the samples are. :func:`vote_breakdown` measures both, from the
-records of ``predictions.jsonl`` (README, "Why majority vote barely beats greedy here").
+records of ``predictions.jsonl`` (docs/results.md#why-majority-vote-barely-beats-greedy).
 """
 
 from __future__ import annotations

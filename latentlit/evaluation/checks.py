@@ -15,8 +15,8 @@ NO_ANSWER_WARN_FRACTION = 0.1
 # what record_counts returns, summed over questions in metrics.json
 COUNTS = ("no_answer_greedy", "no_answer_samples", "nonfinite_rm_scores", "nonfinite_beam_scores", "rm_near_ties")
 # Best-of-N choices whose runner-up scores within this of the winner are counted (rm_near_ties):
-# latents, hence LatentRM scores, move with the batch composition (float summation order; README
-# "Determinism": ~1e-6), and the stored scores are rounded to 5 decimals, so only such a choice
+# latents, hence LatentRM scores, move with the batch composition (float summation order, ~1e-6:
+# docs/determinism.md#what-moves-with-the-batch-shape), and the stored scores are rounded to 5 decimals, so only such a choice
 # can differ between batch sizes, chunkings or process counts.
 RM_TIE_TOLERANCE = 1e-4
 

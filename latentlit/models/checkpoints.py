@@ -182,7 +182,7 @@ def load_latentlit_backbone(path: str | Path, *, dtype: torch.dtype | None = Non
     if not section:
         raise ValueError(
             f"{path}/config.json has no {CONFIG_KEY!r} section: not a latentlit backbone. For released "
-            "COCONUT/CODI/CoLaR checkpoints use latentlit.models.checkpoints.load_released(path, layout=...)"
+            "COCONUT/CODI/CoLaR checkpoints use latentlit.models.checkpoints.load_backbone(path) (layout detected) or load_released(path, layout=...)"
         )
     latent_config = LatentConfig.from_dict(section)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -523,7 +523,7 @@ def load_backbone(path: str | Path, layout: str = "auto", *, num_latents: int | 
     Args:
         path: a local directory, a hub id, or a shipped name (``"quickstart"``).
         layout: ``"auto"`` (:func:`detect_layout`), ``"latentlit"`` (a directory written by
-            :meth:`LatentBackbone.save_pretrained`) or one of :data:`RELEASED_LAYOUTS`.
+            :func:`save_backbone`) or one of :data:`RELEASED_LAYOUTS`.
         num_latents, dtype: as :func:`load_released` (latentlit format: T to run at).
 
     Returns:

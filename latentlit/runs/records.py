@@ -1,7 +1,7 @@
 """Reading back the JSONL files a run appends to as it goes (``predictions.jsonl`` and its rank
 parts, the labelling ``index.r*.jsonl``), so that no question is ever counted twice.
 
-Rules (README, "Outputs of ``latentlit predict``"):
+Rules (docs/outputs.md#resume-and-one-run-per-directory):
 
 * a truncated last line (a crash mid-write) is dropped: that question is redone on resume;
 * a corrupt line anywhere else is an error naming the file and line;

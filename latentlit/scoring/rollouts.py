@@ -10,9 +10,9 @@ through the model with its own keys (``LatentBackbone.feed_latent``), proposes i
 (``latent_step``) and so on, then decodes. Under MC-dropout the randomness of a step lives in its
 forward pass, so this is what makes the M rollouts differ from h_{t+1} on (the reference
 re-runs the whole prefix with dropout on, so its rollouts differ from h_{t+1} on too). Branching
-after that forward pass (latentlit before this version) gave all M rollouts the trajectory's own
-h_{t+1}: they first differed at h_{t+2}, and with 2-4 latents the labels were close to the
-trajectory's final correctness. Under AGN (noise on the proposed latent) feeding h_t is
+after that forward pass would give all M rollouts the trajectory's own h_{t+1}: they would first
+differ at h_{t+2}, and with 2-4 latents the labels would stay close to the trajectory's final
+correctness (measured: docs/results.md#labelling). Under AGN (noise on the proposed latent) feeding h_t is
 deterministic and both branch points give the same rollouts.
 
 The prefix a rollout continues from (``rollout_prefix``): the latents h_1..h_t are always the
@@ -25,7 +25,7 @@ starts from a copy of the trajectory's cached keys/values of the prompt and h_1.
 (computed once, with the trajectory's own randomness), then feeds h_t with its own keys. With
 one dropout mask per trajectory that shared encoding holds much of a sample's randomness, so
 shared-prefix labels mostly copy the trajectory's final correctness (measured on the
-quickstarts, README: Llama family). Without forward-pass randomness (AGN, Deterministic) the
+quickstarts, docs/results.md#llama-family). Without forward-pass randomness (AGN, Deterministic) the
 two are the same rollouts and the shared path runs for both.
 
 Dynamic latent length (CoLaR: the latent phase ends when the LM head emits the stop token):
