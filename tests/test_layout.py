@@ -85,7 +85,7 @@ def test_imports_inside_functions_are_only_the_listed_heavy_dependencies():
     found = set()
     for path in sorted(PACKAGE.rglob("*.py")):
         module = _module_name(path)
-        if _layer(module) in ("testing", "cli"):  # the entry point is rebuilt next
+        if _layer(module) == "testing":
             continue
         for target, inside in _imports(path):
             if inside:

@@ -1,0 +1,82 @@
+"""Checks of a parsed config before anything loads, each failing in one line: an input directory that does not
+exist yet (naming the command that makes it), an output directory that cannot be created."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+
+def _get(node, *keys):
+    for key in keys:
+        node = node.get(key) if hasattr(node, "get") else None
+    return node
+
+
+def producer_command(path: str) -> str | None:
+    """The command of a shipped config (``configs/`` here or next to the package) whose model's ``export_dir`` or
+    ``output_dir`` is ``path`` (``latentlit fit --config configs/gsm8k/backbone.yaml``), or None."""
+    folders = {p.resolve(): p for p in (Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs")}
+    for config in (c for folder in folders.values() if folder.is_dir() for c in sorted(folder.rglob("*.yaml"))):
+        try:
+            model = (yaml.safe_load(config.read_text()) or {}).get("model") or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        if any(os.path.normpath(str(_get(model, "init_args", k))) == os.path.normpath(str(path))
+               for k in ("export_dir", "output_dir")):
+            command = "predict" if str(model.get("class_path")).endswith(("TTSPredictor", "RolloutLabeller")) else "fit"
+            shown = config.relative_to(Path.cwd()) if config.is_relative_to(Path.cwd()) else config
+            return f"latentlit {command} --config {shown}"
+    return None
+
+
+def check_input_paths(config) -> None:
+    """FileNotFoundError for a backbone, LatentRM or groups directory that does not exist but a shipped config makes,
+    or a released checkpoint is expected at (the loaders would first try it as a hub id, with network retries)."""
+    for part, key, flag in [("model", "backbone", "--backbone"), ("model", "latent_rm", "--latent_rm"),
+                            ("model", "init_from", "--model.init_args.init_from"),
+                            ("data", "groups_dir", "--groups_dir")]:
+        value = _get(config, part, "init_args", key)
+        if not isinstance(value, str) or value == "quickstart" or Path(value).expanduser().exists():
+            continue
+        if (producer := producer_command(value)) is not None:
+            verb = "train it first" if producer.startswith("latentlit fit") else "make it first"
+            raise FileNotFoundError(f"{key} {value} does not exist yet: {verb} with `{producer}` (or give another one "
+                                    f"with {flag})")
+        if Path(value).parts[:1] == ("checkpoints",):
+            raise FileNotFoundError(f"{key} {value} does not exist: this config expects a released checkpoint there; "
+                                    f"download it (docs/released-checkpoints.md) and give its directory with {flag}")
+
+
+def unwritable_directory(path: Path) -> OSError | None:
+    """Why the directory ``path`` cannot be created or written into (an ``OSError`` of the kind the attempt raised,
+    naming where creating failed), or None. Tried for real, leaving nothing behind: a temporary directory is made
+    in ``path`` or its nearest existing parent (read-only file systems, ``/proc``, permissions, a file in the way)."""
+    existing = Path(path).expanduser()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        return NotADirectoryError(f"{existing} is a file, not a directory")
+    try:
+        Path(tempfile.mkdtemp(prefix=".latentlit-check-", dir=existing)).rmdir()
+    except OSError as err:
+        return type(err)(f"creating a directory in {existing} fails: {err.strerror or err}")
+    return None
+
+
+def check_output_paths(config) -> None:
+    """OSError (naming the option, the path and why) for a directory the run writes that cannot be created: the
+    model's ``output_dir`` (predict without one: ``<default_root_dir>/outputs``) or ``export_dir``, the trainer's
+    ``default_root_dir``."""
+    model, root = _get(config, "model", "init_args"), _get(config, "trainer", "default_root_dir")
+    checks = [("--model.init_args.export_dir", _get(model, "export_dir")), ("--trainer.default_root_dir", root)]
+    if hasattr(model, "get") and "output_dir" in model:  # predict and labelling
+        out = model.get("output_dir")
+        checks.insert(1, ("--output_dir", out) if out else ("the default output directory under",
+                                                           str(Path(root or ".") / "outputs")))
+    for flag, value in checks:
+        if isinstance(value, str) and value and (err := unwritable_directory(Path(value))) is not None:
+            raise type(err)(f"{flag} {value} cannot be created or written ({err}); give another directory")
