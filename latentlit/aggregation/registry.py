@@ -18,10 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from latentlit.aggregation.at_k import (
+    DEFAULT_SUBSETS,
+    EXACT_SLOTS,
+    EXACT_SUBSETS,
+    MAJORITY_EXACT_MAX_N,
     AtK,
     SubsetTable,
     answer_labels,
     best_of_n_at_k,
+    majority_vote_at_k,
     random_pick_at_k,
     subset_table,
     vote_at_k,
@@ -79,7 +84,7 @@ class QuestionView:
 
     def subsets(self, ks: Sequence[int]) -> SubsetTable:
         """The random / enumerated k-subsets of this question for ``ks`` (built once, shared by
-        every vote estimator: common random numbers)."""
+        every subset estimator: common random numbers)."""
         key = tuple(ks)
         if key not in self._tables:
             self._tables[key] = subset_table(self.n, ks, self.key)
@@ -164,10 +169,10 @@ def _choose_weighted(q: QuestionView) -> dict:
 
 AGGREGATORS: list[Aggregator] = [
     Aggregator("majority_vote", "majority vote", False,
-               "majority vote over a random k-subset: exact over all C(N,k) subsets when there are at most "
-               "1024, else the mean over 1024 random subsets keyed by (seed, question) (Monte Carlo)",
+               f"exact for N <= {MAJORITY_EXACT_MAX_N}: majority vote over a random k-subset, summed over the answer "
+               "groups (hypergeometric counts, ties to the earliest first vote); at k = N the record's vote",
                choose=_choose_majority,
-               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key, table=q.subsets(ks))),
+               at_k=lambda q, ks: majority_vote_at_k(q.labels, q.group_correct, ks, q.key)),
     Aggregator("random", "random pick", False,
                "exact: a random pick among k random samples is a random sample (c/N for every k); the record's "
                "'random' field is one keyed draw",
@@ -177,8 +182,10 @@ AGGREGATORS: list[Aggregator] = [
                "C(N-1-r,k-1)/C(N,k)",
                choose=_choose_best, at_k=lambda q, ks: best_of_n_at_k(q.scores, q.correct, ks), spends="samples+rm"),
     Aggregator("weighted_vote", "weighted vote", True,
-               "RM-weighted vote (softmax over the subset's scores) over a random k-subset: exact when C(N,k) <= 1024, "
-               "else 1024 keyed random subsets (Monte Carlo)",
+               "RM-weighted vote (softmax over the subset's scores) over a random k-subset: exact over all C(N,k) "
+               f"subsets when C(N,k) <= {EXACT_SUBSETS} and C(N,k)*k <= {EXACT_SLOTS}, else the mean over "
+               f"{DEFAULT_SUBSETS} random subsets keyed by "
+               "(seed, question) (Monte Carlo); at k = N the record's vote",
                choose=_choose_weighted,
                at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key, scores=q.scores, table=q.subsets(ks)),
                spends="samples+rm"),

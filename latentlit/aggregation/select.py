@@ -9,8 +9,17 @@ from latentlit.aggregation.scores import ranking_scores
 from latentlit.rng import hash_ints
 
 
+def score_order(scores: Sequence[float]) -> list[int]:
+    """Sample indices best first, the one order of best-of-N (record and estimator): by score
+    descending, ties to the earlier sample, non-finite scores (ranked as ``-inf``,
+    :mod:`latentlit.aggregation.scores`) last."""
+    ranked = ranking_scores(scores)
+    return sorted(range(len(ranked)), key=lambda i: (-ranked[i], i))
+
+
 def best_of_n(scores: Sequence[float]) -> int | None:
-    """Index of the highest-scored trajectory (paper Sec. 3.2, best-of-N); ties -> earliest.
+    """Index of the highest-scored trajectory (paper Sec. 3.2, best-of-N): the first of
+    :func:`score_order`, so ties go to the earliest.
 
     Non-finite scores (NaN, +-inf) rank as ``-inf`` and never win
     (:mod:`latentlit.aggregation.scores`).
@@ -23,9 +32,8 @@ def best_of_n(scores: Sequence[float]) -> int | None:
     """
     if len(scores) == 0:
         raise ValueError("best_of_n needs at least one score")
-    ranked = ranking_scores(scores)
-    best = max(range(len(ranked)), key=lambda i: (ranked[i], -i))
-    return best if math.isfinite(ranked[best]) else None
+    best = score_order(scores)[0]
+    return best if math.isfinite(float(scores[best])) else None
 
 
 def random_pick(n: int, key: int) -> int:

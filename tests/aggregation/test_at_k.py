@@ -9,19 +9,25 @@ import random
 import numpy as np
 import pytest
 
-from latentlit.aggregation import best_of_n, majority_vote, weighted_vote
+from latentlit.aggregation import best_of_n, majority_vote, rm_vote_weights, weighted_vote
 from latentlit.aggregation.at_k import (
+    DEFAULT_SUBSETS,
+    _rows_vote_correct,
     answer_labels,
     best_of_n_at_k,
+    clean_scores,
     first_k_vote,
+    majority_vote_at_k,
     random_pick_at_k,
     score_ranking,
     subset_masks,
+    subset_table,
+    subset_vote_correct,
     vote_at_k,
 )
 from latentlit.aggregation.registry import QuestionView
 from latentlit.data.answers import answers_match
-from latentlit.evaluation.metrics import majority_at_k
+from latentlit.evaluation.metrics import coverage_ks, majority_at_k
 
 
 def _softmax(xs):
@@ -99,7 +105,8 @@ def test_majority_and_weighted_vote_at_k_equal_brute_force(n):
                 weighted_vote([answers[j] for j in s], _softmax([scores[j] for j in s])).answer, "2"))
             assert vote.values[i] == pytest.approx(maj, abs=1e-12), (answers, k)
             assert wv.values[i] == pytest.approx(weighted, abs=1e-12), (answers, scores, k)
-        assert vote.variances == [0.0] * n  # C(8, k) <= 1024: enumerated, exact
+        assert vote.variances == [0.0] * n  # majority: exact; weighted: C(8, k) * k <= 2**17 enumerated
+        assert wv.variances == [0.0] * n and wv.exact == [True] * n
 
 
 def test_weighted_vote_at_k_with_non_finite_scores_equals_brute_force():
@@ -136,28 +143,46 @@ def test_vote_at_k_monte_carlo_is_keyed_and_within_its_stated_error():
     q = QuestionView(answers, correct, "2", scores, key=0)
     exact = _brute(n, k, lambda s: answers_match(majority_vote([answers[j] for j in s]).answer, "2"))
     assert 0.5 < exact < 0.7
-    assert vote_at_k(q.labels, q.group_correct, [k], key=5, subsets=924).variances == [0.0]
-    mc = vote_at_k(q.labels, q.group_correct, [k], key=5, subsets=256)
-    assert mc.variances[0] > 0
-    assert abs(mc.values[0] - exact) < 4 * math.sqrt(mc.variances[0])
-    assert vote_at_k(q.labels, q.group_correct, [k], key=5, subsets=256) == mc  # deterministic
-    other = [vote_at_k(q.labels, q.group_correct, [k], key=key, subsets=256).values[0] for key in range(6, 12)]
-    assert any(v != mc.values[0] for v in other)  # another key, other subsets
+    # majority vote@k is exact whatever the subset budget (group sum)
+    majority = vote_at_k(q.labels, q.group_correct, [k], key=5, subsets=256, exact_slots=0)
+    assert majority.values[0] == pytest.approx(exact, abs=1e-12) and majority.variances == [0.0]
+    assert majority.exact == [True]
     weighted_exact = _brute(n, k, lambda s: answers_match(
         weighted_vote([answers[j] for j in s], _softmax([scores[j] for j in s])).answer, "2"))
-    wmc = vote_at_k(q.labels, q.group_correct, [k], key=5, scores=scores, subsets=256)
+    enumerated = vote_at_k(q.labels, q.group_correct, [k], key=5, scores=scores)  # 924 * 6 slots <= 2**17
+    assert enumerated.values == [weighted_exact] and enumerated.variances == [0.0] and enumerated.exact == [True]
+    wmc = vote_at_k(q.labels, q.group_correct, [k], key=5, scores=scores, subsets=256, exact_slots=0)
+    assert wmc.exact == [False] and wmc.variances[0] > 0
     assert abs(wmc.values[0] - weighted_exact) < 4 * math.sqrt(wmc.variances[0])
+    assert vote_at_k(q.labels, q.group_correct, [k], key=5, scores=scores, subsets=256, exact_slots=0) == wmc
+    other = [vote_at_k(q.labels, q.group_correct, [k], key=key, scores=scores, subsets=256, exact_slots=0).values[0]
+             for key in range(6, 12)]
+    assert any(v != wmc.values[0] for v in other)  # another key, other subsets
 
 
 def test_random_subsets_are_uniform_and_nested():
-    masks, exact = subset_masks(30, 3, key=9, subsets=4000)  # C(30, 3) = 4060 > 4000: random
+    masks, exact = subset_masks(30, 3, key=9, subsets=4000, exact_slots=0)  # random
     assert exact is False and masks.shape == (4000, 30) and (masks.sum(1) == 3).all()
     # each sample is in a random 3-subset with probability 3/30 (standard error 0.0047)
     assert np.allclose(masks.mean(0), 0.1, atol=0.025)
-    bigger, _ = subset_masks(30, 5, key=9, subsets=4000)
+    bigger, _ = subset_masks(30, 5, key=9, subsets=4000, exact_slots=0)
     assert (bigger | ~masks).all()  # the 3-subsets sit inside the 5-subsets of the same key
     every, exact = subset_masks(5, 2, key=0)
     assert exact and every.shape == (10, 5)
+    every, exact = subset_masks(30, 3, key=9)  # C(30, 3) * 3 = 12 180 slots: enumerated
+    assert exact and every.shape == (4060, 30) and len({m.tobytes() for m in every}) == 4060
+
+
+@pytest.mark.parametrize(("n", "exact_ks"), [(8, [1, 2, 4, 8]), (16, [1, 2, 4, 8, 16]), (20, [1, 2, 4, 16, 20]),
+                                             (27, [1, 2, 4, 27]), (28, [1, 2, 28]), (32, [1, 2, 32]),
+                                             (33, [1, 2, 32, 33]), (64, [1, 2, 64]), (201, [1, 201])])
+def test_which_k_the_weighted_vote_enumerates(n, exact_ks):
+    ks = coverage_ks(n)
+    table = subset_table(n, ks, key=0)
+    assert [k for k, ex in zip(ks, table.exact) if ex] == exact_ks
+    for k, rows, ex in zip(ks, table.rows, table.exact):
+        assert rows.shape == ((math.comb(n, k) if ex else DEFAULT_SUBSETS), k)
+        assert (np.diff(rows, axis=1) > 0).all()  # ascending sample indices
 
 
 def test_random_pick_at_k_is_the_mean_correctness():
@@ -172,3 +197,114 @@ def test_first_k_vote_is_the_old_majority_at_k():
     for gold in ("1", "2", "3"):
         q = QuestionView(answers, [answers_match(a, gold) for a in answers], gold, None, key=0)
         assert first_k_vote(q.labels, q.group_correct, [1, 2, 4, 8]) == majority_at_k(answers, gold, [1, 2, 4, 8])
+
+
+# ---------------------------------------------------------------- ties: one rule (issue 18, item 4)
+def _tied_case(rng: random.Random, n: int):
+    """Answers with repeated groups and None; scores drawn from few values (ties across groups),
+    with NaN and inf among them."""
+    answers = [rng.choice(["1", "2", "2.0", "3", None]) for _ in range(n)]
+    pool = [rng.choice([0.0, 1.0, -2.5, rng.gauss(0, 2)]) for _ in range(3)] + [float("nan"), float("inf")]
+    weights = [5, 5, 5, 1, 1]
+    scores = rng.choices(pool, weights=weights, k=n)
+    if rng.random() < 0.5:  # the same scores in another order: group sums tie exactly in value
+        half = n // 2
+        scores[half: 2 * half] = rng.sample(scores[:half], half)
+    return answers, scores
+
+
+def _record_vote(answers, scores, subset, gold="2"):
+    sub = [answers[j] for j in subset]
+    vote = majority_vote(sub) if scores is None else weighted_vote(sub, rm_vote_weights([scores[j] for j in subset]))
+    return answers_match(vote.answer, gold)
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_vote_at_k_equals_brute_force_on_tied_inputs(n):
+    rng = random.Random(1000 + n)
+    for _ in range(12):
+        answers, scores = _tied_case(rng, n)
+        q = QuestionView(answers, [answers_match(a, "2") for a in answers], "2", scores, key=n)
+        ks = list(range(1, n + 1))
+        majority = vote_at_k(q.labels, q.group_correct, ks, key=0)
+        weighted = vote_at_k(q.labels, q.group_correct, ks, key=0, scores=scores)
+        for i, k in enumerate(ks):
+            assert majority.values[i] == pytest.approx(
+                _brute(n, k, lambda s, a=answers: _record_vote(a, None, s)), abs=1e-12), (answers, k)
+            # every subset decided as the record decides it: the same mean to the last bit
+            assert weighted.values[i] == _brute(n, k, lambda s, a=answers, x=scores: _record_vote(a, x, s)), (
+                answers, scores, k)
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_every_subset_vote_is_the_records_vote(n):
+    """The vectorised vote (including the subset of all N, which vote_at_k hands to the record's
+    function anyway) against the record's functions on every subset of tied inputs."""
+    rng = random.Random(2000 + n)
+    for _ in range(10):
+        answers, scores = _tied_case(rng, n)
+        q = QuestionView(answers, [answers_match(a, "2") for a in answers], "2", scores, key=0)
+        s = clean_scores(scores)
+        for k in range(1, n + 1):
+            rows = np.array(list(itertools.combinations(range(n), k)))
+            for weights in (None, s):
+                got = _rows_vote_correct(rows, q.labels, q.group_correct, weights)
+                want = [_record_vote(answers, None if weights is None else scores, list(r)) for r in rows]
+                assert got.tolist() == [float(w) for w in want], (answers, scores, k)
+                assert [subset_vote_correct(q.labels, q.group_correct, weights, r) for r in rows] == want
+
+
+def test_issue_example_weighted_vote_at_n_is_the_record():
+    answers = ["1", "1", "1", "2", "2", "2"]
+    scores = [1.86683, 0.38004, -2.18914, -2.18914, 1.86683, 0.38004]  # the same three scores in each group
+    q = QuestionView(answers, [a == "1" for a in answers], "1", scores, key=0)
+    record = weighted_vote(answers, rm_vote_weights(scores))
+    assert (record.answer, record.index) == ("1", 0)  # an exact tie: the earliest first vote
+    got = vote_at_k(q.labels, q.group_correct, range(1, 7), key=0, scores=scores)
+    assert got.values[-1] == 1.0  # was 0.0: a matrix-product sum split the tie
+    for k, value in zip(range(1, 7), got.values):
+        assert value == _brute(6, k, lambda s: _record_vote(answers, scores, s, gold="1")), k
+    # the vectorised path alone, on the subset of all six, agrees too
+    assert _rows_vote_correct(np.arange(6)[None, :], q.labels, q.group_correct, clean_scores(scores)).tolist() == [1.0]
+
+
+def test_permuted_tied_scores_never_split_record_and_estimator():
+    """The issue's experiment (954 of 20 000 cases disagreed): three scores, the same three in the
+    other group in random order."""
+    rng = random.Random(18)
+    answers = ["1", "1", "1", "2", "2", "2"]
+    for _ in range(2000):
+        base = [rng.gauss(0, 2) for _ in range(3)]
+        scores = base + rng.sample(base, 3)
+        q = QuestionView(answers, [a == "1" for a in answers], "1", scores, key=0)
+        record = answers_match(weighted_vote(answers, rm_vote_weights(scores)).answer, "1")
+        assert vote_at_k(q.labels, q.group_correct, [6], key=0, scores=scores).values == [float(record)], scores
+        assert _rows_vote_correct(np.arange(6)[None, :], q.labels, q.group_correct,
+                                  clean_scores(scores)).tolist() == [float(record)], scores
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_majority_group_sum_equals_brute_force_for_larger_n(seed):
+    rng = random.Random(seed)
+    n = rng.randint(10, 14)
+    answers = [rng.choice(["1", "2", "3", "4", None, "2"]) for _ in range(n)]
+    q = QuestionView(answers, [answers_match(a, "2") for a in answers], "2", None, key=0)
+    ks = list(range(1, n + 1))
+    got = majority_vote_at_k(q.labels, q.group_correct, ks)
+    assert got.exact == [True] * n and got.variances == [0.0] * n
+    for k, value in zip(ks, got.values):
+        assert value == pytest.approx(_brute(n, k, lambda s: _record_vote(answers, None, s)), abs=1e-12), k
+
+
+def test_majority_beyond_its_exact_n_is_monte_carlo(monkeypatch):
+    from latentlit.aggregation import at_k
+
+    rng = random.Random(3)
+    answers = [rng.choice(["1", "2", "3"]) for _ in range(12)]
+    q = QuestionView(answers, [a == "2" for a in answers], "2", None, key=0)
+    exact = majority_vote_at_k(q.labels, q.group_correct, [6, 12])
+    monkeypatch.setattr(at_k, "MAJORITY_EXACT_MAX_N", 8)
+    mc = majority_vote_at_k(q.labels, q.group_correct, [6, 12], key=4, subsets=512)
+    assert mc.exact == [False, True] and mc.variances[0] > 0 and mc.variances[1] == 0.0
+    assert abs(mc.values[0] - exact.values[0]) < 4 * math.sqrt(mc.variances[0])
+    assert mc.values[1] == exact.values[1]

@@ -17,6 +17,7 @@ from latentlit.aggregation import (
     rm_vote_weights,
     weighted_vote,
 )
+from latentlit.aggregation.vote import vote_choice
 
 NAN, INF = math.nan, math.inf
 
@@ -130,3 +131,23 @@ def test_weighted_vote_with_non_finite_weights_and_scores():
     answers = ["7", "7", "7", "9"]
     r = weighted_vote(answers, rm_vote_weights([NAN, NAN, NAN, -2.0]))
     assert (r.answer, r.share) == ("9", pytest.approx(1.0))
+
+
+# ---------------------------------------------------------------- one rule (issue 18, item 4)
+def test_vote_choice_ties_equal_multisets_of_weights_exactly():
+    # left to right, 0.1 + 0.2 + 0.3 = 0.6000000000000001 but 0.2 + 0.3 + 0.1 = 0.6: a plain sum
+    # would give the second group the vote; their exact sums are equal, so the earlier group wins
+    assert sum([0.1, 0.2, 0.3]) > sum([0.2, 0.3, 0.1])
+    weights = [0.2, 0.1, 0.3, 0.2, 0.3, 0.1]
+    answers = ["9", "7", "9", "7", "7", "9"]  # "9": 0.2, 0.3, 0.1; "7": 0.1, 0.2, 0.3
+    r = weighted_vote(answers, weights)
+    assert (r.answer, r.index) == ("9", 0) and r.share == pytest.approx(0.5)
+    assert vote_choice([[1, 3, 4], [0, 2, 5]], weights) == 1  # the group whose first vote is earlier
+    assert vote_choice([[0, 2, 5], [1, 3, 4]], weights) == 0
+    assert vote_choice([[0], [1]], [0.0, 0.0]) is None and vote_choice([], []) is None
+
+
+def test_issue_example_weighted_vote_record():
+    scores = [1.86683, 0.38004, -2.18914, -2.18914, 1.86683, 0.38004]
+    r = weighted_vote(["1", "1", "1", "2", "2", "2"], rm_vote_weights(scores))
+    assert (r.answer, r.index, r.share) == ("1", 0, 0.5)

@@ -1,11 +1,13 @@
 import json
 import math
+import unicodedata
 from decimal import Decimal
 from fractions import Fraction
 
 import pytest
 
 from latentlit.data import ANSWER_FORMATS, answers_match, extract_answer, normalize_answer, parse_number
+from latentlit.data.answers import GROUP_SPACES, MINUS_SIGNS
 
 
 @pytest.mark.parametrize(
@@ -189,3 +191,118 @@ def test_extract_answer_unknown_format():
         extract_answer("### 1", "boxed")
     assert "coconut" in str(info.value)
     assert set(ANSWER_FORMATS) == {"auto", "coconut", "gsm8k", "colar", "last_number"}
+
+
+# ---------------------------------------------------------------- Unicode number forms (issue 18, item 2)
+FORMAT_TEMPLATES = {"coconut": "### {}", "gsm8k": "#### {}", "colar": "Answer: {}", "last_number": "so it is {}",
+                    "auto": "### {}"}
+
+
+def test_minus_signs_are_every_unicode_dash_but_the_wave_dashes():
+    dashes = {chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Pd"}
+    assert dashes - MINUS_SIGNS == {"\u301c", "\u3030"}
+    assert {"\u2212", "\u2796", "\u02d7", "\u2013", "\u2010", "\ufe63", "\uff0d"} <= MINUS_SIGNS
+
+
+@pytest.mark.parametrize("minus", sorted(MINUS_SIGNS))
+def test_every_minus_sign_is_a_minus_in_every_format(minus):
+    # "### \u20135" and "### \u20105" were +5 in the auto and last-number formats
+    for fmt, template in FORMAT_TEMPLATES.items():
+        assert extract_answer(template.format(f"{minus}5"), fmt) == "-5", fmt
+        assert extract_answer(template.format(f"{minus}$1,234.5"), fmt) == "-1234.5", fmt
+    assert normalize_answer(f"{minus}5") == "-5"
+    assert answers_match(f"{minus}5", "-5") and not answers_match(f"{minus}5", "5")
+    assert normalize_answer(f"2.5e{minus}3") == "0.0025"  # "5e\u22127" was 5, the exponent dropped
+    # after a word it is a binary minus, exactly as ASCII "-" ("16-3" -> 3)
+    assert extract_answer(f"16{minus}3", "last_number") == extract_answer("16-3", "last_number") == "3"
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "expected"),
+    [
+        ("### \u20135", "auto", "-5"),  # was 5
+        ("### \u20135", "last_number", "-5"),  # was 5
+        ("### \u20105", "auto", "-5"),  # was 5
+        ("### \u20105", "last_number", "-5"),  # was 5
+        ("### \u20135", "coconut", "-5"),  # was None
+        ("### \u20145", "coconut", "-5"),
+        ("### \ufe625", "coconut", "5"),
+        ("### \u301c5", "coconut", None),  # a wave dash ("about") is no sign, and no number follows the marker
+        ("### \u301c5", "last_number", "5"),
+    ],
+)
+def test_dash_examples(text, fmt, expected):
+    assert extract_answer(text, fmt) == expected
+
+
+@pytest.mark.parametrize("space", sorted(GROUP_SPACES))
+def test_space_group_separators_are_read_whole_in_every_format(space):
+    for fmt, template in FORMAT_TEMPLATES.items():
+        assert extract_answer(template.format(f"1{space}000"), fmt) == "1000", fmt
+        assert extract_answer(template.format(f"1{space}250"), fmt) == "1250", fmt
+        assert extract_answer(template.format(f"-1{space}234{space}567.25 cents"), fmt) == "-1234567.25", fmt
+        # a group that is not three digits: no answer, never 1 nor 25 / 0
+        assert extract_answer(template.format(f"1{space}25"), fmt) is None, fmt
+        assert extract_answer(template.format(f"12{space}3456"), fmt) is None, fmt
+        assert extract_answer(template.format(f"1{space}{space}000"), fmt) is None, fmt
+    assert normalize_answer(f"1{space}000") == "1000" and answers_match(f"1{space}000", "1000")
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "expected"),
+    [
+        ("### 1\u202f000", "coconut", "1000"),  # was 1
+        ("### 1\u202f000", "last_number", "1000"),  # was 0
+        ("### 1\u00a0000", "auto", "1000"),  # was 1
+        ("1\u00a0000", "last_number", "1000"),  # was 0
+        ("### 1\u2009000", "coconut", "1000"),  # was 1
+        ("1\u202f250", "last_number", "1250"),  # CODI's last number: was 250
+        ("costs 1\u202f250", "auto", "1250"),  # was 250
+        # the ASCII space separates tokens, never groups (module docstring)
+        ("### 1 000", "coconut", "1"),
+        ("### 12 345", "coconut", "12"),
+        # separators of two kinds: French 1234.567 or English 1234567? neither
+        ("### 1\u202f234,567", "coconut", None),
+        ("### 1,234\u00a0567", "coconut", None),
+        ("### 1\u00a0234\u202f567", "coconut", None),
+        # full-width forms are their ASCII characters
+        ("### \uff11\uff12", "coconut", "12"),
+        ("### \uff11\uff0c\uff12\uff13\uff14", "coconut", "1234"),  # was 1
+        ("### \uff11\uff0e\uff15", "coconut", "1.5"),  # was 1
+        ("\uff03\uff03\uff03 \uff0d\uff17", "coconut", "-7"),
+        ("Answer\uff1a 7", "colar", "7"),
+        # other forms written inside a number: refused, never their first part
+        ("### 1'000", "coconut", None),  # was 1
+        ("### 1\u2019000", "coconut", None),
+        ("### 1_000", "coconut", None),  # was 1
+        ("### 1\u200b000", "coconut", None),  # zero-width space; was 1
+        ("### 1\u066c000", "coconut", None),  # Arabic thousands separator; was 1
+        ("### 1\u00b75", "coconut", None),  # was 1
+        ("### 1.5\u00d710\u00b3", "coconut", None),  # was 1.5
+        ("### 2^3", "coconut", None),  # was 2
+        ("### 10\u207b\u00b3", "coconut", None),  # was 10
+        ("### 5\u00b2", "coconut", None),  # was 5
+        ("### 2\u00bd", "coconut", None),  # was 2
+        ("### 5\u4e07", "coconut", None),  # 50 000; was 5
+        ("### 5\u00a0apples", "coconut", "5"),  # a space-like character before a word ends the number
+        ("<<9*2=18>> ### 18", "coconut", "18"),
+        ("<<9*2=18>>", "last_number", "18"),
+    ],
+)
+def test_unicode_number_examples(text, fmt, expected):
+    assert extract_answer(text, fmt) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "coconut", "auto"),
+    [("### 12", "12", "12"), ("### 7 <|endoftext|>", "7", "7"),
+     ("<< 9 + 6 = 15 >> << 15 - 3 = 12 >> ### 12", "12", "12"),
+     ("### - 12", None, "12"), ("### 12 ### 3", "12", "12"), ("### 12 345", "12", "12"),
+     ("Tom has 12 apples . ### 4 / 2", "4", "4"), ("<< 12 * 3 = 36 >>", None, "36")],
+)
+def test_quickstart_outputs_read_as_before(text, coconut, auto):
+    """The quickstart models write ASCII tokens joined by ASCII spaces; these read as before the
+    Unicode forms (200 000 random texts over the quickstart vocabularies gave no difference in any
+    format when this was written)."""
+    assert extract_answer(text, "coconut") == coconut
+    assert extract_answer(text, "auto") == auto

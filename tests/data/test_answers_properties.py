@@ -1,5 +1,7 @@
 """Property-based tests of answer equivalence (hypothesis): every surface form of a number parses
-back to it, in every answer format; different numbers never match; float artefacts do."""
+back to it, in every answer format, including its Unicode forms (minus signs, space-like group
+separators, full-width characters); a number written with a malformed group is no answer; different
+numbers never match; float artefacts do."""
 
 from decimal import Decimal
 from fractions import Fraction
@@ -7,7 +9,7 @@ from fractions import Fraction
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from latentlit.data.answers import answers_match, extract_answer, normalize_answer
+from latentlit.data.answers import GROUP_SPACES, MINUS_SIGNS, answers_match, extract_answer, normalize_answer
 
 # Numbers with at most 15 significant digits: the range in which the rule promises that distinct
 # numbers never match (module docstring of latentlit.data.answers).
@@ -21,8 +23,13 @@ def _grouped(n: int, sep: str) -> str:
     return f"{n:,}".replace(",", sep)
 
 
-def surface_forms(d: Decimal) -> list[str]:
-    """Ways a person, a dataset or a model writes the number ``d``."""
+def _full_width(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
+def surface_forms(d: Decimal, minus: str = "-", space: str = "\u202f") -> list[str]:
+    """Ways a person, a dataset or a model writes the number ``d`` (with ``minus`` as the minus sign
+    in some of them, and ``space`` as the group separator of one)."""
     sign, mag = ("-" if d < 0 else ""), abs(d)
     plain = format(mag, "f")
     whole, _, frac = plain.partition(".")
@@ -45,6 +52,11 @@ def surface_forms(d: Decimal) -> list[str]:
     if exact.denominator > 1 and exact > 1:
         rest = exact - int(exact)
         forms.append(f"{sign}{int(exact)} {rest.numerator}/{rest.denominator}")
+    # Unicode forms: another minus sign, space-like groups (French / SI), full-width characters
+    other = minus if sign else ""
+    forms += [other + plain, other + "$" + _grouped(int(whole), space) + tail,
+              other + _grouped(int(whole), space) + tail, _full_width(sign + _grouped(int(whole), ",") + tail),
+              (sign + format(mag, "E")).replace("-", minus)]
     return forms
 
 
@@ -53,15 +65,29 @@ TEMPLATES = {"coconut": "<< 1 + 2 = 3 >> ### {}", "gsm8k": "so the total is\n###
 
 
 @settings(max_examples=150, deadline=None)
-@given(decimals)
-def test_every_surface_form_parses_back_equal(d):
+@given(decimals, st.sampled_from(sorted(MINUS_SIGNS)), st.sampled_from(sorted(GROUP_SPACES)))
+def test_every_surface_form_parses_back_equal(d, minus, space):
     canonical = normalize_answer(str(d))
     assert canonical is not None and Fraction(Decimal(str(d))) == Fraction(d)
-    for form in surface_forms(d):
+    for form in surface_forms(d, minus, space):
         assert normalize_answer(form) == canonical, form
         assert answers_match(form, str(d)), form
         for fmt, template in TEMPLATES.items():
             assert extract_answer(template.format(form), fmt) == canonical, (fmt, form)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1000, 10**15), st.sampled_from(sorted(GROUP_SPACES | {",", "{,}"})),
+       st.sampled_from(sorted(MINUS_SIGNS)), st.booleans())
+def test_a_malformed_group_is_no_answer_in_every_format(n, space, minus, negative):
+    """A grouped number with one digit too few or too many in its last group is read whole or not at
+    all: never its first groups, never the digits after the separator."""
+    grouped = _grouped(n, space)
+    for bad in (grouped[:-1], grouped + "7"):
+        form = (minus if negative else "") + bad
+        assert normalize_answer(form) is None, form
+        for fmt, template in TEMPLATES.items():
+            assert extract_answer(template.format(form), fmt) is None, (fmt, form)
 
 
 @settings(max_examples=300, deadline=None)

@@ -83,18 +83,20 @@ def test_monte_carlo_error_is_stated_when_subsets_are_sampled():
     records = []
     for r in _records(10):
         r = dict(r)
-        r["answers"], r["correct"] = r["answers"] * 2, r["correct"] * 2  # N = 16: C(16, 8) > 1024
-        r["rm_scores"] = r["rm_scores"] * 2
+        r["answers"], r["correct"] = r["answers"] * 4, r["correct"] * 4  # N = 32: C(32, 4) * 4 > 2**17
+        r["rm_scores"] = r["rm_scores"] * 4
         records.append(r)
-    ks = coverage_ks(16)
-    keys = metric_keys(ks, 16, AGGS[:1])
-    values = [question_values(r, ks, AGGS[:1], 0) for r in records]
-    summary = {"config": {"n_samples": 16, "sampler": {"name": "AGN"}}, "counts": {"questions": 10},
+    ks = coverage_ks(32)
+    aggs = [registry.get("majority_vote"), registry.get("weighted_vote")]
+    keys = metric_keys(ks, 32, aggs)
+    values = [question_values(r, ks, aggs, 0) for r in records]
+    summary = {"config": {"n_samples": 32, "sampler": {"name": "AGN"}}, "counts": {"questions": 10},
                "metrics": {k: sum(v.values[k] for v in values) / 10 for k in keys}}
-    add_report(summary, records, ks=ks, aggregators=AGGS[:1], seed=0, cost_model=None)
+    add_report(summary, records, ks=ks, aggregators=aggs, seed=0, cost_model=None)
     se = summary["monte_carlo"]["standard_error"]
-    assert set(se) == {"majority_vote@4", "majority_vote@8"}  # k = 1, 2, 16 are enumerated
-    assert all(0 <= x < 0.02 for x in se.values())
+    # majority vote@k is exact at every k; the weighted vote enumerates k = 1, 2, 32
+    assert set(se) == {"weighted_vote@4", "weighted_vote@8", "weighted_vote@16"}
+    assert all(0 < x < 0.02 for x in se.values())
     assert "compute" not in summary
 
 
