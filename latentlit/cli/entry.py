@@ -38,7 +38,7 @@ from transformers.utils import logging as hf_logging
 
 from latentlit.cli.aliases import UsageError, class_options, command_help, overview, rewrite
 from latentlit.cli.errors import check_applied, explain
-from latentlit.cli.preflight import check_input_paths, check_output_paths
+from latentlit.cli.preflight import check_input_paths, check_output_paths, check_predict_options
 from latentlit.lit.callbacks import InterruptCheckpoint, LatentLitSaveConfig
 from latentlit.lit.resume import option_differences
 from latentlit.runs.lock import acquire, release_all
@@ -128,8 +128,11 @@ class LatentLitCLI(LightningCLI):
                           stacklevel=2)
 
     def before_instantiate_classes(self) -> None:
-        check_input_paths(self.config[self.subcommand])
-        check_output_paths(self.config[self.subcommand])
+        config = self.config[self.subcommand]
+        if self.subcommand == "predict":
+            check_predict_options(config)
+        check_input_paths(config)
+        check_output_paths(config)
 
     def instantiate_trainer(self, **kwargs):
         """The trainer, its TensorBoard run named after the config (and for predict, labelling, their settings hash).

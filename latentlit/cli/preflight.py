@@ -80,3 +80,18 @@ def check_output_paths(config) -> None:
     for flag, value in checks:
         if isinstance(value, str) and value and (err := unwritable_directory(Path(value))) is not None:
             raise type(err)(f"{flag} {value} cannot be created or written ({err}); give another directory")
+
+
+def check_predict_options(config) -> None:
+    """ValueError for a ``predict`` option that looks like part of the run but is not in its settings: a Trainer
+    ``precision`` other than 32-true (autocast or cast inputs change the numbers under the same ``run.json``;
+    the weights' ``dtype`` is the one in the settings) and a ``seed_everything`` other than the default (it seeds
+    nothing a prediction draws: every random number is keyed by the model's ``seed``)."""
+    precision = str(_get(config, "trainer", "precision") or "32-true")
+    if precision not in ("32-true", "32"):
+        raise ValueError(f"--trainer.precision {precision}: latentlit predict runs in the weights' dtype, part of the "
+                         "run's settings; give --dtype bfloat16 (or float16) instead and leave precision at 32-true")
+    seed = _get(config, "seed_everything")
+    if seed not in (0, None):
+        raise ValueError(f"--seed_everything {seed} keys nothing a prediction draws: its trajectories are keyed by the "
+                         "model's seed; give --seed (--model.init_args.seed) instead")

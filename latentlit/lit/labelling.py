@@ -17,16 +17,16 @@ from lightning.pytorch.callbacks import Callback
 
 from latentlit.data.problem import Problem
 from latentlit.data.tokenizer import check_questions
-from latentlit.lit.options import check_at_least
+from latentlit.lit.options import check_at_least, check_inference_precision
 from latentlit.lit.writer import stop_on_sigterm
 from latentlit.models.checkpoints import load_backbone
-from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.models.hooks import Sampler
 from latentlit.runs.directory import (
     OutputDirectory,
     let_go_output_dir,
     release_if_empty,
 )
+from latentlit.runs.fingerprint import weights_fingerprint
 from latentlit.runs.lock import holds
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.scoring.rollouts import ROLLOUT_BRANCH, ROLLOUT_PREFIXES, LabelStats, label_problems
@@ -71,7 +71,7 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
         self.save_hyperparameters(ignore=["sampler"])
         self.sampler = sampler if sampler is not None else MCDropout(p=0.1)
         self.backbone = load_backbone(backbone)
-        # what the weights are, not where they came from (run.json; latentlit.models.fingerprint)
+        # what the weights are, not where they came from (run.json; latentlit.runs.fingerprint)
         self.backbone_fingerprint = weights_fingerprint(self.backbone)
         self.stats = LabelStats()
         self._seconds = 0.0
@@ -96,6 +96,7 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
                 "rollout_prefix": hp.rollout_prefix}
 
     def setup(self, stage: str) -> None:
+        check_inference_precision(self._trainer, "RolloutLabeller")
         self.backbone.eval()
         hp = self.hparams
         problems = getattr(getattr(self._trainer, "datamodule", None), "problems", None)

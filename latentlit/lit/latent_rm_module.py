@@ -13,8 +13,8 @@ from latentlit.evaluation.metrics import DistinctMean
 from latentlit.lit.resume import override_optimizer_options, warn_untrained
 from latentlit.lit.step_mean import StepMean
 from latentlit.models.checkpoints import load_backbone
-from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.models.latent_rm import LatentRM, trajectory_score
+from latentlit.runs.fingerprint import same_weights, weights_fingerprint
 from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss
 from latentlit.scoring.shards import groups_provenance
 
@@ -70,7 +70,7 @@ class LatentRMModule(L.LightningModule):
         labelled = groups_provenance(getattr(self.trainer.datamodule, "groups_dir", None))
         if labelled is not None:
             # the provenance is the backbone that produced the training latents
-            if labelled["backbone_fingerprint"] != self.backbone_fingerprint:
+            if not same_weights(labelled["backbone_fingerprint"], self.backbone_fingerprint):
                 rank_zero_warn(f"LATENTRM / BACKBONE MISMATCH: the groups in {self.trainer.datamodule.groups_dir} were "
                                f"labelled with backbone {labelled['backbone']!r} (weights fingerprint "
                                f"{labelled['backbone_fingerprint']}) but this RM is built from backbone "

@@ -33,15 +33,15 @@ from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import AdaptiveTable, KeyedMean, MeanVector, coverage_ks, diversity_record
 from latentlit.evaluation.report import add_report, write_report
 from latentlit.evaluation.values import metric_keys, question_values
-from latentlit.lit.options import check_at_least
+from latentlit.lit.options import check_at_least, check_inference_precision
 from latentlit.lit.writer import PredictionWriter
 from latentlit.models.backbone import answer_positions
 from latentlit.models.checkpoints import load_backbone
-from latentlit.models.fingerprint import provenance_match, weights_fingerprint
 from latentlit.models.hooks import Sampler
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
 from latentlit.runs.directory import OutputDirectory, earlier_throughput, let_go_output_dir
 from latentlit.runs.files import save_latents
+from latentlit.runs.fingerprint import provenance_match, weights_fingerprint
 from latentlit.runs.records import METRICS, read_records
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.search import SHORTHANDS, Search, SearchBatch, draw, enabled_searches
@@ -140,7 +140,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
                            f"n_samples={n_samples} trajectories of a question are identical, so coverage@k = coverage@1 "
                            "and every aggregate is one trajectory's answer; set a noise level > 0 or n_samples 1")
         self.backbone = load_backbone(backbone, dtype=DTYPES[dtype])
-        # what the weights are, not where they came from (run.json; latentlit.models.fingerprint)
+        # what the weights are, not where they came from (run.json; latentlit.runs.fingerprint)
         self.backbone_fingerprint = weights_fingerprint(self.backbone)
         if num_latents is not None:
             self.backbone.set_num_latents(num_latents)
@@ -178,7 +178,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         """Everything that decides a question's record or what the directory holds: stored in
         ``run.json`` (a resumed run must match it), hashed into the default directory name, and
         the core of ``metrics.json``'s ``config``. The backbone and LatentRM are named by path and
-        by the fingerprint of the weights loaded (:mod:`latentlit.models.fingerprint`).
+        by the fingerprint of the weights loaded (:mod:`latentlit.runs.fingerprint`).
 
         Options left out change neither: ``max_trajectories`` (chunking; the records are the
         same), ``output_dir``; ``tests/lit/test_run_naming.py`` checks that every option is one
@@ -223,6 +223,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         return [PredictionWriter(self._resolve_output_dir())]
 
     def setup(self, stage: str) -> None:
+        check_inference_precision(self._trainer, "TTSPredictor")
         self.backbone.eval()
         self.sampler.bind(self.backbone)
         self.aggregators = registry.enabled(self.run_settings())

@@ -19,7 +19,7 @@ when widths differ, ``projection.*``, and the tokenizer files. The released COCO
 (GPT-2 ``transformer.*`` + ``classifier.*``, no ``latent_rm.json``) is this layout without the
 RM settings. ``latent_rm.json`` also records the RM's ``provenance`` when it is known (written by
 :class:`~latentlit.lit.latent_rm_module.LatentRMModule`'s export): the path and weights
-fingerprint (:mod:`latentlit.models.fingerprint`) of the backbone whose latents it was trained
+fingerprint (:mod:`latentlit.runs.fingerprint`) of the backbone whose latents it was trained
 on, which ``latentlit predict`` compares with its backbone, and the number of training steps
 (``trained_steps``; predict warns at 0). Loading is strict: a missing or unexpected tensor or a
 shape that disagrees with the config is an error naming the key.
@@ -43,8 +43,8 @@ from latentlit.data.tokenizer import LATENT_TOKENS, check_questions, require_lat
 from latentlit.models.backbone import CONFIG_KEY
 from latentlit.models.cache import LatentCache
 from latentlit.models.checkpoints import DETECT_KEYS, load_backbone, load_lm_strict, resolve_path, strict_loading_error
-from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.runs.files import save_tensors
+from latentlit.runs.fingerprint import weights_fingerprint
 
 RM_CONFIG = "latent_rm.json"
 RM_WEIGHTS = "model.safetensors"
@@ -115,7 +115,7 @@ class LatentRM(nn.Module):
         self.tokenizer = tokenizer
         self.prompt_template, self.add_bos, self.head_dropout = prompt_template, add_bos, head_dropout
         # the backbone whose latents the RM was trained on (latent_rm.json "provenance"):
-        # {"backbone": path, "backbone_fingerprint": latentlit.models.fingerprint, and from the
+        # {"backbone": path, "backbone_fingerprint": latentlit.runs.fingerprint, and from the
         # export "trained_steps" (and "groups" when the groups' run.json names their backbone)}, or None
         self.provenance: dict | None = None
 

@@ -15,6 +15,7 @@ import json
 import os
 from pathlib import Path
 
+from latentlit.runs.fingerprint import same_weights
 from latentlit.runs.lock import LOCK_FILE, DirectoryInUse, acquire, release
 from latentlit.runs.records import METRICS, PREDICTIONS
 
@@ -163,7 +164,10 @@ def check_run_settings(output_dir: Path, settings: dict, write: bool, has_result
             tmp.replace(path)  # atomic: another rank never reads a half-written file
         return
     old = json.loads(path.read_text())
-    diffs = {k: {"stored": old.get(k), "now": v} for k, v in settings.items() if old.get(k) != v}
+    # weights are compared by what they are, whatever float dtype each run cast them to
+    # (latentlit.runs.fingerprint.same_weights): an equal fingerprint at either precision is no difference
+    diffs = {k: {"stored": old.get(k), "now": v} for k, v in settings.items()
+             if old.get(k) != v and not (k.endswith("_fingerprint") and same_weights(old.get(k), v))}
     if not diffs:
         return
     # weights changed under a path that did not (a checkpoint retrained into the same directory):

@@ -15,10 +15,10 @@ import torch
 
 from latentlit.cli import main
 from latentlit.models.checkpoints import load_backbone
-from latentlit.models.fingerprint import weights_fingerprint
 from latentlit.models.latent_rm import LatentRM
 from latentlit.runs.directory import EARLIER_RUN
 from latentlit.runs.files import read_latents
+from latentlit.runs.fingerprint import weights_fingerprint
 from latentlit.testing.tiny import write_tiny_backbone
 
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -298,3 +298,20 @@ def test_a_fit_into_an_export_directory_held_by_another_run_is_refused(tmp_path,
         holder.wait()
     main(args)
     assert (export / "model.safetensors").is_file() and not (export / ".latentlit.lock").exists()
+
+
+def test_a_directory_whose_fingerprint_names_the_same_weights_resumes(tmp_path):
+    """run.json written by the version whose fingerprint was the bfloat16 digest alone (its first
+    half is today's) resumes; a fingerprint of other weights is refused."""
+    backbone = write_tiny_backbone(tmp_path / "backbone", seed=0)
+    out = tmp_path / "pred"
+    _predict(backbone, out, "--limit", "2")
+    run = _json(out / "run.json")
+    now = run["backbone_fingerprint"]
+    (out / "run.json").write_text(json.dumps({**run, "backbone_fingerprint": now[:8] + "0123abcd"}))  # version 1
+    _predict(backbone, out, "--limit", "3")
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
+    other = ("f" if now[0] != "f" else "e") + now[1:8] + "0123abcd"
+    (out / "run.json").write_text(json.dumps({**run, "backbone_fingerprint": other}))
+    with pytest.raises(ValueError, match="holds results of other weights"):
+        _predict(backbone, out, "--limit", "3")

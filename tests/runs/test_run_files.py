@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from latentlit.runs import lock as run_lock
-from latentlit.runs.records import DuplicateRecords, read_unique
-from latentlit.runs.records import merge_rank_files, read_records
-from latentlit.scoring.shards import read_index
 from latentlit.models.checkpoints import save_backbone
+from latentlit.runs import lock as run_lock
+from latentlit.runs.records import DuplicateRecords, merge_rank_files, read_records, read_unique
+from latentlit.scoring.shards import read_index
 
 
 def _write(path: Path, records: list[dict], tail: str = "") -> None:
