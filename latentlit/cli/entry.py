@@ -114,8 +114,11 @@ class LatentLitCLI(LightningCLI):
             logging.getLogger("lightning.fabric.utilities.seed").addFilter(_drop("Seed set to"))
 
     def _parse_ckpt_path(self) -> None:
-        """Compare the hyperparameters stored in ``--ckpt_path`` with the options (never apply them)."""
+        """Predict's option checks first (``check_predict_options``, before any file is read); then compare the
+        hyperparameters stored in ``--ckpt_path`` with the options (never apply them)."""
         config = self.config[self.config.subcommand] if self.config.get("subcommand") else {}
+        if self.config.get("subcommand") == "predict":  # before any file is read (refuses --ckpt_path)
+            check_predict_options(config)
         ckpt_path, model = config.get("ckpt_path"), config.get("model")
         if not (ckpt_path and Path(ckpt_path).is_file()):
             return
@@ -129,8 +132,6 @@ class LatentLitCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
-        if self.subcommand == "predict":
-            check_predict_options(config)
         check_input_paths(config)
         check_output_paths(config)
 

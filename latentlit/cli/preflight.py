@@ -85,12 +85,20 @@ def check_output_paths(config) -> None:
 def check_predict_options(config) -> None:
     """ValueError for a ``predict`` option that looks like part of the run but is not in its settings: a Trainer
     ``precision`` other than 32-true (autocast or cast inputs change the numbers under the same ``run.json``;
-    the weights' ``dtype`` is the one in the settings) and a ``seed_everything`` other than the default (it seeds
-    nothing a prediction draws: every random number is keyed by the model's ``seed``)."""
+    the weights' ``dtype`` is the one in the settings), a ``ckpt_path`` (its weights would replace those the settings
+    name by fingerprint) and a ``seed_everything`` other than the default (it seeds nothing a prediction draws: every
+    random number is keyed by the model's ``seed``)."""
     precision = str(_get(config, "trainer", "precision") or "32-true")
     if precision not in ("32-true", "32"):
         raise ValueError(f"--trainer.precision {precision}: latentlit predict runs in the weights' dtype, part of the "
                          "run's settings; give --dtype bfloat16 (or float16) instead and leave precision at 32-true")
+    if _get(config, "trainer", "use_distributed_sampler") is False:
+        raise ValueError("--trainer.use_distributed_sampler false: latentlit predict splits its questions across "
+                         "processes, and without it every process would run and count every question; leave it true")
+    if config.get("ckpt_path"):
+        raise ValueError(f"--ckpt_path {config.get('ckpt_path')}: latentlit predict takes its weights from --backbone "
+                         "(and --latent_rm), named by their fingerprints in run.json; export the trained model with "
+                         "latentlit fit --export_dir and give that directory as --backbone")
     seed = _get(config, "seed_everything")
     if seed not in (0, None):
         raise ValueError(f"--seed_everything {seed} keys nothing a prediction draws: its trajectories are keyed by the "

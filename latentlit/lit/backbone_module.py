@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.curriculum import TokenizedProblem, build_stage_batch, tokenize_problem
 from latentlit.data.problem import Problem
-from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT, require_latent_tokens
+from latentlit.data.tokenizer import END_LATENT, LATENT, START_LATENT, check_questions, require_latent_tokens
 from latentlit.evaluation.metrics import DistinctMean
 from latentlit.lit.resume import override_optimizer_options, warn_untrained
 from latentlit.lit.step_mean import StepMean
@@ -90,11 +90,16 @@ class LatentBackboneModule(L.LightningModule):
                     raise ValueError(f"dynamic_stop needs a backbone with a <|latent|> token; {hp.init_from} has none")
                 cfg.latent_stop_id = cfg.latent_stop_id if cfg.latent_stop_id is not None else cfg.end_latent_id
                 cfg.max_latents = hp.num_stages * hp.thoughts_per_step
-            return
-        if dm is None or getattr(dm, "tokenizer", None) is None:
-            raise RuntimeError("LatentBackboneModule built from scratch needs a datamodule that provides a tokenizer")
-        self.backbone = build_backbone(dm.tokenizer, hp.arch or {}, hp.num_stages * hp.thoughts_per_step,
-                                       hp.prompt_template, hp.answer_format, seed=hp.seed, dynamic_stop=hp.dynamic_stop)
+        else:
+            if dm is None or getattr(dm, "tokenizer", None) is None:
+                raise RuntimeError("LatentBackboneModule built from scratch needs a datamodule that provides a tokenizer")
+            self.backbone = build_backbone(dm.tokenizer, hp.arch or {}, hp.num_stages * hp.thoughts_per_step,
+                                           hp.prompt_template, hp.answer_format, seed=hp.seed,
+                                           dynamic_stop=hp.dynamic_stop)
+        # validation reads every question through the tokenizer: one it cannot read fails now, not
+        # after the first training steps (latentlit.data.tokenizer.check_questions)
+        val = getattr(dm, "val_problems", None) or []
+        check_questions(self.backbone.tokenizer, [p.question for p in val], [p.id for p in val])
 
 
     # ------------------------------------------------------------------ curriculum

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import Callback
 
 from latentlit.data.problem import Problem
 from latentlit.data.tokenizer import check_questions
-from latentlit.lit.options import check_at_least, check_inference_precision
+from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
 from latentlit.lit.writer import stop_on_sigterm
 from latentlit.models.checkpoints import load_backbone
 from latentlit.models.hooks import Sampler
@@ -96,7 +96,7 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
                 "rollout_prefix": hp.rollout_prefix}
 
     def setup(self, stage: str) -> None:
-        check_inference_precision(self._trainer, "RolloutLabeller")
+        check_inference_run(self._trainer, "RolloutLabeller")
         self.backbone.eval()
         hp = self.hparams
         problems = getattr(getattr(self._trainer, "datamodule", None), "problems", None)
@@ -111,6 +111,9 @@ class RolloutLabeller(OutputDirectory, L.LightningModule):
                   f"seed {hp.seed}, rollout prefix {hp.rollout_prefix}, backbone {hp.backbone}: output directory "
                   f"{self.output_path}" + (f" (resuming: {len(self._skip)} questions done)" if self._skip else ""),
                   flush=True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        refuse_checkpoint(self._trainer, "RolloutLabeller")
 
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int):
         hp = self.hparams

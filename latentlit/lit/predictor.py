@@ -33,7 +33,7 @@ from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import AdaptiveTable, KeyedMean, MeanVector, coverage_ks, diversity_record
 from latentlit.evaluation.report import add_report, write_report
 from latentlit.evaluation.values import metric_keys, question_values
-from latentlit.lit.options import check_at_least, check_inference_precision
+from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
 from latentlit.lit.writer import PredictionWriter
 from latentlit.models.backbone import answer_positions
 from latentlit.models.checkpoints import load_backbone
@@ -223,7 +223,7 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         return [PredictionWriter(self._resolve_output_dir())]
 
     def setup(self, stage: str) -> None:
-        check_inference_precision(self._trainer, "TTSPredictor")
+        check_inference_run(self._trainer, "TTSPredictor")
         self.backbone.eval()
         self.sampler.bind(self.backbone)
         self.aggregators = registry.enabled(self.run_settings())
@@ -278,6 +278,9 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             self.report(summary, out)
         self.trainer.strategy.barrier()
         let_go_output_dir(self.trainer, out)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        refuse_checkpoint(self._trainer, "TTSPredictor")
 
     # ------------------------------------------------------------------ the job
     @torch.no_grad()

@@ -11,7 +11,7 @@ import torch
 
 from latentlit.data.sources import SyntheticProblems
 from latentlit.lit import CurriculumDataModule, LatentBackboneModule
-from latentlit.models.checkpoints import load_backbone
+from latentlit.models.checkpoints import SHIPPED, load_backbone
 
 
 class _LossRecorder(L.Callback):
@@ -182,7 +182,9 @@ def test_llama_with_a_dynamic_stop_trains_and_exports(tmp_path):
 
 def test_validating_an_untrained_backbone_warns_and_a_loaded_one_does_not(tmp_path):
     sizes = {"n_train": 16, "n_val": 8, "n_test": 8}
-    dm = CurriculumDataModule(train=SyntheticProblems("train", **sizes), val=SyntheticProblems("val", **sizes), batch_size=8)
+    # the shipped tokenizer reads every synthetic question (one built from 16 problems would not)
+    dm = CurriculumDataModule(train=SyntheticProblems("train", **sizes), val=SyntheticProblems("val", **sizes), batch_size=8,
+                              tokenizer=str(SHIPPED["quickstart"]))
     trainer = L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         accelerator="cpu", devices=1, default_root_dir=tmp_path)
     scratch = LatentBackboneModule(arch={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128},

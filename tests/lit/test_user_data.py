@@ -83,3 +83,20 @@ def test_labelling_refuses_them_before_any_work(tmp_path, capsys, monkeypatch):
               str(tmp_path / "groups"), "--trainer.logger", "false"])
     assert exit_info.value.code == 2
     assert "question 'b1' has words" in capsys.readouterr().err and not (tmp_path / "groups").exists()
+
+
+def test_fit_refuses_validation_questions_its_tokenizer_cannot_read_before_training(tmp_path):
+    import lightning as L
+
+    from latentlit.data.sources import SyntheticProblems
+    from latentlit.lit import CurriculumDataModule, LatentBackboneModule
+
+    sizes = {"n_train": 16, "n_val": 8, "n_test": 8}  # a word tokenizer built from 16 problems lacks val's words
+    dm = CurriculumDataModule(train=SyntheticProblems("train", **sizes), val=SyntheticProblems("val", **sizes), batch_size=8)
+    module = LatentBackboneModule(arch={"n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 128}, num_stages=1,
+                                  thoughts_per_step=2)
+    trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    with pytest.raises(ValueError, match=r"question 'syn-val-\d+' has words .* reads as its unknown token"):
+        trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 0  # refused before any training step
