@@ -17,16 +17,16 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from latentlit.cli.scripts import ScriptParser, run
 from latentlit.models.checkpoints import load_backbone
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--questions", type=int, default=128)
     parser.add_argument("--batch-size", type=int, nargs="+", default=[32, 128],
                         help="questions per predict batch (each value is its own point)")
@@ -90,4 +90,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -24,13 +24,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling import ANSWER_TOKENS, build_backbone, questions_for  # noqa: E402
 
+from latentlit.cli.scripts import ScriptParser, run
 from latentlit.models.latent_rm import LatentRM, LatentRMStepScorer  # noqa: E402
 from latentlit.sampling import AGN  # noqa: E402
 from latentlit.search.beam_search import HistoryScorer, latent_beam_search  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     parser.add_argument("--questions", type=int, default=4)
     parser.add_argument("--beam", type=int, default=4)
@@ -68,4 +69,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

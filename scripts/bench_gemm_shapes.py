@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from latentlit.cli.scripts import ScriptParser, run
+
 SHAPES = [(768, 2304), (768, 768), (768, 3072), (3072, 768)]  # GPT-2 small: qkv, attention out, fc, fc out
 LAYERS = 12
 
@@ -58,7 +60,7 @@ def step_rate(rows: int, weights: list[tuple[torch.Tensor, torch.Tensor]], repea
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="64,128,512", help="comma-separated M (rows per step)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -77,4 +79,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

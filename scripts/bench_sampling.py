@@ -51,6 +51,7 @@ from pathlib import Path
 
 import torch
 
+from latentlit.cli.scripts import ScriptParser, run
 from latentlit.models.checkpoints import load_backbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +223,7 @@ def _baseline_tree(ref: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -312,4 +313,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -20,7 +20,6 @@ the machine's load. Timings depend on the machine and its load; compare numbers 
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import statistics
@@ -29,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from latentlit.cli.scripts import ScriptParser, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,7 +96,7 @@ def _line(name: str, values: list[tuple[float, float]], extra: str = "") -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--config", default="configs/quickstart/predict_dropout.yaml")
     parser.add_argument("--root", action="append", default=[], help="another checkout to measure (repeatable)")
@@ -125,4 +126,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from latentlit.cli.scripts import run
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.sources import SyntheticProblems
 from latentlit.models.backbone import LatentBackbone
@@ -58,4 +59,4 @@ def main(path: str = "quickstart") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:]))
+    run(lambda: main(*sys.argv[1:]))

@@ -16,13 +16,14 @@ Data files are read from ``../shared/data`` (``--data``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
+from latentlit.cli.scripts import ScriptParser
+from latentlit.cli.scripts import run as run_script
 from latentlit.data.answers import answers_match, extract_answer, normalize_answer
 from latentlit.runs.records import read_records
 
@@ -145,7 +146,7 @@ def hard_cases(mv) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ScriptParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--runs", type=Path, nargs="*", default=[], help="latentlit predict output directories")
     parser.add_argument("--timing_texts", type=int, default=2000, help="texts per run timed (each checker)")
@@ -172,4 +173,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -15,14 +15,18 @@ compares two metrics. Repeatable.
 
 from __future__ import annotations
 
-import argparse
-import sys
+import json
+from pathlib import Path
 
+from latentlit.cli.scripts import ScriptParser, run
 from latentlit.evaluation.compare import load_run, markdown, write_csv
+from latentlit.evaluation.paired import paired_difference
+from latentlit.evaluation.text import interval, points
+from latentlit.runs.records import read_records
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ScriptParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dirs", nargs="+", help="output directories of latentlit predict (each with metrics.json)")
     parser.add_argument("--csv", help="also write the rows (long format, fractions) to this CSV file")
     parser.add_argument("--every-k", action="store_true", help="one row per k, not only at N")
@@ -31,11 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.paired:
         return _paired(args.dirs, args.paired)
-    try:
-        runs = [load_run(d) for d in args.dirs]
-    except (FileNotFoundError, ValueError) as err:
-        print(f"compare_runs: error: {err}", file=sys.stderr)
-        return 2
+    runs = [load_run(d) for d in args.dirs]
     print(markdown(runs, args.every_k))
     if args.csv:
         write_csv(runs, args.csv, args.every_k)
@@ -44,33 +44,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _paired(dirs: list[str], metrics: list[str]) -> int:
-    import json
-    from pathlib import Path
-
-    from latentlit.evaluation.paired import paired_difference
-    from latentlit.evaluation.text import interval, points
-    from latentlit.runs.records import read_records
-
     if len(dirs) != 2:
-        print(f"compare_runs: error: --paired compares two runs (A then B), got {len(dirs)} directories", file=sys.stderr)
-        return 2
-    try:
-        runs = [load_run(d) for d in dirs]
-        records = [read_records(Path(d)) for d in dirs]
-        seeds = [int(json.loads((Path(d) / "run.json").read_text()).get("seed", 0)) if (Path(d) / "run.json").is_file()
-                 else int((r.get("config") or {}).get("seed", 0)) for d, r in zip(dirs, runs)]
-        for spec in metrics:
-            metric_a, _, metric_b = spec.partition(",")
-            d = paired_difference(records[0], records[1], metric_a, metric_b or None, seed_a=seeds[0], seed_b=seeds[1])
-            print(f"{d['metric_b']} of B ({runs[1]['name']}) minus {d['metric_a']} of A ({runs[0]['name']}): "
-                  f"{points(d['diff'])} points {interval(d['low'], d['high'], signed=True)} "
-                  f"({100 * d['b']:.1f}% vs {100 * d['a']:.1f}%; paired bootstrap over {d['questions']} questions, "
-                  f"{d['resamples']} resamples, {100 * d['level']:.0f}%)")
-    except (FileNotFoundError, ValueError, KeyError) as err:
-        print(f"compare_runs: error: {err}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--paired compares two runs (A then B), got {len(dirs)} directories")
+    runs = [load_run(d) for d in dirs]
+    records = [read_records(Path(d)) for d in dirs]
+    seeds = [int(json.loads((Path(d) / "run.json").read_text()).get("seed", 0)) if (Path(d) / "run.json").is_file()
+             else int((r.get("config") or {}).get("seed", 0)) for d, r in zip(dirs, runs)]
+    for spec in metrics:
+        metric_a, _, metric_b = spec.partition(",")
+        d = paired_difference(records[0], records[1], metric_a, metric_b or None, seed_a=seeds[0], seed_b=seeds[1])
+        print(f"{d['metric_b']} of B ({runs[1]['name']}) minus {d['metric_a']} of A ({runs[0]['name']}): "
+              f"{points(d['diff'])} points {interval(d['low'], d['high'], signed=True)} "
+              f"({100 * d['b']:.1f}% vs {100 * d['a']:.1f}%; paired bootstrap over {d['questions']} questions, "
+              f"{d['resamples']} resamples, {100 * d['level']:.0f}%)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
+from latentlit.cli.scripts import ScriptParser, run
 from latentlit.evaluation.plots import plot_trajectories
 from latentlit.runs.files import read_latents
 from latentlit.runs.records import read_records
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", type=Path)
     parser.add_argument("--questions", type=int, default=3)
     parser.add_argument("--projection", choices=["pca", "tsne"], default="pca",
@@ -31,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     files = sorted((args.output_dir / "latents").glob("*.safetensors"))
     if not files:
-        raise SystemExit(f"no latents in {args.output_dir / 'latents'}: run predict with --model.init_args.save_latents true")
+        raise FileNotFoundError(f"no latents in {args.output_dir / 'latents'}: run predict with --save_latents")
     latents = {k: v for f in files for k, v in read_latents(f).items()}
     records = read_records(args.output_dir)  # each question once (latentlit.runs.records)
     mixed = [r for r in records if r["id"] in latents and 0 < sum(r["correct"]) < len(r["correct"])]
@@ -54,4 +55,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -28,6 +28,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_sampling as bench  # noqa: E402
 
+from latentlit.cli.scripts import ScriptParser, run
+
 KINDS = {
     "matmul": ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm"),
     "attention (sdpa kernels, softmax)": ("aten::_scaled_dot_product_flash_attention_for_cpu",
@@ -49,7 +51,7 @@ def _wrap(owner, name: str, label: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(bench.ROOT.parent / "shared" / "data"))
     parser.add_argument("--backbone", default="gpt2-small")
     parser.add_argument("--prompts", default="gsm_test")
@@ -135,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from latentlit.cli.scripts import run
+
 METHODS = ["greedy", "coverage", "majority_vote", "best_of_n (contrastive)", "best_of_n (bce)",
            "best_of_n (random head)", "weighted_vote (contrastive)", "beam_search (contrastive)", "dvts (contrastive)",
            "dvts_vote (contrastive)", "random"]
@@ -24,6 +26,9 @@ def main(out: str) -> None:
     for n in (4, 16, 64):
         runs = {rm: json.loads(path.read_text())["metrics"] for rm in RMS
                 if (path := out / f"predict_N{n}_{rm}" / "metrics.json").exists()}
+        if "contrastive" not in runs:
+            raise FileNotFoundError(f"{out / f'predict_N{n}_contrastive' / 'metrics.json'} does not exist: run "
+                                    "scripts/reproduce_quickstart.sh into that directory first")
         c = runs["contrastive"]
         row = {"greedy": c["greedy_accuracy"], "coverage": c[f"coverage@{n}"], "majority_vote": c[f"majority_vote@{n}"],
                "random": c[f"random@{n}"]}
@@ -45,4 +50,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "outputs/reproduce_quickstart")
+    run(lambda: main(sys.argv[1] if len(sys.argv) > 1 else "outputs/reproduce_quickstart"))

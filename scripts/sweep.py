@@ -8,24 +8,17 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+
+from latentlit.cli.scripts import ScriptParser, run
+from latentlit.cli.sweep import run_sweep
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="the sweep YAML")
     args = parser.parse_args()
-    from latentlit.cli.sweep import run_sweep
-
-    try:
-        run_sweep(args.config)
-    except (ValueError, FileNotFoundError) as err:
-        if os.environ.get("LATENTLIT_DEBUG"):
-            raise
-        sys.stderr.write(f"latentlit: error: {type(err).__name__}: {err}\n(LATENTLIT_DEBUG=1 shows the traceback)\n")
-        raise SystemExit(2) from None
+    run_sweep(args.config)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -18,23 +18,21 @@ import json
 import sys
 from pathlib import Path
 
+from latentlit.cli.scripts import ScriptParser, run
 from latentlit.evaluation.analysis import vote_breakdown
 from latentlit.evaluation.text import pct, points
 from latentlit.runs.records import read_records
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ScriptParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("predictions", type=Path, help="a predictions.jsonl (or the directory holding it)")
     parser.add_argument("--k", type=int, default=16, help="votes use each question's first k samples")
     args = parser.parse_args(argv)
     if not args.predictions.exists():
         parser.error(f"{args.predictions} does not exist")
     folder = args.predictions if args.predictions.is_dir() else args.predictions.parent
-    try:
-        records = read_records(folder)
-    except ValueError as err:  # a corrupt line, two different records of one question
-        parser.error(str(err))
+    records = read_records(folder)  # a corrupt line, two different records of one question: one error line
     if not records:
         parser.error(f"no prediction records in {folder}")
     n = min(len(r["answers"]) for r in records)  # a live adaptive run's records hold what each question drew
@@ -61,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -99,5 +99,5 @@ def test_compare_runs_paired_prints_the_difference(tmp_path, capsys):
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"greedy of B (b) minus greedy of A (a): {100 * expected['diff']:+.1f} points [")
     assert line.endswith("paired bootstrap over 50 questions, 2000 resamples, 95%)")
-    assert script.main([dirs[0], "--paired", "greedy"]) == 2
-    assert "--paired compares two runs (A then B), got 1 directories" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"--paired compares two runs \(A then B\), got 1 directories"):
+        script.main([dirs[0], "--paired", "greedy"])
