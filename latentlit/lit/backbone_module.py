@@ -98,7 +98,8 @@ class LatentBackboneModule(L.LightningModule):
                                            dynamic_stop=hp.dynamic_stop)
         # validation reads every question through the tokenizer: one it cannot read fails now, not
         # after the first training steps (latentlit.data.tokenizer.check_questions)
-        val = getattr(dm, "val_problems", None) or []
+        validates = self._trainer is None or self.trainer.limit_val_batches != 0
+        val = (getattr(dm, "val_problems", None) or []) if validates else []
         check_questions(self.backbone.tokenizer, [p.question for p in val], [p.id for p in val])
 
 
