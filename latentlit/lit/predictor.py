@@ -20,22 +20,20 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
-from torchmetrics import MeanMetric, SumMetric
 
-from latentlit.aggregation import majority_vote, registry
-from latentlit.aggregation.registry import question_view
+from latentlit.aggregation import registry
 from latentlit.aggregation.stopping import AdaptiveOptions, parse_adaptive
-from latentlit.data.answers import ANSWER_FORMATS, answer_format_warning, answers_match, extract_answer
+from latentlit.data.answers import ANSWER_FORMATS, answer_format_warning, extract_answer
 from latentlit.data.problem import Problem
 from latentlit.data.tokenizer import check_questions
-from latentlit.evaluation.checks import COUNTS, RM_TIE_TOLERANCE, record_counts, summary_warnings
+from latentlit.evaluation.checks import summary_warnings
 from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
-from latentlit.evaluation.metrics import AdaptiveTable, KeyedMean, MeanVector, coverage_ks, diversity_record
+from latentlit.evaluation.metrics import coverage_ks
 from latentlit.evaluation.report import add_report, write_report
-from latentlit.evaluation.values import metric_keys, question_values
+from latentlit.evaluation.run_metrics import RunMetrics
 from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
+from latentlit.lit.records import compute_sizes, question_record
 from latentlit.lit.writer import PredictionWriter
-from latentlit.models.backbone import answer_positions
 from latentlit.models.checkpoints import load_backbone
 from latentlit.models.hooks import Sampler
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
@@ -45,7 +43,7 @@ from latentlit.runs.fingerprint import provenance_match, weights_fingerprint
 from latentlit.runs.records import METRICS, read_records
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.search import SHORTHANDS, Search, SearchBatch, draw, enabled_searches
-from latentlit.search.adaptive import adaptive_field, adaptive_settings, head_record
+from latentlit.search.adaptive import adaptive_settings, head_record
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -227,7 +225,10 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         self.backbone.eval()
         self.sampler.bind(self.backbone)
         self.aggregators = registry.enabled(self.run_settings())
-        self.metrics = self._new_metrics()
+        cfg = self.backbone.latent_config
+        self.metrics = RunMetrics(self.ks, self.n_metrics, self.aggregators, self.hparams.seed,
+                                  cfg.num_latents if cfg.latent_stop_id is None else cfg.max_latents,
+                                  ["samples", *(s.name for s in self.searches)], self.adaptive, self._metrics_record)
         problems = getattr(getattr(self._trainer, "datamodule", None), "problems", None)
         if problems:  # every question, before any work and before run.json binds the directory
             ids, questions = [p.id for p in problems], [p.question for p in problems]
@@ -247,26 +248,9 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
                   f"backbone {self.hparams.backbone}: output directory {self.output_path}"
                   + (f" (resuming: {len(done)} questions done)" if done else ""), flush=True)
 
-    def _new_metrics(self) -> torch.nn.ModuleDict:
-        cfg = self.backbone.latent_config
-        steps = cfg.num_latents if cfg.latent_stop_id is None else cfg.max_latents
-        metrics = torch.nn.ModuleDict({
-            "accuracy": KeyedMean(metric_keys(self.ks, self.n_metrics, self.aggregators)),
-            "distinct": MeanMetric(), "questions": SumMetric(), "diversity": MeanVector(max(steps, 1)),
-            "samples": SumMetric(), **{name: SumMetric() for name in COUNTS},
-            **{f"steps_{name}": MeanMetric() for name in self._costed()},
-        })
-        if self.adaptive is not None:
-            metrics["adaptive"] = AdaptiveTable(self.adaptive)
-        return metrics
-
-    def _costed(self) -> list[str]:
-        """What the latent-step counts are kept for: the samples, then each search method."""
-        return ["samples", *(s.name for s in self.searches)]
-
     def on_predict_start(self) -> None:
         for r in self._resumed:
-            self._update_metrics(r)
+            self.metrics.update(r)
 
     def on_predict_end(self) -> None:
         """After the writer has merged the records: the metrics (every process), then on rank
@@ -301,10 +285,14 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
                              step_scorer=None if self.rm is None else self._step_scorer)
         drawn = draw(search, self.adaptive)
         found = {s.name: s.run(search) for s in self.searches}
-        compute = self._compute(questions, greedy, drawn.samples)
+        rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
+        compute = compute_sizes(self.backbone.encode_prompts(questions)[1].sum(1).tolist(), greedy, drawn.samples,
+                                self.backbone.latent_config.eos_id, hp.max_new_tokens, rm_prompts)
         records = []
         for i, ((index, problem), greedy_text, samples) in enumerate(zip(batch, greedy.answers_text, drawn.samples)):
-            record = self._record(index, problem, greedy_text, samples, None if drawn.scores is None else drawn.scores[i])
+            record = question_record(index, problem, greedy_text, samples, search.parse, self.aggregators, hp.seed,
+                                     scores=None if drawn.scores is None else drawn.scores[i], adaptive=self.adaptive,
+                                     n_max=hp.n_samples, n_metrics=self.n_metrics, live=self.live)
             for name, per_question in found.items():
                 record.update(per_question[i].fields)
                 record["latent_steps"][name] = per_question[i].latent_steps
@@ -317,25 +305,8 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         self._trajectories += sum(len(s.texts) for s in drawn.samples)
         self._new_questions += len(problems)
         for r in records:
-            self._update_metrics(r)
+            self.metrics.update(r)
         return records
-
-    def _compute(self, questions: list[str], greedy, samples) -> list[dict]:
-        """Each question's ``compute`` record field: the sizes its cost is counted from
-        (:mod:`latentlit.evaluation.compute`), from its own sizes, not the batch's."""
-        hp = self.hparams
-        prompts = self.backbone.encode_prompts(questions)[1].sum(1).tolist()
-        greedy_steps = zip(greedy.latent_mask.sum(1).tolist(),
-                           answer_positions(greedy.answer_ids, self.backbone.latent_config.eos_id, hp.max_new_tokens))
-        rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
-        out = []
-        for i, (s, g) in enumerate(zip(samples, greedy_steps)):
-            c = {"prompt": int(prompts[i]), "latents": [int(x) for x in s.latent_mask.sum(1).tolist()],
-                 "answers": list(s.answer_positions), "greedy": [int(x) for x in g]}
-            if rm_prompts is not None:
-                c["rm_prompt"] = int(rm_prompts[i])
-            out.append(c)
-        return out
 
     def _rm_scores(self, questions: list[str], samples) -> list[list[float]]:
         """LatentRM trajectory scores (``rm_score`` of the step scores) of each question's samples
@@ -359,97 +330,26 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         save_latents({p.id: s.latents for (_, p), s in zip(batch, samples)},
                      folder / f"{batch[0][0]:07d}-r{self.global_rank}.safetensors")
 
-    def _record(self, index: int, problem: Problem, greedy_text: str, s, scores=None) -> dict:
-        """A question's record from its samples (the search methods add their own fields)."""
-        answers = [extract_answer(t, self.answer_format) for t in s.texts]
-        vote = majority_vote(answers)
-        greedy = extract_answer(greedy_text, self.answer_format)
-        record = {
-            "index": index, "id": problem.id, "question": problem.question, "gold": problem.answer,
-            "greedy": {"answer": greedy, "correct": answers_match(greedy, problem.answer), "text": greedy_text},
-            "answers": answers, "correct": [answers_match(a, problem.answer) for a in answers], "texts": s.texts,
-            "vote_share": round(vote.share, 6), "distinct_answers": vote.distinct,
-            # a live adaptive run's over the first round only, the samples every question has
-            "diversity": diversity_record(s.latents[:self.n_metrics], s.latent_mask[:self.n_metrics]),
-            "latent_steps": {"samples": int(s.latent_mask.sum())},
-        }
-        if scores is not None:
-            # non-finite scores are stored as null, never win and carry no weight
-            # (latentlit.aggregation.scores); the aggregators choose on the stored (rounded)
-            # scores, so that every choice can be recomputed from predictions.jsonl alone
-            record["rm_scores"] = [round(x, 5) if math.isfinite(x) else None for x in scores]
-        view = question_view(record, self.hparams.seed)
-        if self.adaptive is not None:
-            record["adaptive"] = adaptive_field(self.adaptive, self.hparams.n_samples, view.answers, problem.answer,
-                                                view.scores)
-        for agg in self.aggregators:
-            # a live record holds fewer than N samples: an N-sample aggregate there would be read as one
-            if agg.choose is not None and not self.live:
-                record[agg.name] = agg.choose(view)
-        return record
-
     # ------------------------------------------------------------------ metrics
-    def _update_metrics(self, r: dict) -> None:
-        m, dev = self.metrics, self.device
-        if self.adaptive is not None:
-            m["adaptive"].update(r["adaptive"])
-        m["samples"].update(torch.tensor(float(len(r["answers"])), device=dev))
-        r = self._metrics_record(r)
-        m["accuracy"].update(question_values(r, self.ks, self.aggregators, self.hparams.seed).values)
-        m["distinct"].update(torch.tensor(float(r["distinct_answers"]), device=dev))
-        m["questions"].update(torch.tensor(1.0, device=dev))
-        for name, value in record_counts(r).items():
-            m[name].update(torch.tensor(float(value), device=dev))
-        steps = dict(r.get("latent_steps", {}))
-        if "compute" in r:  # the samples the metrics describe (a live adaptive run's first round)
-            steps["samples"] = sum(r["compute"]["latents"])
-        for name, value in steps.items():
-            m[f"steps_{name}"].update(torch.tensor(float(value), device=dev))
-        if r["diversity"]:  # null: a step fewer than two of the question's trajectories reached
-            m["diversity"].update(torch.tensor([[math.nan if x is None else x for x in r["diversity"]]], device=dev))
-
     def _metrics_record(self, r: dict) -> dict:
         """The record the N-sample metrics read: the record itself, or in a live adaptive run the
         record a fixed run with N = round_size would have written (its first round)."""
         return head_record(r, self.n_metrics, self.aggregators, self.hparams.seed) if self.live else r
 
     def finish_metrics(self) -> dict:
-        """Compute (and reduce across processes) every metric; call on all ranks."""
-        m = self.metrics
-        count = torch.tensor([self._trajectories, self._new_questions], device=self.device, dtype=torch.float64)
+        """``metrics.json`` (before the report's sections): the config, every metric (reduced across
+        processes; call on every process), counts and throughput."""
+        work = torch.tensor([self._trajectories, self._new_questions], device=self.device, dtype=torch.float64)
         seconds = torch.tensor([self._seconds], device=self.device, dtype=torch.float64)
         if self._trainer is not None:
-            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+            work = self.trainer.strategy.reduce(work, reduce_op="sum")
             seconds = self.trainer.strategy.reduce(seconds, reduce_op="max")
-        questions = int(m["questions"].compute())
-        tally = {name: int(m[name].compute()) for name in COUNTS}
-        samples = int(m["samples"].compute())  # questions x N, or what a live adaptive run drew
-        diversity = m["diversity"].compute()
-        summary = {
-            "config": self.report_config(),
-            "metrics": {
-                **m["accuracy"].as_dict(),
-                "distinct_answers": float(m["distinct"].compute()),
-                "no_answer_greedy": tally["no_answer_greedy"] / max(questions, 1),
-                "no_answer_samples": tally["no_answer_samples"] / max(samples, 1),
-                # per step, the mean over the questions with two or more trajectories there (null:
-                # none), and how many those are
-                "diversity_per_step": [None if math.isnan(x) else round(x, 4) for x in diversity["mean"].tolist()],
-                "diversity_questions_per_step": [int(x) for x in diversity["count"].tolist()],
-                "latent_steps_per_question": {name: round(float(m[f"steps_{name}"].compute()), 4)
-                                              for name in self._costed()},
-            },
-            "counts": {"questions": questions, "questions_this_run": int(count[1]), "trajectories_this_run": int(count[0]),
-                       "nonfinite_rm_scores": tally["nonfinite_rm_scores"],
-                       "nonfinite_beam_scores": tally["nonfinite_beam_scores"],
-                       # best-of-N choices whose runner-up is within rm_tie_tolerance (docs/determinism.md)
-                       "rm_near_ties": tally["rm_near_ties"], "rm_tie_tolerance": RM_TIE_TOLERANCE},
-            **self._throughput(int(count[0]), float(seconds[0])),
-        }
-        # states are float64 sums; 6 decimals hide the float32 noise of compute() (0.6499999761...)
-        summary["metrics"] = {k: round(v, 6) if isinstance(v, float) else v for k, v in summary["metrics"].items()}
-        if self.adaptive is not None:
-            summary["adaptive"] = m["adaptive"].compute()
+        computed = self.metrics.compute()
+        summary = {"config": self.report_config(), "metrics": computed["metrics"],
+                   "counts": {**computed["counts"], "questions_this_run": int(work[1]), "trajectories_this_run": int(work[0])},
+                   **self._throughput(int(work[0]), float(seconds[0]))}
+        if "adaptive" in computed:
+            summary["adaptive"] = computed["adaptive"]
         for warning in summary_warnings(summary["metrics"], summary["counts"]):
             rank_zero_warn(warning)
         if self.latent_rm_backbone_match is False:  # said at the start too; repeated next to the numbers
