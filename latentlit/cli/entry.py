@@ -31,6 +31,7 @@ if sys.argv[:1] == ["-m"] or Path(sys.argv[0]).name == "latentlit":  # the comma
 
 # imported once that handler is in place, so that Ctrl-C while torch and Lightning load ends in one line
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -39,7 +40,7 @@ from transformers.utils import logging as hf_logging
 from latentlit.cli.aliases import UsageError, class_options, command_help, overview, rewrite
 from latentlit.cli.errors import check_applied, explain
 from latentlit.cli.preflight import check_input_paths, check_output_paths, check_predict_options
-from latentlit.lit.callbacks import InterruptCheckpoint, LatentLitSaveConfig
+from latentlit.lit.callbacks import InterruptCheckpoint, LatentLitSaveConfig, StepProgressBar
 from latentlit.lit.resume import option_differences
 from latentlit.runs.lock import acquire, release_all
 
@@ -152,7 +153,11 @@ class LatentLitCLI(LightningCLI):
                 kwargs["default_root_dir"], moved = str(out), (str(out), DEFAULT_LOG_DIR)
         if (logger := self._logger_named(name, moved)) is not None:
             kwargs.setdefault("logger", logger)
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        for i, callback in enumerate(trainer.callbacks):  # Lightning's default bar would print "Epoch 1/-2"
+            if type(callback) is RichProgressBar:
+                trainer.callbacks[i] = StepProgressBar()
+        return trainer
 
     def _logger_named(self, name: str, moved: tuple[str, str] | None = None):
         """The configured TensorBoard logger named ``name`` when the config leaves its name unset (else None);

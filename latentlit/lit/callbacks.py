@@ -1,5 +1,6 @@
 """Callbacks the ``latentlit`` command adds to every run: a resumable checkpoint when ``fit`` is
-stopped (SIGTERM, Ctrl-C), and no log folder left behind by a run that failed before any work."""
+stopped (SIGTERM, Ctrl-C), no log folder left behind by a run that failed before any work, and a
+progress bar that says where a step-limited fit stands."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shlex
 import time
 from pathlib import Path
 
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -109,3 +110,15 @@ class LatentLitSaveConfig(SaveConfigCallback):
                 empty.rmdir()
             except OSError:
                 break
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, naming the step limit of a fit bounded by ``max_steps`` (Lightning
+    sets ``max_epochs = -1`` there and would print "Epoch 1/-2")."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs < 0:
+            limit = f" (until step {trainer.max_steps})" if trainer.max_steps > 0 else ""
+            return f"Epoch {current_epoch}{limit}"
+        return super()._get_train_description(current_epoch)

@@ -62,3 +62,16 @@ def test_sigterm_during_fit_saves_a_resumable_checkpoint(tmp_path):
     assert steps[0] == 5 and steps == sorted(steps) and steps[-1] > step  # before and after the interruption
     assert summary["train_seconds"] >= state["latentlit"]["train_seconds"]
 
+
+
+def test_a_step_limited_fit_shows_its_step_limit_not_a_negative_epoch_count():
+    import lightning as L
+
+    from latentlit.lit.callbacks import StepProgressBar
+
+    bar = StepProgressBar()
+    # max_epochs -1: what a step-limited fit runs with (the quickstart configs give max_steps only)
+    trainer = L.Trainer(max_steps=7, max_epochs=-1, callbacks=[bar], logger=False, enable_checkpointing=False)
+    assert bar._get_train_description(1).strip() == "Epoch 1 (until step 7)"
+    epochs = L.Trainer(max_epochs=3, callbacks=[StepProgressBar()], logger=False, enable_checkpointing=False)
+    assert epochs.progress_bar_callback._get_train_description(1).strip() == "Epoch 1/2"
