@@ -71,7 +71,8 @@ def test_a_step_limited_fit_shows_its_step_limit_not_a_negative_epoch_count():
 
     bar = StepProgressBar()
     # max_epochs -1: what a step-limited fit runs with (the quickstart configs give max_steps only)
-    trainer = L.Trainer(max_steps=7, max_epochs=-1, callbacks=[bar], logger=False, enable_checkpointing=False)
+    bar._trainer = L.Trainer(max_steps=7, max_epochs=-1, callbacks=[bar], logger=False, enable_checkpointing=False)
     assert bar._get_train_description(1).strip() == "Epoch 1 (until step 7)"
-    epochs = L.Trainer(max_epochs=3, callbacks=[StepProgressBar()], logger=False, enable_checkpointing=False)
-    assert epochs.progress_bar_callback._get_train_description(1).strip() == "Epoch 1/2"
+    by_epochs = StepProgressBar()
+    by_epochs._trainer = L.Trainer(max_epochs=3, callbacks=[by_epochs], logger=False, enable_checkpointing=False)
+    assert by_epochs._get_train_description(1).strip() == "Epoch 1/2"
