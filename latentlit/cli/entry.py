@@ -39,6 +39,7 @@ from transformers.utils import logging as hf_logging
 
 from latentlit.cli.aliases import UsageError, class_options, command_help, overview, rewrite
 from latentlit.cli.errors import check_applied, explain
+from latentlit.cli.naming import changes, config_run_name
 from latentlit.cli.preflight import check_input_paths, check_output_paths, check_predict_options
 from latentlit.lit.callbacks import InterruptCheckpoint, LatentLitSaveConfig, StepProgressBar
 from latentlit.lit.resume import option_differences
@@ -141,7 +142,7 @@ class LatentLitCLI(LightningCLI):
         These write nothing outside their output directory (logs in its ``runs/``) unless ``--trainer.default_root_dir``
         is on the command line (logs in ``<it>/runs/<run name>``) or the logger's ``save_dir`` is not ``runs``."""
         config = self.config[self.subcommand]
-        name, moved = config_run_name(config.get("config"), self.subcommand), None
+        name, moved = self._run_name(config), None
         if hasattr(self.model, "run_dir_name"):
             self.model.run_name = name
             name = self.model.run_dir_name(self.datamodule)
@@ -158,6 +159,16 @@ class LatentLitCLI(LightningCLI):
             if type(callback) is RichProgressBar:
                 trainer.callbacks[i] = StepProgressBar()
         return trainer
+
+    def _run_name(self, config) -> str:
+        """The config's name and what the command line changed in it (``latentlit.cli.naming``)."""
+        files = [str(c) for c in (config.get("config") or []) if c is not None]
+        base = None
+        if files:  # the config files alone, as the command line found them
+            parser = self.parser._subcommands_action._name_parser_map[self.subcommand]
+            base = parser.parse_args([a for f in files for a in ("--config", f)], _skip_validation=True)
+        changed = changes(base, config)
+        return config_run_name(files, self.subcommand) + (f"-{changed}" if changed else "")
 
     def _logger_named(self, name: str, moved: tuple[str, str] | None = None):
         """The configured TensorBoard logger named ``name`` when the config leaves its name unset (else None);
@@ -189,14 +200,6 @@ class LatentLitCLI(LightningCLI):
 
     def before_predict(self) -> None:  # the output directory, before anything is written there
         self._run_starts(getattr(self.model, "output_path", None))
-
-
-def config_run_name(configs, subcommand: str) -> str:
-    """``<folder>_<stem>`` of the (last) config file (``quickstart_predict_dropout``), else the subcommand."""
-    configs = [Path(str(c)) for c in (configs or []) if c is not None]
-    if not configs:
-        return subcommand
-    return f"{configs[-1].parent.name}_{configs[-1].stem}" if configs[-1].parent.name else configs[-1].stem
 
 
 def _drop(prefix: str):

@@ -61,7 +61,7 @@ def refuse_checkpoint(trainer, owner: str) -> None:
 RULES = {
     "setting": "in the run's settings (run.json, the directory hash): another value is another run",
     "problems": "which problems run: the source is in the directory hash, and a resumed run must hold the same "
-                "questions and golds (a larger limit grows the directory, a smaller one is refused)",
+                "questions and golds (a larger limit grows the directory, a smaller one is answered from its records)",
     "float": "the same answers; latents agree to float32 summation order, as across batch shapes and process counts",
     "subset": "runs fewer questions, each as it would run anyway: the directory resumes like --limit",
     "none": "cannot change a number",

@@ -29,7 +29,7 @@ from latentlit.data.tokenizer import check_questions
 from latentlit.evaluation.checks import summary_warnings
 from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import coverage_ks
-from latentlit.evaluation.report import add_report, write_report
+from latentlit.evaluation.report import add_report, format_summary, write_report
 from latentlit.evaluation.run_metrics import RunMetrics
 from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
 from latentlit.lit.records import compute_sizes, question_record
@@ -234,19 +234,26 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             ids, questions = [p.id for p in problems], [p.question for p in problems]
             self.backbone.check_lengths(ids, questions, self.hparams.max_new_tokens)
             check_questions(self.backbone.tokenizer, questions, ids)
-        done = self.open_output_dir(read_records)
+        done = self.open_output_dir(read_records, subset_ok=True)
         for r in done:
             if not (self.live and 1 <= len(r["answers"]) <= self.hparams.n_samples) and len(r["answers"]) != self.hparams.n_samples:
                 raise ValueError(f"{self.output_path}: question {r['id']} has {len(r['answers'])} samples but this run "
                                  f"asks for n_samples={self.hparams.n_samples}; use another output_dir")
+        # a run over fewer questions than the directory holds (a smaller --limit) is answered from its
+        # records: nothing is sampled, no result is written, and the report covers this run's questions only
+        wanted = {p.id for p in problems or []}
+        self._held = len(done) if problems and len(done) > len(wanted) >= 1 and wanted <= {r["id"] for r in done} else 0
+        if self._held:
+            done = [r for r in done if r["id"] in wanted]
         self._earlier_throughput = earlier_throughput(self.output_path) if done else None
         self._skip = {r["id"] for r in done}
         zero = self._trainer is None or self.trainer.is_global_zero
         self._resumed = done if zero else []
         if zero:
+            state = (f" (answered from its records: {len(done)} of its {self._held} questions; no result is written)"
+                     if self._held else f" (resuming: {len(done)} questions done)" if done else "")
             print(f"[latentlit] {self.sampler.describe()['name']}, N = {self.hparams.n_samples}, seed {self.hparams.seed}, "
-                  f"backbone {self.hparams.backbone}: output directory {self.output_path}"
-                  + (f" (resuming: {len(done)} questions done)" if done else ""), flush=True)
+                  f"backbone {self.hparams.backbone}: output directory {self.output_path}{state}", flush=True)
 
     def on_predict_start(self) -> None:
         for r in self._resumed:
@@ -257,7 +264,13 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         zero ``metrics.json``, the report and the figures; the directory is let go last."""
         summary = self.finish_metrics()
         out = self._resolve_output_dir()
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and self._held:  # the directory's own metrics.json stays
+            records = [self._metrics_record(r) for r in self._resumed]
+            add_report(summary, records, ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
+                       cost_model=self.cost_model())
+            print(format_summary(summary))
+            print(f"[latentlit] {len(records)} of the {self._held} questions of {out}, from its records; no result written")
+        elif self.trainer.is_global_zero:
             (out / METRICS).write_text(json.dumps(summary, indent=2))
             self.report(summary, out)
         self.trainer.strategy.barrier()

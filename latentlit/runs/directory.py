@@ -250,12 +250,13 @@ class OutputDirectory:
         trainer = self._trainer
         return self.resolve_output_dir(getattr(trainer, "default_root_dir", None), getattr(trainer, "datamodule", None))
 
-    def open_output_dir(self, read_done) -> list[dict]:
+    def open_output_dir(self, read_done, subset_ok: bool = False) -> list[dict]:
         """Hold the output directory for this run (every process; :func:`hold_output_dir`) and
         return the results it holds already (``read_done(path)``: one dict with ``id``,
         ``question`` and ``gold`` per question), after checking that they were made with this run's
         settings (:func:`check_run_settings`, which binds a directory without results to them) and
-        for this run's problems (:func:`check_resumed_questions`).
+        for this run's problems (:func:`check_resumed_questions`; with ``subset_ok``, a directory
+        that holds every problem of this run and more passes, the caller answering from them).
 
         Raises:
             DirectoryInUse, ValueError: as those functions.
@@ -267,5 +268,10 @@ class OutputDirectory:
                            has_results=bool(done))
         problems = getattr(getattr(trainer, "datamodule", None), "problems", None)
         if done and problems:
-            check_resumed_questions(out, done, problems)
+            held = {r["id"] for r in done}
+            # a run over questions the directory holds already (a smaller --limit than before) is
+            # answered from its records when the job allows it; their questions must still match
+            mine = [r for r in done if r["id"] in {p.id for p in problems}] if subset_ok and held >= {
+                p.id for p in problems} else done
+            check_resumed_questions(out, mine, problems)
         return done

@@ -10,6 +10,7 @@ that correctness, votes and coverage take non-trivial values.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 from pathlib import Path
@@ -229,12 +230,25 @@ def test_resume_rejects_other_n(env):
         _predict(env, "other_n", n_samples=2)
 
 
-def test_resume_refuses_other_questions(env):
-    # a smaller problem set than the directory holds
+def test_a_smaller_limit_is_answered_from_the_records(env, capsys):
+    """A run over fewer questions than the directory holds reads them from its records: nothing is
+    sampled or written, and the printed report covers exactly those questions."""
     out = env["root"] / "fewer"
     shutil.copytree(_baseline(env), out)
-    with pytest.raises(ValueError, match=r"holds 6 questions, 3 of them not among this run's 3 problems .*smaller --limit"):
-        _predict(env, "fewer", limit=3)
+    results = ("predictions.jsonl", "metrics.json", "run.json", "accuracy_vs_compute.csv", "scaling.png")
+    before = {name: (out / name).read_bytes() for name in results if (out / name).exists()}
+    capsys.readouterr()
+    _predict(env, "fewer", limit=3)
+    printed = capsys.readouterr().out
+    assert {name: (out / name).read_bytes() for name in results if (out / name).exists()} == before  # no result written
+    assert "answered from its records: 3 of its 6 questions; no result is written" in printed
+    assert "[latentlit] 3 of the 6 questions of" in printed and "from its records; no result written" in printed
+    first3 = _records(out)[:3]
+    greedy = 100 * sum(r["greedy"]["correct"] for r in first3) / 3
+    assert re.search(rf"^  greedy +{greedy:.1f} ", printed, re.M)
+
+
+def test_resume_refuses_other_questions(env):
     # another file whose ids collide with the stored ones (ids are "<stem>-<index>" for GSM8K files)
     out = env["root"] / "collide"
     shutil.copytree(_baseline(env), out)

@@ -67,6 +67,10 @@ def test_same_command_resumes_and_each_deciding_setting_gets_its_own_directory(c
     agn, _ = _predict(config, capsys, "--sampler", "agn", "--sigma", "0.5")
     seed, _ = _predict(config, capsys, "--seed", "1")
     assert len({first, agn, seed}) == 3
+    # the names say what the command line changed in the config, then the settings hash
+    sizes = "n_train20-n_val4-n_test6"  # SIZES, given on the command line of every run here
+    assert first.name.startswith(f"configs_mini-{sizes}-") and first.name.count("-") == 4
+    assert agn.name.startswith(f"configs_mini-agn-sigma0.5-{sizes}-") and seed.name.startswith(f"configs_mini-seed1-{sizes}-")
     assert json.loads((agn / "run.json").read_text())["sampler"]["name"] == "AGN"
     grown, _ = _predict(config, capsys, "--limit", "3")  # limit is not a deciding setting: the run grows
     assert grown == first and len((first / "predictions.jsonl").read_text().splitlines()) == 3
