@@ -121,6 +121,8 @@ SUBCOMMANDS = {
     "fit": "train a latent backbone (COCONUT curriculum) or a LatentRM; SIGTERM saves a resumable checkpoint",
     "validate": "one validation pass of a backbone or LatentRM config",
     "predict": "parallel test-time scaling (TTSPredictor) or rollout labelling for LatentRM training (RolloutLabeller)",
+    "study": "one table and overlay figures across finished runs (latentlit study --help)",
+    "rescore": "score a finished run's saved latents with a LatentRM, without sampling again",
 }
 _GENERAL = [
     ("-c, --config CONFIG", "a YAML config (configs/...); read before the other options wherever it appears"),

@@ -41,11 +41,15 @@ from latentlit.cli.aliases import UsageError, class_options, command_help, overv
 from latentlit.cli.errors import check_applied, explain
 from latentlit.cli.naming import changes, config_run_name
 from latentlit.cli.preflight import check_input_paths, check_output_paths, check_predict_options
+from latentlit.cli.rescore import main as rescore
+from latentlit.cli.scripts import run as run_tool
+from latentlit.cli.study import main as study
 from latentlit.lit.callbacks import InterruptCheckpoint, LatentLitSaveConfig, StepProgressBar
 from latentlit.lit.resume import option_differences
 from latentlit.runs.lock import acquire, release_all
 
 DEFAULT_LOG_DIR = "runs"
+TOOLS = {"study": study, "rescore": rescore}  # latentlit <tool> ...: commands over finished runs
 PACKAGE = Path(__file__).resolve().parents[1]
 
 
@@ -220,6 +224,14 @@ def main(args: list[str] | None = None) -> None:
         logging.getLogger(name).addFilter(_drop("\N{ELECTRIC LIGHT BULB} Tip"))
     # Lightning's own line for Ctrl-C: the run's resume hint and ours follow
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop("\nDetected KeyboardInterrupt"))
+    argv = list(sys.argv[1:] if args is None else args)
+    if argv[:1] and argv[0] in TOOLS:  # commands over finished runs: no Lightning run
+        try:
+            run_tool(lambda: TOOLS[argv[0]](argv[1:]))
+        except SystemExit as stop:  # a status of 0 returns, as the other subcommands do
+            if stop.code:
+                raise
+        return
     try:
         _run_cli(args)
     except SIGTERMException as err:  # Lightning's fit loop raises it with no exit status (the shell saw 0)

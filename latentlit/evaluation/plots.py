@@ -279,3 +279,68 @@ def plot_sweet_spot(rows: list[dict]):
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(handles) // 7), 1, 1))
     return fig
+
+
+# one line style per run of a study: runs stay apart where their lines overlap (markers too)
+RUN_STYLES = [("-", "o"), ("--", "s"), ("-.", "^"), (":", "D"), ((0, (5, 1)), "v"), ((0, (1, 1)), "P")]
+
+
+def plot_study(rows: list[dict], runs: list[str], methods: list[str], compute: dict[str, list[dict]],
+               colours: dict[str, tuple[str, str]], titles: dict[str, str] | None = None) -> dict:
+    """The overlay figures of a study (:mod:`latentlit.evaluation.study`).
+
+    Args:
+        rows: the study's rows (``run``, ``method``, ``k``, ``accuracy``, ``low``, ``high``; fractions).
+        runs: the run labels, in order (one line style each). methods: one panel each.
+        compute: run label -> its ``metrics.json`` compute rows (``method``, ``k``, ``flops``, ``accuracy``).
+        colours: method -> (colour, marker) of the registry's style. titles: method -> its label.
+
+    Returns:
+        ``{"accuracy_vs_k": Figure, "accuracy_vs_compute": Figure}`` (caller saves/closes them).
+    """
+    plt = _pyplot()
+    titles = titles or {}
+    figs = {}
+    fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods):
+        for i, run in enumerate(runs):
+            mine = sorted((r for r in rows if r["run"] == run and r["method"] == method), key=lambda r: r["k"])
+            if not mine:
+                continue
+            ls, marker = RUN_STYLES[i % len(RUN_STYLES)]
+            ks = [r["k"] for r in mine]
+            (line,) = ax.plot(ks, [100 * r["accuracy"] for r in mine], ls=ls, marker=marker, ms=4, label=run)
+            if all(r["low"] is not None for r in mine):
+                ax.fill_between(ks, [100 * r["low"] for r in mine], [100 * r["high"] for r in mine], alpha=0.12, lw=0,
+                                color=line.get_color())
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.set_xlabel("k (samples)")
+        ax.set_title(titles.get(method, method))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(runs), 3), fontsize=8, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.08 + 0.05 * ((len(runs) - 1) // 3), 1, 1))
+    figs["accuracy_vs_k"] = fig
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, run in enumerate(runs):
+        ls, _ = RUN_STYLES[i % len(RUN_STYLES)]
+        for method in methods:
+            points = sorted((r for r in compute.get(run, []) if r["method"] == method and r.get("flops")),
+                            key=lambda r: r["flops"])
+            if not points:
+                continue
+            colour, marker = colours[method]
+            ax.plot([r["flops"] for r in points], [100 * r["accuracy"] for r in points], ls=ls, marker=marker, ms=4,
+                    color=colour, label=f"{run}: {titles.get(method, method)}")
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(plt.matplotlib.ticker.NullFormatter())
+    ax.set_xlabel("forward FLOPs per question")
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    figs["accuracy_vs_compute"] = fig
+    return figs

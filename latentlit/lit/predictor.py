@@ -39,7 +39,7 @@ from latentlit.models.hooks import Sampler
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
 from latentlit.runs.directory import OutputDirectory, earlier_throughput, let_go_output_dir
 from latentlit.runs.files import save_latents
-from latentlit.runs.fingerprint import provenance_match, weights_fingerprint
+from latentlit.runs.fingerprint import provenance_match, sampler_mismatch, weights_fingerprint
 from latentlit.runs.records import METRICS, read_records
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.search import SHORTHANDS, Search, SearchBatch, draw, enabled_searches
@@ -164,6 +164,9 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         self.latent_rm_backbone_match, warning = provenance_match(rm.provenance, self.backbone_fingerprint, path,
                                                                   self.hparams.backbone)
         if warning is not None:
+            rank_zero_warn(warning)
+        self.sampler.bind(self.backbone)
+        if (warning := sampler_mismatch(rm.provenance, self.sampler.describe(), path)) is not None:
             rank_zero_warn(warning)
         if (rm.provenance or {}).get("trained_steps") == 0:
             rank_zero_warn(f"latent_rm {path} was exported by latentlit fit after 0 training steps "

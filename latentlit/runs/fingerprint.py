@@ -179,3 +179,21 @@ def provenance_match(provenance: dict | None, backbone_fingerprint: str, latent_
                    f"has fingerprint {backbone_fingerprint}: its scores, best-of-N, weighted vote, beam search and "
                    "DVTS results measure an RM reading another model's latents; use the LatentRM trained on this "
                    "backbone (metrics.json config.latent_rm_backbone_match = false)")
+
+
+def sampler_mismatch(provenance: dict | None, sampler: dict, latent_rm: str) -> str | None:
+    """The warning for a LatentRM that scores trajectories of another sampler than the one its
+    training groups were labelled with (``provenance["sampler"]``, a sampler's ``describe()``):
+    another sampler class, or another strength (``p``, ``sigma``, ``attention_p``). None when they
+    agree or the provenance names no sampler."""
+    trained = (provenance or {}).get("sampler")
+    if not trained:
+        return None
+    keys = ("name", "p", "sigma", "attention_p")
+    differ = [k for k in keys if trained.get(k) != sampler.get(k) and (k == "name" or k in trained or k in sampler)]
+    if not differ:
+        return None
+    show = lambda s: " ".join(f"{k}={s[k]}" for k in keys if k in s)  # noqa: E731
+    return (f"latent_rm {latent_rm} was trained on trajectories of {show(trained)} but scores trajectories of "
+            f"{show(sampler)}: its scores may not transfer (an RM trained on MC-dropout trajectories ranked AGN ones "
+            "about as well as majority vote on the quickstart)")

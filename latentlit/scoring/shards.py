@@ -121,8 +121,9 @@ def load_groups(directory: str | Path) -> list[LabelledGroup]:
 
 
 def groups_provenance(directory: str | Path | None) -> dict | None:
-    """The backbone that labelled a groups directory, from its ``run.json``: ``{"backbone": path,
-    "backbone_fingerprint": ..., "groups": directory}``, or None when the directory records no
+    """The backbone (and sampler) that labelled a groups directory, from its ``run.json``:
+    ``{"backbone": path, "backbone_fingerprint": ..., "groups": directory, "sampler": describe()}``,
+    or None when the directory records no
     fingerprint (labelled before run.json carried one, or no run.json)."""
     if directory is None:
         return None
@@ -133,5 +134,8 @@ def groups_provenance(directory: str | Path | None) -> dict | None:
         return None
     if not settings.get("backbone_fingerprint"):
         return None
-    return {"backbone": settings.get("backbone"), "backbone_fingerprint": settings["backbone_fingerprint"],
-            "groups": str(directory)}
+    out = {"backbone": settings.get("backbone"), "backbone_fingerprint": settings["backbone_fingerprint"],
+           "groups": str(directory)}
+    if settings.get("sampler"):  # what the RM's training trajectories were drawn with
+        out["sampler"] = settings["sampler"]
+    return out
