@@ -47,12 +47,16 @@ def main(path: str = "quickstart") -> int:
             print(f"T={t}: greedy accuracy {100 * accs[t]:.1f}% on {len(problems)} test problems", flush=True)
     summary_file = Path(resolve_path(path)) / "training_summary.json"
     seconds = json.loads(summary_file.read_text()).get("train_seconds") if summary_file.exists() else None
+    print(f"training time: {seconds} s")
+    if backbone.lm.config.model_type != "gpt2":
+        # the targets below are the GPT-2 embedded default's; other families are reported only
+        print("(targets are checked for the GPT-2 embedded default only)")
+        return 0
     checks = {
         "training <= 12 min": seconds is not None and seconds <= 720,
         "greedy accuracy at trained T >= 40%": accs[trained_t] >= 0.40,
         "accuracy at T=0 >= 15 points lower": accs[trained_t] - accs[0] >= 0.15,
     }
-    print(f"training time: {seconds} s")
     for name, ok in checks.items():
         print(f"{'PASS' if ok else 'FAIL'}: {name}")
     return 0 if all(checks.values()) else 1

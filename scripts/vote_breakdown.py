@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no prediction records in {folder}")
     n = min(len(r["answers"]) for r in records)  # a live adaptive run's records hold what each question drew
     if not 1 <= args.k <= n:
-        parser.error(f"--k {args.k}: every question of the run has at least {n} samples; give k between 1 and {n}")
+        parser.error(f"--k {args.k}: the run has {n} samples per question (the fewest any question has); give k between "
+                     f"1 and {n}")
     b = vote_breakdown(records, args.k)
     k = b["k"]
     print(f"{b['questions']} questions, k = {k}: greedy {pct(b['greedy'])}%, majority vote over the first {k} samples "

@@ -128,7 +128,7 @@ _GENERAL = [
     ("-c, --config CONFIG", "a YAML config (configs/...); read before the other options wherever it appears"),
     ("--model.init_args.NAME VALUE", "any option of the model (--model.help CLASS lists them); --data... likewise"),
     ("--trainer.NAME VALUE", "Lightning Trainer options (devices, accelerator, strategy, logger, ...)"),
-    ("--ckpt_path PATH", "a Lightning checkpoint to resume (fit) or load weights from"),
+    ("--ckpt_path PATH", "a Lightning checkpoint to resume (fit, validate; predict takes --backbone)"),
     ("-h, --help", "this help; --help_all: every option; --print_config: the config these options give"),
 ]
 

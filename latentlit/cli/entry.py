@@ -288,4 +288,5 @@ def _input_error(err: BaseException) -> tuple[BaseException, str] | None:
         chain.append(chain[-1].__cause__ or chain[-1].__context__)
     if any("jsonargparse" in frame.f_code.co_filename for frame, _ in traceback.walk_tb(err.__traceback__)):
         return ([e for e in chain if ours(e)] or chain)[-1], "building the objects of the config"
-    return (err, "checking the run's input") if ours(err) else None
+    # a TypeError raised by latentlit outside the parser is a bug, not bad input: its traceback shows
+    return (err, "checking the run's input") if ours(err) and not isinstance(err, TypeError) else None

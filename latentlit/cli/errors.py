@@ -62,6 +62,7 @@ def _blame(parser, command: str, groups, k: int, before, failure: Exception) -> 
     """What is wrong with ``groups[k]``, the first option that does not parse (``before``: the config up to it)."""
     shown, tokens = groups[k]
     option, eq, inline = tokens[0].partition("=")
+    option = option.removesuffix("+")  # --x+=CLASS appends to a list option x
     value = inline if eq else (tokens[1] if len(tokens) > 1 else None)
     actions = parser._subcommands_action.choices[command]._option_string_actions
 
@@ -79,6 +80,7 @@ def _blame(parser, command: str, groups, k: int, before, failure: Exception) -> 
         return f"{shown}: not an option of latentlit {command}" + did_you_mean(option, names)
     key, node, hint = prefix[2:], before.get(prefix[2:]), None
     for name in [n for n in option[len(prefix) + 1:].split(".") if n != "init_args"]:
+        node = node[-1] if isinstance(node, list) and node else node  # a list option: its last item (what +=, or x.y, set)
         if (cls := load_class(node.get("class_path")) if isinstance(node, Namespace) else None) is None:
             break
         if name not in (names := init_args(cls)):
@@ -154,9 +156,15 @@ def _not_a_class(shown: str, value: str | None, bases: list[type]) -> str | None
 
 
 def _classes(hint) -> list[type]:
-    """The classes outside the standard library that a type hint takes (``Sampler | None`` -> [Sampler])."""
-    return [t for t in (typing.get_args(hint) or (hint,)) if isinstance(t, type)
-            and t.__module__.split(".")[0] not in sys.stdlib_module_names]
+    """The classes outside the standard library that a type hint takes (``Sampler | None`` -> [Sampler];
+    ``list[Search] | None`` -> [Search]: an item of a list option)."""
+    found = []
+    for t in typing.get_args(hint) or (hint,):
+        if typing.get_origin(t) in (list, tuple) and typing.get_args(t):
+            found += _classes(typing.get_args(t)[0])
+        elif isinstance(t, type) and t.__module__.split(".")[0] not in sys.stdlib_module_names:
+            found.append(t)
+    return found
 
 
 def _hints(cls: type) -> dict:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from latentlit.cli.aliases import did_you_mean
+from latentlit.models.checkpoints import SHIPPED
+
 
 def _get(node, *keys):
     for key in keys:
@@ -40,8 +43,11 @@ def check_input_paths(config) -> None:
                             ("model", "init_from", "--model.init_args.init_from"),
                             ("data", "groups_dir", "--groups_dir")]:
         value = _get(config, part, "init_args", key)
-        if not isinstance(value, str) or value == "quickstart" or Path(value).expanduser().exists():
+        if not isinstance(value, str) or value in SHIPPED or Path(value).expanduser().exists():
             continue
+        close = did_you_mean(value, SHIPPED) if "/" not in value else ""
+        if close:  # a typo of a shipped name would first be tried as a hub id, with network retries
+            raise FileNotFoundError(f"{key} {value} is neither a directory nor a shipped model{close}")
         if (producer := producer_command(value)) is not None:
             verb = "train it first" if producer.startswith("latentlit fit") else "make it first"
             raise FileNotFoundError(f"{key} {value} does not exist yet: {verb} with `{producer}` (or give another one "

@@ -53,10 +53,13 @@ def plot_scaling(ks: list[int], curves: dict[str, dict], greedy: dict, title: st
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     markers = "os^vDPX*"
+    # curves that coincide (best-of-N and the weighted vote at small k) stay apart: each its own line
+    # style and marker size, drawn so that later (thinner) lines lie on earlier ones
+    styles = ["-", "--", "-.", ":", (0, (5, 1)), (0, (1, 1))]
     for i, (label, c) in enumerate(curves.items()):
         marker = c.get("marker") or markers[i % len(markers)]
-        (line,) = ax.plot(ks, [100 * v for v in c["values"]], marker=marker, ls="-", ms=4, color=c.get("colour"),
-                          label=label)
+        (line,) = ax.plot(ks, [100 * v for v in c["values"]], marker=marker, ls=styles[i % len(styles)],
+                          ms=max(6 - i, 3), lw=max(2.2 - 0.3 * i, 1.0), color=c.get("colour"), label=label)
         if c.get("low") is not None and c.get("high") is not None:
             ax.fill_between(ks, [100 * v for v in c["low"]], [100 * v for v in c["high"]], color=line.get_color(),
                             alpha=0.15, lw=0)

@@ -85,8 +85,9 @@ class RunMetrics(torch.nn.Module):
             "no_answer_samples": tally["no_answer_samples"] / max(samples, 1),  # questions x N, or what was drawn
             # per step, the mean over the questions with two or more trajectories there (null: none),
             # and how many those are
-            "diversity_per_step": [None if math.isnan(x) else round(x, 4) for x in diversity["mean"].tolist()],
-            "diversity_questions_per_step": [int(x) for x in diversity["count"].tolist()],
+            # reshape: torchmetrics returns a one-element result as a scalar (one latent step)
+            "diversity_per_step": [None if math.isnan(x) else round(x, 4) for x in diversity["mean"].reshape(-1).tolist()],
+            "diversity_questions_per_step": [int(x) for x in diversity["count"].reshape(-1).tolist()],
             "latent_steps_per_question": {name: round(float(m[f"steps_{name}"].compute()), 4) for name in self.methods},
         }
         out = {

@@ -398,7 +398,8 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         n = self.hparams.n_samples
         for rule, rows in summary.get("adaptive", {}).items():
             for key, row in rows.items():
-                print(f"adaptive {rule}@{key} (N_max = {n}): accuracy {100 * row['accuracy']:.1f}%, trajectories mean "
+                name = rule if key == "-" else f"{rule}@{key}"  # the exact rule has no threshold
+                print(f"adaptive {name} (N_max = {n}): accuracy {100 * row['accuracy']:.1f}%, trajectories mean "
                       f"{row['mean_trajectories']:.2f} / median {row['median_trajectories']:g}")
         if self.live:
             print(f"(a live adaptive run: the table above is that of N = {self.n_metrics}, every question's first round)")

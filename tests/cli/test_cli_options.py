@@ -327,3 +327,17 @@ def test_ctrl_c_during_a_run_exits_130_with_the_resume_hint(tmp_path, monkeypatc
     assert "Detected KeyboardInterrupt" not in stdout + stderr
     assert f"results written so far are in {out}: run the same command again to resume" in stdout
     assert predictions.read_text().count("\n") >= 1  # what was done is kept
+
+
+def test_typos_in_list_options_and_shipped_names_are_named(capsys, monkeypatch):
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--latent_rm", "quickstart",
+                  "--model.init_args.searches+=latentlit.search.BeemSearch")
+    assert line.endswith("no class 'latentlit.search.BeemSearch' can be imported; did you mean "
+                         "`latentlit.search.BeamSearch`?")
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--latent_rm", "quickstart",
+                  "--model.init_args.searches+=latentlit.search.BeamSearch", "--model.init_args.searches.widht", "4")
+    assert line.endswith("BeamSearch has no option 'widht'; did you mean `width`?")
+    # a typo of a shipped model is refused at once (not tried as a hub id, with network retries)
+    line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--backbone", "quickstrat")
+    assert line == ("latentlit: error: FileNotFoundError: backbone quickstrat is neither a directory nor a shipped "
+                    "model; did you mean `quickstart`?")

@@ -51,3 +51,21 @@ def test_diversity_of_a_dynamic_stop_run_leaves_unreached_steps_out(tiny_llama_b
         assert [x for x in a["diversity"] if x is not None] == pytest.approx([x for x in b["diversity"] if x is not None],
                                                                              abs=2e-4)
     assert m1["diversity_questions_per_step"] == m["diversity_questions_per_step"]
+
+
+@pytest.mark.parametrize("t, per_step", [(0, [None]), (1, "one value")])
+def test_runs_of_zero_or_one_latent_step_report_their_diversity(tiny_backbone_dir, tmp_path, t, per_step):
+    main(["predict", "--model", "latentlit.lit.TTSPredictor", "--model.backbone", str(tiny_backbone_dir),
+          "--model.sampler", "latentlit.sampling.AGN", "--model.n_samples", "3", "--model.max_new_tokens", "2",
+          "--model.num_latents", str(t), "--model.output_dir", str(tmp_path / "out"), "--data",
+          "latentlit.lit.ProblemDataModule", "--data.problems", "latentlit.data.sources.SyntheticProblems",
+          "--data.problems.n_train", "10", "--data.problems.n_val", "2", "--data.problems.n_test", "3",
+          "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"])
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())["metrics"]
+    records = [json.loads(x) for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
+    if t == 0:  # no latent step: no diversity anywhere
+        assert m["diversity_per_step"] == per_step and m["diversity_questions_per_step"] == [0]
+        assert all(r["diversity"] == [] for r in records)
+    else:
+        assert m["diversity_questions_per_step"] == [3]
+        assert m["diversity_per_step"][0] == pytest.approx(sum(r["diversity"][0] for r in records) / 3, abs=1e-4)
