@@ -52,7 +52,8 @@ def _paired(dirs: list[str], metrics: list[str]) -> int:
              else int((r.get("config") or {}).get("seed", 0)) for d, r in zip(dirs, runs)]
     for spec in metrics:
         metric_a, _, metric_b = spec.partition(",")
-        d = paired_difference(records[0], records[1], metric_a, metric_b or None, seed_a=seeds[0], seed_b=seeds[1])
+        d = paired_difference(records[0], records[1], metric_a, metric_b or None, seed_a=seeds[0], seed_b=seeds[1],
+                              names=(f"A ({dirs[0]})", f"B ({dirs[1]})"))
         print(f"{d['metric_b']} of B ({runs[1]['name']}) minus {d['metric_a']} of A ({runs[0]['name']}): "
               f"{points(d['diff'])} points {interval(d['low'], d['high'], signed=True)} "
               f"({100 * d['b']:.1f}% vs {100 * d['a']:.1f}%; paired bootstrap over {d['questions']} questions, "

@@ -34,13 +34,15 @@ Sweep YAML::
         values: [0.02, 0.05, 0.1, 0.2]
 
 Run with ``python scripts/sweep.py configs/quickstart/sweep.yaml``; it writes ``sweep.csv``,
-``sweep.md`` and ``sweet_spot.png`` into ``output_dir``.
+``sweep.md`` and ``sweet_spot.png`` into ``output_dir``. ``--split test`` runs the same grid on
+another split of the problems (``output_dir`` becomes ``<output_dir>-test``, so the two never mix).
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import inspect
 import json
 import statistics
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ import yaml
 
 from latentlit.aggregation import registry
 from latentlit.aggregation.vote import group_answers
+from latentlit.cli.aliases import load_class
 from latentlit.cli.entry import main as cli_main
 from latentlit.evaluation.metrics import coverage_ks
 from latentlit.evaluation.plots import plot_sweet_spot, save
@@ -97,13 +100,32 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value) == int(value) else repr(float(value))
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def _with_split(config: dict, split: str, where: str) -> dict:
+    problems = config.get("data", {}).get("init_args", {}).get("problems")
+    class_path = problems.get("class_path", "") if isinstance(problems, dict) else ""
+    cls = load_class(class_path)
+    if cls is None or "split" not in inspect.signature(cls).parameters:
+        raise ValueError(f"{where}: --split {split}: the problems ({class_path or 'none given'}) take no split; "
+                         "set data.init_args.problems in the sweep's overrides instead")
+    config = _merge(config, {"data": {"init_args": {"problems": {"init_args": {"split": split}}}}})
+    try:  # a misspelt split is refused now, not after the grid's first point has started
+        cls(**config["data"]["init_args"]["problems"]["init_args"])
+    except ValueError as err:
+        raise ValueError(f"{where}: --split {split}: {err}") from None
+    return config
+
+
+def load_sweep(path: str | Path, split: str | None = None) -> Sweep:
     """Read and check a sweep YAML; expand its grid into points.
+
+    Args:
+        split: run on this split of the problems instead of the YAML's (``data.init_args.problems``
+            must take a ``split``); the output directory gets ``-<split>`` appended when it differs.
 
     Raises:
         FileNotFoundError: the sweep file or its base config is missing.
         ValueError: a missing or malformed field (named, with the file), N < 1, a reported N
-            above N, or a sampler whose init args are not a mapping.
+            above N, a sampler whose init args are not a mapping, or a split the problems do not take.
     """
     path = Path(path)
     if not path.is_file():
@@ -131,6 +153,11 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(ns, list) or not all(isinstance(k, int) and 1 <= k <= n for k in ns):
         raise ValueError(f"{path}: ns must be a list of integers in [1, n_samples={n}], got {ns!r}")
     base = _merge(yaml.safe_load(base_path.read_text()), spec.get("overrides") or {})
+    if split is not None:
+        own = base.get("data", {}).get("init_args", {}).get("problems", {}).get("init_args", {}).get("split")
+        base = _with_split(base, split, str(path))
+        if split != own:
+            output_dir = output_dir.with_name(f"{output_dir.name}-{split}")
     points = []
     for name, grid in need("samplers", dict).items():
         label = f"samplers.{name}."
@@ -272,14 +299,14 @@ def write_table(rows: list[dict], output_dir: Path) -> None:
     (output_dir / "sweep.md").write_text("\n".join(lines))
 
 
-def run_sweep(path: str | Path, run_predict=None, log=print) -> list[dict]:
+def run_sweep(path: str | Path, run_predict=None, log=print, split: str | None = None) -> list[dict]:
     """Run every point of the sweep YAML ``path`` (skipping finished ones), then write the table
-    and the sweet-spot figure into its ``output_dir``.
+    and the sweet-spot figure into its ``output_dir`` (``split``: as in :func:`load_sweep`).
 
     Returns:
         the table rows (:func:`sweep_rows`).
     """
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, split)
     results = []
     for i, point in enumerate(sweep.points, 1):
         state = "finished, skipped" if _finished(point) is not None else "running"

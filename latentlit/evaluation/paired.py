@@ -63,9 +63,18 @@ def question_metric(record: dict, key: str, seed: int) -> float:
     return question_values(record, ks, aggregators, seed).values[key if k is not None else "greedy_accuracy"]
 
 
+def _per_question(records: list[dict], metric: str, seed: int, name: str) -> np.ndarray:
+    try:
+        return np.array([question_metric(r, metric, seed) for r in records])
+    except KeyError as err:  # e.g. best-of-N of a run sampled without a LatentRM
+        raise KeyError(f"run {name}: {err.args[0]}") from None
+    except ValueError as err:
+        raise ValueError(f"run {name}: {err}") from None
+
+
 def paired_difference(records_a: Sequence[dict], records_b: Sequence[dict], metric_a: str, metric_b: str | None = None,
                       *, seed_a: int = 0, seed_b: int = 0, resamples: int = 2000, level: float = 0.95,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, names: tuple[str, str] = ("A", "B")) -> dict:
     """Metric B of run B minus metric A of run A over the questions both hold, with a paired
     percentile bootstrap interval (Efron & Tibshirani 1993, ch. 13; the same resamples of the
     questions for both runs).
@@ -75,6 +84,7 @@ def paired_difference(records_a: Sequence[dict], records_b: Sequence[dict], metr
         metric_a: e.g. ``"best_of_n@16"``; metric_b: run B's metric (default: the same key).
         seed_a, seed_b: each run's seed (keys its random-subset estimators, as in its metrics).
         seed: keys the bootstrap resamples.
+        names: the two runs as errors name them (e.g. their directories).
 
     Returns:
         ``{"metric_a", "metric_b", "questions", "a", "b", "diff", "low", "high", "level",
@@ -83,6 +93,7 @@ def paired_difference(records_a: Sequence[dict], records_b: Sequence[dict], metr
     Raises:
         ValueError: the runs hold different question ids, or one id has different golds in the
             two runs (names it), or a metric a run cannot give (see :func:`question_metric`).
+        KeyError: a run's records lack what the metric needs (names the run and the question).
     """
     metric_b = metric_b or metric_a
     by_id_a = {r["id"]: r for r in records_a}
@@ -95,8 +106,8 @@ def paired_difference(records_a: Sequence[dict], records_b: Sequence[dict], metr
     for i in ids:
         if str(by_id_a[i]["gold"]) != str(by_id_b[i]["gold"]):
             raise ValueError(f"question {i!r} has gold {by_id_a[i]['gold']!r} in A and {by_id_b[i]['gold']!r} in B")
-    a = np.array([question_metric(by_id_a[i], metric_a, seed_a) for i in ids])
-    b = np.array([question_metric(by_id_b[i], metric_b, seed_b) for i in ids])
+    a = _per_question([by_id_a[i] for i in ids], metric_a, seed_a, names[0])
+    b = _per_question([by_id_b[i] for i in ids], metric_b, seed_b, names[1])
     counts = resample_counts(len(ids), resamples, seed ^ _PAIRED_STREAM)
     diff = percentile_intervals(b - a, counts, level)
     return {"metric_a": metric_a, "metric_b": metric_b, "questions": len(ids), "a": float(a.mean()),

@@ -54,7 +54,8 @@ def question_values(record: dict, ks: Sequence[int], aggregators: Sequence[Aggre
             values[f"{agg.name}@{n}"] = float(bool(record[agg.name]["correct"]))
             continue
         if agg.needs_rm and view.scores is None:
-            raise KeyError(f"question {record['id']}: aggregator {agg.name} needs 'rm_scores' in the record")
+            raise KeyError(f"question {record['id']}: aggregator {agg.name} needs 'rm_scores' in the record "
+                           "(the run had no LatentRM; `latentlit rescore` adds one without re-sampling)")
         est = agg.at_k(view, ks)
         for i, k in enumerate(ks):
             values[f"{agg.name}@{k}"] = est.values[i]

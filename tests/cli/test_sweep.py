@@ -156,3 +156,27 @@ def test_quickstart_sweep_config_expands():
         assert cfg["data"]["init_args"]["problems"]["init_args"]["split"] == "val"
         assert cfg["model"]["init_args"]["sampler"]["init_args"][p.strength] == p.value
         assert cfg["model"]["init_args"]["output_dir"] == str(p.directory)
+
+
+def test_split_option_moves_every_point_and_the_output_dir(tmp_path, sweep_env):
+    repo = Path(__file__).resolve().parents[2]
+    spec = yaml.safe_load((repo / "configs/quickstart/sweep.yaml").read_text())
+    spec["base"] = str(repo / spec["base"])
+    spec["output_dir"] = str(tmp_path / "sweep")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    own = load_sweep(path)
+    test = load_sweep(path, "test")
+    split = lambda p: p.config["data"]["init_args"]["problems"]["init_args"]["split"]
+    assert {split(p) for p in own.points} == {"val"} and {split(p) for p in test.points} == {"test"}
+    assert own.output_dir == tmp_path / "sweep" and test.output_dir == tmp_path / "sweep-test"
+    assert all(p.directory.is_relative_to(tmp_path / "sweep-test") for p in test.points)
+    # everything but the split and the directories is the same grid
+    assert [(p.sampler, p.value, p.config["model"]["init_args"]["sampler"]) for p in test.points] == \
+        [(p.sampler, p.value, p.config["model"]["init_args"]["sampler"]) for p in own.points]
+    assert load_sweep(path, "val").output_dir == own.output_dir  # the YAML's own split: same directory
+    with pytest.raises(ValueError, match="split=.bogus"):
+        load_sweep(path, "bogus")
+    # a data file has no splits: named, not silently ignored
+    with pytest.raises(ValueError, match=r"--split test: the problems \(latentlit.data.sources.ProblemFile\) take no split"):
+        load_sweep(sweep_env["sweep"], "test")

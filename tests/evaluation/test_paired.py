@@ -67,6 +67,12 @@ def test_runs_of_other_questions_or_metrics_they_cannot_give_are_refused():
     b[3]["gold"] = "6"
     with pytest.raises(ValueError, match=r"question 'q3' has gold '5' in A and '6' in B"):
         paired_difference(a, b, "greedy")
+    # which run cannot give the metric is named: a run without a LatentRM has no best-of-N
+    unscored = [{k: v for k, v in r.items() if k != "rm_scores"} for r in _run(10, 1, 0.5)]
+    with pytest.raises(KeyError, match=r"run B \(second\): question q0: aggregator best_of_n needs 'rm_scores'.*rescore"):
+        paired_difference(a, unscored, "best_of_n@4", names=("A (first)", "B (second)"))
+    with pytest.raises(ValueError, match=r"run A: metric coverage@8: the run has N = 4"):
+        paired_difference(a, a, "coverage@8")
     record = a[0]
     with pytest.raises(ValueError, match=r"N = 4 samples per question"):
         question_metric(record, "coverage@8", 0)
