@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import sys
 import typing
 from argparse import ArgumentError
@@ -174,8 +175,15 @@ def _hints(cls: type) -> dict:
         return {}
 
 
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
 def _innermost(error: BaseException) -> str:
-    """jsonargparse's innermost message (the one that names the value), on one line."""
+    """jsonargparse's innermost message (the one that names the value), on one line; a plain type mismatch in words."""
     while error.__cause__ or error.__context__:
         error = error.__cause__ or error.__context__
-    return " ".join(str(error).split()) or type(error).__name__
+    text = " ".join(str(error).split()) or type(error).__name__
+    # worded here only when it is this exact form; any other message passes through unchanged
+    if (m := re.fullmatch(r"Expected a <class '(\w+)'>\. Got value: (.*)", text)) and m[1] in _KINDS:
+        return f"expects {_KINDS[m[1]]}, got {m[2]!r}"
+    return text
