@@ -31,13 +31,17 @@ def config_run_name(configs, subcommand: str) -> str:
 def changes(base: Namespace | None, final: Namespace) -> str:
     """What ``final`` (the config as run) changes in ``base`` (its config files alone), as a name
     part: ``agn-sigma0.5-n64`` (a class as its short name, then its options that differ from the
-    class's own defaults; an option as its short name and value; a path as its file name), at most
-    :data:`MAX_LENGTH` characters; empty when nothing differs."""
+    class's own defaults; an option as its short name and value; a path as its file name), the
+    whole words that fit in :data:`MAX_LENGTH` characters; empty when nothing differs."""
     words: list[str] = []
     for part in ("model", "data"):
         _compare(base.get(part) if base is not None else None, final.get(part), words)
-    name = re.sub(r"[^A-Za-z0-9._-]+", "", "-".join(words))
-    return name[:MAX_LENGTH].rstrip("-.")
+    name = ""
+    for word in (re.sub(r"[^A-Za-z0-9._-]+", "", w) for w in words):
+        if len(name) + bool(name) + len(word) > MAX_LENGTH:  # whole words only: a cut one reads as another option
+            break
+        name = f"{name}-{word}" if name else word
+    return name
 
 
 def _compare(old, new, words: list[str]) -> None:

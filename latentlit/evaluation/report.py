@@ -299,7 +299,7 @@ def write_compute_csv(summary: dict, path: Path) -> None:
 
 
 def write_report(summary: dict, output_dir: Path, logger=None) -> dict:
-    """Write ``metrics.json``, print the summary, save the PNGs (and the compute CSV), and log
+    """Write ``metrics.json``, save the PNGs (and the compute CSV), and log
     the figures and scalars to TensorBoard when ``logger`` is a TensorBoard logger.
 
     Returns:
@@ -309,7 +309,6 @@ def write_report(summary: dict, output_dir: Path, logger=None) -> dict:
     tmp = output_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(output_dir / "metrics.json")
-    print(format_summary(summary))
     if summary.get("compute"):
         write_compute_csv(summary, output_dir / COMPUTE_CSV)
     experiment = getattr(logger, "experiment", None) if logger is not None else None

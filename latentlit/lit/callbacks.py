@@ -1,6 +1,7 @@
 """Callbacks the ``latentlit`` command adds to every run: a resumable checkpoint when ``fit`` is
 stopped (SIGTERM, Ctrl-C), no log folder left behind by a run that failed before any work, and a
-progress bar that says where a step-limited fit stands."""
+progress bar that says where a step-limited fit stands; and the closing lines of a run printed
+after the progress bar has gone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ from pathlib import Path
 from lightning.pytorch.callbacks import Callback, RichProgressBar
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+class ClosingLines:
+    """LightningModule mixin: the lines a run ends with (its results table, where they were written)
+    are printed in ``teardown``, which Lightning calls after the progress bar's, so the bar's last
+    frame never comes after them."""
+
+    def say_at_end(self, line: str) -> None:
+        self.__dict__.setdefault("_closing_lines", []).append(line)
+
+    def teardown(self, stage: str) -> None:
+        for line in self.__dict__.pop("_closing_lines", []):
+            print(line, flush=True)
+        super().teardown(stage)
+
 
 SIGTERM_EXIT = 143  # 128 + SIGTERM, what a shell reports for a process ended by SIGTERM
 

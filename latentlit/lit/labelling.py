@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import Callback
 
 from latentlit.data.problem import Problem
 from latentlit.data.tokenizer import check_questions
+from latentlit.lit.callbacks import ClosingLines
 from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
 from latentlit.lit.writer import stop_on_sigterm
 from latentlit.models.checkpoints import load_backbone
@@ -33,7 +34,7 @@ from latentlit.scoring.rollouts import ROLLOUT_BRANCH, ROLLOUT_PREFIXES, LabelSt
 from latentlit.scoring.shards import GroupShardWriter, read_index
 
 
-class RolloutLabeller(OutputDirectory, L.LightningModule):
+class RolloutLabeller(ClosingLines, OutputDirectory, L.LightningModule):
     """Produce rollout-labelled step groups for LatentRM training.
 
     Args:
@@ -188,15 +189,15 @@ class GroupWriter(Callback):
             seconds = max(seconds, d.pop("seconds"))
             total.merge(LabelStats(**d))
         if total.questions == 0 and (self.output_dir / "summary.json").exists():
-            print(f"[latentlit] nothing left to label in {self.output_dir}; its summary.json is kept")
+            pl_module.say_at_end(f"[latentlit] nothing left to label in {self.output_dir}; its summary.json is kept")
             return
         summary = {"this_run": total.summary(), "seconds_this_run": round(seconds, 1),
                    "config": plain_config(pl_module.hparams), "sampler": pl_module.sampler.describe(),
                    "groups_total": sum(1 for line in read_index(self.output_dir) if line["kept"]),
                    "questions_total": len(read_index(self.output_dir))}
         (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"[latentlit] {label_line(summary['this_run'], seconds)}; rollout prefix "
-              f"{pl_module.hparams.rollout_prefix}. Groups in {self.output_dir}")
+        pl_module.say_at_end(f"[latentlit] {label_line(summary['this_run'], seconds)}; rollout prefix "
+                             f"{pl_module.hparams.rollout_prefix}. Groups in {self.output_dir}")
 
 
 def plain_config(hparams) -> dict:

@@ -31,6 +31,7 @@ from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import coverage_ks
 from latentlit.evaluation.report import add_report, format_summary, write_report
 from latentlit.evaluation.run_metrics import RunMetrics
+from latentlit.lit.callbacks import ClosingLines
 from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
 from latentlit.lit.records import compute_sizes, question_record
 from latentlit.lit.writer import PredictionWriter
@@ -48,7 +49,7 @@ from latentlit.search.adaptive import adaptive_settings, head_record
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class TTSPredictor(OutputDirectory, L.LightningModule):
+class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
     """Parallel test-time scaling of a latent backbone.
 
     Args:
@@ -271,8 +272,9 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
             records = [self._metrics_record(r) for r in self._resumed]
             add_report(summary, records, ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
                        cost_model=self.cost_model())
-            print(format_summary(summary))
-            print(f"[latentlit] {len(records)} of the {self._held} questions of {out}, from its records; no result written")
+            self.say_at_end(format_summary(summary))
+            self.say_at_end(f"[latentlit] {len(records)} of the {self._held} questions of {out}, from its records; "
+                            "no result written")
         elif self.trainer.is_global_zero:
             (out / METRICS).write_text(json.dumps(summary, indent=2))
             self.report(summary, out)
@@ -395,12 +397,13 @@ class TTSPredictor(OutputDirectory, L.LightningModule):
         add_report(summary, records, ks=self.ks, aggregators=self.aggregators, seed=self.hparams.seed,
                    cost_model=self.cost_model())
         write_report(summary, output_dir, self.logger)
+        self.say_at_end(format_summary(summary))
         n = self.hparams.n_samples
         for rule, rows in summary.get("adaptive", {}).items():
             for key, row in rows.items():
                 name = rule if key == "-" else f"{rule}@{key}"  # the exact rule has no threshold
-                print(f"adaptive {name} (N_max = {n}): accuracy {100 * row['accuracy']:.1f}%, trajectories mean "
+                self.say_at_end(f"adaptive {name} (N_max = {n}): accuracy {100 * row['accuracy']:.1f}%, trajectories mean "
                       f"{row['mean_trajectories']:.2f} / median {row['median_trajectories']:g}")
         if self.live:
-            print(f"(a live adaptive run: the table above is that of N = {self.n_metrics}, every question's first round)")
-        print(f"[latentlit] predictions and metrics written to {output_dir}")
+            self.say_at_end(f"(a live adaptive run: the table above is that of N = {self.n_metrics}, every question's first round)")
+        self.say_at_end(f"[latentlit] predictions and metrics written to {output_dir}")

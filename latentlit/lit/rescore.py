@@ -27,7 +27,7 @@ from latentlit.aggregation import registry
 from latentlit.aggregation.registry import question_view
 from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import coverage_ks
-from latentlit.evaluation.report import add_report, write_report
+from latentlit.evaluation.report import add_report, format_summary, write_report
 from latentlit.evaluation.run_metrics import RunMetrics
 from latentlit.models.checkpoints import load_backbone
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, trajectory_score
@@ -138,6 +138,7 @@ def _rescore_into(out: Path, parent: Path, base: dict, settings: dict, backbone,
     add_report(summary, derived, ks=ks, aggregators=aggregators, seed=seed,
                cost_model=CostModel(backbone_shape(backbone), rm_shape(rm), shared))
     write_report(summary, out)
+    log(format_summary(summary))
     log(f"[latentlit] re-scored {len(derived)} questions ({len(derived) - len(done)} this run) into {out}")
     return out
 

@@ -49,5 +49,7 @@ def test_names_stay_short_and_plain():
                    n_samples=1024, seed=123456, latent_rm="/very/long/path/to/a/latent rm directory")
     name = changes(_config(DROPOUT), long)
     assert len(name) <= MAX_LENGTH and all(c.isalnum() or c in "._-" for c in name)
+    # whole words only: the ones that fit, none cut short
+    assert name == "p0.123457-targets-prefill-shared-n1024", name  # seed123456 would make 49
     assert config_run_name([Path("configs/quickstart/predict_dropout.yaml")], "predict") == "quickstart_predict_dropout"
     assert config_run_name([], "predict") == "predict"

@@ -134,7 +134,7 @@ def test_printed_summary_lines(tmp_path, capsys):
     written = write_report(summary, tmp_path)
     assert sorted(written) == ["accuracy_vs_compute", "calibration", "risk_coverage", "scaling"]
     assert json.loads((tmp_path / "metrics.json").read_text()) == json.loads(json.dumps(summary))
-    assert text in capsys.readouterr().out
+    assert capsys.readouterr().out == ""  # the caller says the table, when its progress bar has gone
 
 
 def _compare_script():

@@ -45,7 +45,9 @@ def test_sigterm_during_fit_saves_a_resumable_checkpoint(tmp_path):
     assert not (tmp_path / "export").exists()  # training did not finish: nothing exported
     stopped = next(x for x in out.splitlines() if x.startswith("[latentlit] fit stopped by SIGTERM"))
     checkpoint = Path(stopped.split("Resumable checkpoint: ")[1])
-    assert checkpoint == tmp_path / "runs" / "quickstart_backbone" / "version_0" / "checkpoints" / "last.ckpt"
+    # the run is named after its config and what the command line changed (whole words, at most 48 characters)
+    name = "quickstart_backbone-arch-stage0_length10-stage_length10"
+    assert checkpoint == tmp_path / "runs" / name / "version_0" / "checkpoints" / "last.ckpt"
     state = torch.load(checkpoint, weights_only=False, map_location="cpu")
     step = state["global_step"]
     assert step >= 5 and state["optimizer_states"] and state["latentlit"]["validation_history"][0]["step"] == 5
