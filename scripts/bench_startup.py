@@ -6,6 +6,7 @@ the process), which a busy machine distorts less than the wall time:
 
 * ``import latentlit.cli``: the module the console script imports;
 * ``latentlit --help`` and ``latentlit predict --help``: to the help text, with its line count;
+* a parser error: ``latentlit predict --config CONFIG --n_sample 8`` (a misspelt option) to its error line;
 * ``predict`` to the first ``predict_step``: ``latentlit predict --config CONFIG`` (default the
   quickstart MC-dropout job) into a fresh output directory, timed until the first batch of
   questions reaches the model (the process then exits, so no sampling cost is included).
@@ -61,11 +62,16 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_command(argv: list[str], root: Path = ROOT) -> tuple[tuple[float, float], str]:
-    """(wall, CPU) seconds of ``argv`` in a fresh process (run in checkout ``root``), and its stdout."""
+def time_command(argv: list[str], root: Path = ROOT, status: int = 0) -> tuple[tuple[float, float], str]:
+    """(wall, CPU) seconds of ``argv`` in a fresh process (run in checkout ``root``), and its stdout (its stderr when
+    the expected exit ``status`` is not 0)."""
     start, cpu = time.perf_counter(), _cpu()
     out = subprocess.run(argv, capture_output=True, text=True, env=_env(root), cwd=root)
     took = (time.perf_counter() - start, _cpu() - cpu)
+    if status:
+        if out.returncode != status or not out.stderr.startswith("latentlit: error:"):
+            raise RuntimeError(f"{argv} exited {out.returncode}, expected {status}: {out.stderr[-2000:]}")
+        return took, out.stderr
     if out.returncode != 0:
         raise RuntimeError(f"{argv} exited {out.returncode}: {out.stderr[-2000:]}")
     return took, out.stdout
@@ -103,8 +109,8 @@ def main() -> None:
     args = parser.parse_args()
     roots = [ROOT] + [Path(r).resolve() for r in args.root]
     latentlit = [sys.executable, "-m", "latentlit.cli"]
-    names = ["import latentlit.cli", "latentlit --help", "latentlit predict --help", "predict: command to first batch",
-             "predict: imports done to first batch"]
+    names = ["import latentlit.cli", "latentlit --help", "latentlit predict --help", "latentlit predict --n_sample 8",
+             "predict: command to first batch", "predict: imports done to first batch"]
     rows = {(root, name): [] for root in roots for name in names}
     lines = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,9 +121,11 @@ def main() -> None:
                     took, out = time_command(latentlit + extra, root)
                     rows[root, name].append(took)
                     lines[root, name] = len(out.splitlines())
+                took, _ = time_command(latentlit + ["predict", "--config", args.config, "--n_sample", "8"], root, status=2)
+                rows[root, names[3]].append(took)
                 total, own = time_first_work(args.config, Path(tmp) / f"{i}-{roots.index(root)}", root)
-                rows[root, names[3]].append(total)
-                rows[root, names[4]].append(own)
+                rows[root, names[4]].append(total)
+                rows[root, names[5]].append(own)
     print(f"predict runs {args.config}")
     for root in roots:
         print(f"== {root}")

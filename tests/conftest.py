@@ -3,6 +3,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# transformers' log handler writes to the sys.stderr of its first import: made here, at the real stderr, not inside
+# a test whose captured stream is closed afterwards (the command imports it only past its quick answers)
+import latentlit.cli.lightning_cli  # noqa: F401
+
 # The reference data sets live next to the repository (../shared/data), never inside it.
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -16,6 +16,8 @@ ABOVE_ALL = {"__init__", "api", "testing"}
 LAZY = {
     ("latentlit.evaluation.plots", "matplotlib"): "matplotlib costs ~1 s of import; only runs that draw need it",
     ("latentlit.evaluation.plots", "sklearn"): "scikit-learn (t-SNE) is needed only for --projection tsne",
+    ("latentlit.cli.entry", "lightning"): "help and usage errors are answered before torch and Lightning load (~7 s)",
+    ("latentlit.cli.entry", "latentlit.cli.lightning_cli"): "the same: the LightningCLI imports torch and Lightning",
 }
 
 

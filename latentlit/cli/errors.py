@@ -96,11 +96,25 @@ def _blame(parser, command: str, groups, k: int, before, failure: Exception) -> 
     return _not_a_class(shown, value, _classes(hint)) or f"{shown}: {_innermost(failure)}"
 
 
+def refuse(line: str, command: str | None = None) -> typing.NoReturn:
+    """Exit with status 2 after the one ``latentlit: error:`` line and where to look (``command``'s help)."""
+    sys.stderr.write(f"latentlit: error: {line}\n(latentlit {command + ' ' if command else ''}--help lists the options; "
+                     "LATENTLIT_DEBUG=1 shows the parser's full message)\n")
+    raise SystemExit(2) from None
+
+
+def missing_config(path: Path) -> str | None:
+    """The error line for a ``--config`` file that does not exist (with a close name), else None."""
+    if path.is_file():
+        return None
+    near = [str(p) for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
+    return f"--config: file does not exist: {path}" + did_you_mean(str(path), near)
+
+
 def _config_file(parser, command: str, head: list[str], path: Path, failure: Exception) -> str:
     """A ``--config`` file that does not exist (with a close name), or the first of its keys that does not parse."""
-    if not path.is_file():
-        near = [str(p) for p in path.parent.glob("*.y*ml")] if path.parent.is_dir() else []
-        return f"--config: file does not exist: {path}" + did_you_mean(str(path), near)
+    if (line := missing_config(path)) is not None:
+        return line
     try:
         groups = [(f"{o[2:]} (in {path})", [o, v]) for o, v in _flatten(yaml.safe_load(path.read_text()) or {})]
     except (yaml.YAMLError, OSError) as err:
@@ -175,7 +189,7 @@ def _hints(cls: type) -> dict:
         return {}
 
 
-_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
 
 
 def _innermost(error: BaseException) -> str:
@@ -184,6 +198,6 @@ def _innermost(error: BaseException) -> str:
         error = error.__cause__ or error.__context__
     text = " ".join(str(error).split()) or type(error).__name__
     # worded here only when it is this exact form; any other message passes through unchanged
-    if (m := re.fullmatch(r"Expected a <class '(\w+)'>\. Got value: (.*)", text)) and m[1] in _KINDS:
-        return f"expects {_KINDS[m[1]]}, got {m[2]!r}"
+    if (m := re.fullmatch(r"Expected a <class '(\w+)'>\. Got value: (.*)", text)) and m[1] in TYPE_WORDS:
+        return f"expects {TYPE_WORDS[m[1]]}, got {m[2]!r}"
     return text

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from latentlit.cli.entry import LatentLitCLI
+from latentlit.cli.lightning_cli import LatentLitCLI
 from latentlit.evaluation.metrics import DistinctMean, distinct_mean
 from latentlit.testing.ddp import run_cli_ddp
 from latentlit.testing.groups import random_group, split_ids, write_groups

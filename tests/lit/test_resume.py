@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from latentlit.cli.entry import LatentLitCLI
+from latentlit.cli.lightning_cli import LatentLitCLI
 from latentlit.lit.resume import option_differences, override_optimizer_options
 from latentlit.testing.groups import random_group, split_ids, write_groups
 from latentlit.testing.tiny import write_tiny_backbone
