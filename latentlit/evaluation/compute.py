@@ -18,7 +18,9 @@ processes:
 
 Token positions are what latentlit runs (padding excluded): a trajectory is P (its own prefill,
 only with per-sample prefill) + T_j + A_j positions; shared prefill adds P once per question;
-the LatentRM scores a trajectory in one pass over its prompt and latents (P_rm + T_j); beam
+the LatentRM encodes each question's prompt once (P_rm) and scores each trajectory's latents over
+it (T_j positions; an RM whose attention cannot read a shared prefix, and runs recorded before it
+could, pass over prompt and latents for each trajectory: P_rm + T_j); beam
 search (and DVTS) prefills once (or per step-1 candidate with per-sample prefill), feeds each
 step's candidates' latents (counted per step in the record), decodes the final beams, and its RM
 scorer encodes the prompt once then one position per proposed latent.
@@ -140,10 +142,13 @@ class CostModel:
         backbone: the backbone's shape. rm: the LatentRM's shape (None without one).
         shared_prefill: the sampler prefills each question once and copies its cache
             (``prefill: shared``, or N = 1); else every trajectory prefills its own prompt.
+        rm_prompt_once: the LatentRM encodes a question's prompt once for all its trajectories
+            (:meth:`LatentRM.score_groups` where its attention reads a shared prefix).
     """
 
-    def __init__(self, backbone: ModelShape, rm: ModelShape | None = None, shared_prefill: bool = True):
-        self.backbone, self.rm, self.shared_prefill = backbone, rm, shared_prefill
+    def __init__(self, backbone: ModelShape, rm: ModelShape | None = None, shared_prefill: bool = True,
+                 rm_prompt_once: bool = True):
+        self.backbone, self.rm, self.shared_prefill, self.rm_prompt_once = backbone, rm, shared_prefill, rm_prompt_once
 
     def _prefill(self, p: int) -> Cost:
         return Cost(backbone_tokens=p, flops=self.backbone.pass_flops(p))
@@ -170,15 +175,30 @@ class CostModel:
         return (self._prefill(c["prompt"]) if self.shared_prefill else Cost()) + mean * k
 
     def rm_scoring(self, record: dict, k: int) -> Cost:
-        """Expected LatentRM cost of scoring k of the N trajectories (one pass over prompt and
-        latents each, as ``LatentRM.score_groups`` runs)."""
+        """Expected LatentRM cost of scoring k of the N trajectories, as ``LatentRM.score_groups`` runs: the prompt
+        once, then each trajectory's latents over it (with ``rm_prompt_once`` False: prompt and latents per
+        trajectory)."""
+        return self._rm_prompt(record) + self._rm_trajectory(record) * k
+
+    def _rm_prompt(self, record: dict) -> Cost:
+        if self.rm is None:
+            raise ValueError("rm_scoring needs the LatentRM's shape")
+        p = record["compute"]["rm_prompt"]
+        return Cost(rm_tokens=p, flops=self.rm.pass_flops(p)) if self.rm_prompt_once else Cost()
+
+    def _rm_trajectory(self, record: dict) -> Cost:
+        """Mean LatentRM cost of one more trajectory."""
         if self.rm is None:
             raise ValueError("rm_scoring needs the LatentRM's shape")
         c = record["compute"]
-        n = len(c["latents"])
-        tokens = sum(c["rm_prompt"] + t for t in c["latents"]) / n
-        flops = sum(self.rm.pass_flops(c["rm_prompt"] + t) + 2.0 * self.rm.head_params * t for t in c["latents"]) / n
-        return Cost(rm_tokens=tokens * k, flops=flops * k)
+        p, n = c["rm_prompt"], len(c["latents"])
+        if self.rm_prompt_once:
+            tokens = sum(c["latents"]) / n
+            flops = sum(self.rm.pass_flops(t, past=p) + 2.0 * self.rm.head_params * t for t in c["latents"]) / n
+        else:
+            tokens = sum(p + t for t in c["latents"]) / n
+            flops = sum(self.rm.pass_flops(p + t) + 2.0 * self.rm.head_params * t for t in c["latents"]) / n
+        return Cost(rm_tokens=tokens, flops=flops)
 
     def greedy(self, record: dict) -> Cost:
         """The greedy pass: prefill, T latent steps, answer."""
@@ -231,7 +251,7 @@ class CostModel:
             base, one = self._prefill(record["compute"]["prompt"]) if self.shared_prefill else Cost(), self.samples(record, 1)
             per = one + base * -1.0
             if spends == "samples+rm":
-                per = per + self.rm_scoring(record, 1)
+                base, per = base + self._rm_prompt(record), per + self._rm_trajectory(record)
             return [base + per * k for k in ks]
         if callable(spends):
             return [spends(self, record, k) for k in ks]
@@ -240,10 +260,11 @@ class CostModel:
     def describe(self) -> dict:
         """JSON-able: the shapes and the prefill mode the counts use."""
         return {"backbone": self.backbone.to_dict(), "latent_rm": None if self.rm is None else self.rm.to_dict(),
-                "shared_prefill": self.shared_prefill}
+                "shared_prefill": self.shared_prefill, "rm_prompt_once": self.rm_prompt_once}
 
     @classmethod
     def from_description(cls, d: dict) -> "CostModel":
         """Inverse of :meth:`describe`."""
+        # descriptions written before the LatentRM read its prompt once describe runs that repeated it
         return cls(ModelShape(**d["backbone"]), None if d.get("latent_rm") is None else ModelShape(**d["latent_rm"]),
-                   d["shared_prefill"])
+                   d["shared_prefill"], d.get("rm_prompt_once", False))

@@ -35,6 +35,7 @@ from latentlit.lit.callbacks import ClosingLines
 from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
 from latentlit.lit.records import compute_sizes, question_record
 from latentlit.lit.writer import PredictionWriter
+from latentlit.models.attention import supports_prefix_attention
 from latentlit.models.checkpoints import load_backbone
 from latentlit.models.hooks import Sampler
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
@@ -218,7 +219,8 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
     def cost_model(self) -> CostModel:
         """The :class:`~latentlit.evaluation.compute.CostModel` of this backbone, LatentRM and sampler."""
         shared = self.sampler.prefill != "per_sample" or self.hparams.n_samples == 1
-        return CostModel(backbone_shape(self.backbone), None if self.rm is None else rm_shape(self.rm), shared)
+        return CostModel(backbone_shape(self.backbone), None if self.rm is None else rm_shape(self.rm), shared,
+                         rm_prompt_once=self.rm is not None and supports_prefix_attention(self.rm.transformer))
 
     # ------------------------------------------------------------------ lightning plumbing
     def configure_callbacks(self):

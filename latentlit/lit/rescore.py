@@ -29,6 +29,7 @@ from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import coverage_ks
 from latentlit.evaluation.report import add_report, format_summary, write_report
 from latentlit.evaluation.run_metrics import RunMetrics
+from latentlit.models.attention import supports_prefix_attention
 from latentlit.models.checkpoints import load_backbone
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, trajectory_score
 from latentlit.runs.directory import RUN_FILE, check_run_settings, release_if_empty, settings_hash
@@ -136,7 +137,8 @@ def _rescore_into(out: Path, parent: Path, base: dict, settings: dict, backbone,
         summary["adaptive"] = parent_summary["adaptive"]
     shared = (settings.get("sampler") or {}).get("prefill") != "per_sample" or n == 1
     add_report(summary, derived, ks=ks, aggregators=aggregators, seed=seed,
-               cost_model=CostModel(backbone_shape(backbone), rm_shape(rm), shared))
+               cost_model=CostModel(backbone_shape(backbone), rm_shape(rm), shared,
+                                    rm_prompt_once=supports_prefix_attention(rm.transformer)))
     write_report(summary, out)
     log(format_summary(summary))
     log(f"[latentlit] re-scored {len(derived)} questions ({len(derived) - len(done)} this run) into {out}")

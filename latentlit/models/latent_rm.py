@@ -41,7 +41,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from latentlit.data.padding import left_pad
 from latentlit.data.tokenizer import LATENT_TOKENS, check_questions, require_latent_tokens
 from latentlit.models.backbone import CONFIG_KEY
-from latentlit.models.cache import LatentCache
+from latentlit.models.attention import supports_prefix_attention, use_prefix_attention
+from latentlit.models.cache import PREFIX_KWARG, LatentCache, SharedPrefixCache
 from latentlit.models.checkpoints import DETECT_KEYS, load_backbone, load_lm_strict, resolve_path, strict_loading_error
 from latentlit.runs.files import save_tensors
 from latentlit.runs.fingerprint import weights_fingerprint
@@ -218,13 +219,37 @@ class LatentRM(nn.Module):
 
     @torch.no_grad()
     @_rm_precision
-    def score_groups(self, questions: list[str], latents: torch.Tensor, latent_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Scores of N trajectories per question: questions (B,), latents (B, N, T, d) -> (B, N, T)."""
-        b, n = latents.shape[:2]
-        ids, mask = self.encode_prompts(questions)
+    def score_groups(self, questions: list[str], latents: torch.Tensor, latent_mask: torch.Tensor | None = None, *,
+                     share_prompt: bool = True) -> torch.Tensor:
+        """Scores of N trajectories per question: questions (B,), latents (B, N, T, d), latent_mask (B, N, T) bool
+        -> (B, N, T) float32 step scores.
+
+        Each prompt is encoded once and its N trajectories attend to its keys/values (a
+        :class:`~latentlit.models.cache.SharedPrefixCache`): B*L + B*N*T forward positions instead of
+        B*N*(L + T), with the scores of :meth:`forward` on the prompt repeated N times (to float tolerance). An RM
+        whose attention cannot read a shared prefix (flash kernels), or ``share_prompt=False``, runs that forward."""
+        b, n, t = latents.shape[:3]
         flat = latents.reshape(b * n, *latents.shape[2:]).to(self.device)
         fm = None if latent_mask is None else latent_mask.reshape(b * n, -1).to(self.device)
-        return self(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fm).reshape(b, n, -1)
+        if not (t and share_prompt and supports_prefix_attention(self.transformer)):
+            ids, mask = self.encode_prompts(questions)
+            return self(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fm).reshape(b, n, -1)
+        prompts, mask = self.encode_prefix(questions)
+        cache = SharedPrefixCache([(layer.keys, layer.values) for layer in prompts.layers], n, room=t)
+        steps = torch.ones(b * n, t, dtype=torch.long, device=self.device) if fm is None else fm.long()
+        full = torch.cat([mask.repeat_interleave(n, 0), steps], dim=1)
+        hidden = self._cached_pass(self.embed_latents(flat), full, (full.cumsum(-1) - 1).clamp_min(0)[:, -t:], cache)
+        return self.classifier(self.dropout(hidden)).squeeze(-1).float().reshape(b, n, t)
+
+    def _cached_pass(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """The transformer's last hidden states (R, S, width) of ``embeds`` (R, S, width) after ``cache``
+        (``mask``: (R, cached + S)); a shared-prefix cache is handed to the attention that reads it."""
+        extra = {}
+        if isinstance(cache, SharedPrefixCache):
+            use_prefix_attention(self.transformer)  # idempotent; without a shared prefix it computes as before
+            extra[PREFIX_KWARG] = cache
+        return self.transformer(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
+                                use_cache=True, **extra).last_hidden_state
 
     @torch.no_grad()
     @_rm_precision
@@ -348,17 +373,30 @@ class LatentRMStepScorer:
     Args:
         rm: the LatentRM (eval mode). questions: the B questions.
         how: trajectory score from the step scores (``sum``, paper; ``mean``, ``last``, ``min``).
+        share_prompt: a question's rows read its prompt's keys/values in place (False: each row a copy).
     """
 
-    def __init__(self, rm: LatentRM, questions: list[str], how: str = "sum"):
-        self.rm, self.how = rm, how
-        self._cache, self._mask = rm.encode_prefix(questions)
+    def __init__(self, rm: LatentRM, questions: list[str], how: str = "sum", share_prompt: bool = True):
+        self.rm, self.how, self.share_prompt = rm, how, share_prompt
+        self._prompts, self._prompt_mask = rm.encode_prefix(questions)
+        self._cache, self._mask = self._prompts, self._prompt_mask
         self._steps = torch.zeros(len(questions), 0, device=rm.device)
         self._step_mask = torch.zeros(len(questions), 0, dtype=torch.bool, device=rm.device)
 
     def reset(self, owners: torch.Tensor) -> None:
-        """Start R rows, row i belonging to question ``owners[i]`` ((R,) long)."""
-        self._take(owners.to(self.rm.device))
+        """Start R rows, row i belonging to question ``owners[i]`` ((R,) long). When each question owns an equal
+        run of consecutive rows (beam search, DVTS) they share its prompt's keys/values instead of copying them."""
+        owners = owners.to(self.rm.device)
+        q, rows = len(self._prompt_mask), len(owners)
+        group = rows // q if q and rows % q == 0 else 0
+        if group and self.share_prompt and supports_prefix_attention(self.rm.transformer) and torch.equal(
+                owners, torch.arange(q, device=owners.device).repeat_interleave(group)):
+            self._cache = SharedPrefixCache([(layer.keys, layer.values) for layer in self._prompts.layers], group)
+            self._mask = self._prompt_mask.repeat_interleave(group, 0)
+        else:
+            self._cache, self._mask = self._prompts.select_rows(owners), self._prompt_mask[owners]
+        self._steps = torch.zeros(rows, 0, device=self.rm.device)
+        self._step_mask = torch.zeros(rows, 0, dtype=torch.bool, device=self.rm.device)
 
     def _take(self, rows: torch.Tensor) -> None:
         self._cache = self._cache.select_rows(rows)
@@ -377,9 +415,7 @@ class LatentRMStepScorer:
         act = torch.ones(rows, dtype=torch.bool, device=self.rm.device) if active is None else active.to(self.rm.device)
         positions = self._mask.sum(-1, keepdim=True)
         self._mask = torch.cat([self._mask, act.long()[:, None]], dim=1)
-        embeds = self.rm.embed_latents(latents[:, None])
-        hidden = self.rm.transformer(inputs_embeds=embeds, attention_mask=self._mask, position_ids=positions,
-                                     cache=self._cache, use_cache=True).last_hidden_state[:, -1]
+        hidden = self.rm._cached_pass(self.rm.embed_latents(latents[:, None]), self._mask, positions, self._cache)[:, -1]
         r = self.rm.classifier(self.rm.dropout(hidden)).squeeze(-1).float()
         self._steps = torch.cat([self._steps, r[:, None]], dim=1)
         self._step_mask = torch.cat([self._step_mask, act[:, None]], dim=1)

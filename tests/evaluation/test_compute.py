@@ -82,7 +82,11 @@ def test_rm_scoring_and_beam_search_counts_equal_measured(backbone):
     record = {"compute": {"prompt": _prompt(backbone), "latents": [3] * 4, "answers": [4] * 4, "greedy": [3, 4],
                           "rm_prompt": p_rm}}
     scoring = model.rm_scoring(record, 4)
-    assert scoring.flops == counter.get_total_flops() and scoring.rm_tokens == 4 * (p_rm + 3)
+    assert scoring.flops == counter.get_total_flops() and scoring.rm_tokens == p_rm + 4 * 3  # the prompt once
+    # linear in k from the prompt's cost: what accuracy-against-compute charges best-of-N at k
+    assert [c.rm_tokens for c in model.spent("samples+rm", record, [1, 4])] == [p_rm + 3 * k for k in (1, 4)]
+    repeated = CostModel(backbone_shape(backbone), rm_shape(rm), shared_prefill=True, rm_prompt_once=False)
+    assert repeated.rm_scoring(record, 4).rm_tokens == 4 * (p_rm + 3)
 
     def beam():
         scorer = LatentRMStepScorer(rm, [QUESTION])

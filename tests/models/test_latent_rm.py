@@ -193,3 +193,27 @@ def test_latentrm_loading_is_strict(layout, llama, tmp_path):
     _edit_weights(proj, lambda s: s.update({"projection.weight": torch.zeros(32, 32), "projection.bias": torch.zeros(32)}))
     with pytest.raises(ValueError, match=r"unexpected tensor\(s\) \['projection.bias', 'projection.weight'\]"):
         LatentRM.from_pretrained(proj)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_score_groups_reads_each_prompt_once_and_scores_as_the_full_forward(family, backbone, llama):
+    source = backbone if family == "gpt2" else llama
+    rm = LatentRM.from_backbone(source, seed=5).eval()
+    torch.manual_seed(4)
+    n, t = 3, 4
+    latents = torch.randn(1, n, t, source.hidden_size).expand(2, n, t, -1)  # the same latents under both prompts
+    mask = torch.ones(2, n, t, dtype=torch.bool)
+    mask[0, 1, 2:], mask[1, 2, 3] = False, False  # trajectories that stopped early
+    fed = []
+    hook = rm.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: fed.append(next(kwargs[k] for k in ("inputs_embeds", "input_ids")
+                                                     if kwargs.get(k) is not None).shape[:2]), with_kwargs=True)
+    scores = rm.score_groups(QUESTIONS, latents, mask)
+    hook.remove()
+    ids, prompt_mask = rm.encode_prompts(QUESTIONS)
+    with torch.no_grad():
+        full = rm(ids.repeat_interleave(n, 0), prompt_mask.repeat_interleave(n, 0), latents.reshape(2 * n, t, -1),
+                  mask.reshape(2 * n, t)).reshape(2, n, t)
+    torch.testing.assert_close(scores[mask], full[mask], atol=1e-5, rtol=1e-5)
+    assert sum(rows * positions for rows, positions in fed) == 2 * ids.shape[1] + 2 * n * t  # prompts once, then latents
+    assert not torch.allclose(scores[0, 0], scores[1, 0], atol=1e-3)  # each trajectory reads its own question's prompt
