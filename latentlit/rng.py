@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -64,15 +65,18 @@ def question_key(seed: int, question_id: str) -> int:
     return hash_ints(seed, int.from_bytes(digest, "little"))
 
 
-def trajectory_keys(seed: int, question_ids: list[str], n_samples: int, offset: int = 0) -> torch.Tensor:
+def trajectory_keys(seed: int, question_ids: list[str], n_samples: int, offset: int | Sequence[int] = 0) -> torch.Tensor:
     """Row keys for ``len(question_ids) * n_samples`` trajectories, question-major.
 
-    Row ``q * n_samples + j`` gets key(seed, question_ids[q], offset + j).
+    Row ``q * n_samples + j`` gets key(seed, question_ids[q], offset + j) (``offset[q]`` when one
+    offset per question is given).
 
     Returns:
         (B * n_samples,) int64 on CPU.
     """
-    keys = [hash_ints(question_key(seed, q), offset + j) for q in question_ids for j in range(n_samples)]
+    offsets = [offset] * len(question_ids) if isinstance(offset, int) else list(offset)
+    keys = [hash_ints(question_key(seed, q), o + j) for q, o in zip(question_ids, offsets, strict=True)
+            for j in range(n_samples)]
     return torch.tensor(keys, dtype=torch.int64)
 
 

@@ -1,11 +1,14 @@
-"""Throughput of adaptive N against fixed N (issue 11: trajectories/s within 20% of fixed-N's).
+"""Throughput of adaptive N against fixed N (target: trajectories/s at least 0.8x fixed-N's).
 
 Samples the first ``--questions`` synthetic test problems with the quickstart MC-dropout sampler
 of ``configs/quickstart/predict_dropout.yaml`` (N_max = 64), in question batches of
-``--batch-size`` as ``latentlit predict`` does, once with fixed N and once per adaptive rule,
-back to back in one process, and prints trajectories/s of each, the ratio to fixed N, the
+``--batch-size`` as ``latentlit predict`` does, once with fixed N and per adaptive rule in two
+modes, back to back in one process, and prints trajectories/s of each, the ratio to fixed N, the
 trajectories run and the wall time. Only sampling is timed (the greedy pass and records are the
-same work in both modes).
+same work in both modes). Modes: ``rounds``, each batch's questions drawn in rounds until all
+settle (late rounds hold few questions; latentlit before continuous batching), and ``continuous``,
+one :class:`~latentlit.search.adaptive.AdaptivePool` of ``--max-trajectories`` rows fed batch by
+batch, as ``latentlit predict`` runs a live adaptive rule now.
 
 Each adaptive rule is also checked against the fixed run: every drawn trajectory's text must
 equal the fixed run's trajectory of the same index (the script fails otherwise).
@@ -44,7 +47,7 @@ def main() -> None:
     from latentlit.data.answers import extract_answer
     from latentlit.data.sources import SyntheticProblems
     from latentlit.sampling import MCDropout
-    from latentlit.search.adaptive import sample_adaptive
+    from latentlit.search.adaptive import AdaptivePool, sample_adaptive
     from latentlit.search.nway import sample_questions
 
     backbone = load_backbone("quickstart").to(args.device).eval()
@@ -59,7 +62,7 @@ def main() -> None:
         rules.append(StoppingRule(name, None if not t else (int(t) if name == "window" else float(t))))
     print(f"quickstart MC-dropout (p=0.05, per-sample prefill), {len(problems)} test questions, N_max={args.n_max}, "
           f"round size {args.round_size}, max_trajectories {args.max_trajectories}, {torch.get_num_threads()} threads")
-    print(f"{'batch':>5} {'mode':<14} {'trajectories':>12} {'seconds':>8} {'traj/s':>8} {'vs fixed':>8}")
+    print(f"{'batch':>5} {'mode':<24} {'trajectories':>12} {'seconds':>8} {'traj/s':>8} {'vs fixed':>8}")
     with torch.no_grad():
         for batch_size in args.batch_size:
             batches = [problems[i:i + batch_size] for i in range(0, len(problems), batch_size)]
@@ -70,23 +73,33 @@ def main() -> None:
                 fixed_texts.update({p.id: s.texts for p, s in zip(batch, out)})
             fixed_s = time.perf_counter() - start
             fixed_rate = len(problems) * args.n_max / fixed_s
-            print(f"{batch_size:>5} {'fixed':<14} {len(problems) * args.n_max:>12} {fixed_s:>8.2f} {fixed_rate:>8.1f} {1:>8.2f}")
+            print(f"{batch_size:>5} {'fixed':<24} {len(problems) * args.n_max:>12} {fixed_s:>8.2f} {fixed_rate:>8.1f} {1:>8.2f}")
             for rule in rules:
-                used, start = 0, time.perf_counter()
-                for batch in batches:
-                    drawn = sample_adaptive(backbone, sampler, [p.id for p in batch], [p.question for p in batch],
-                                            n_max=args.n_max, seed=0, rule=rule, round_size=args.round_size,
-                                            parse=lambda t: extract_answer(t, fmt), max_trajectories=args.max_trajectories,
-                                            max_new_tokens=6)
-                    for p, d in zip(batch, drawn):
-                        n = len(d.samples.texts)
-                        if d.samples.texts != fixed_texts[p.id][:n]:
+                for mode in ("rounds", "continuous"):
+                    used, start, drawn = 0, time.perf_counter(), {}
+                    if mode == "rounds":
+                        for batch in batches:
+                            out = sample_adaptive(backbone, sampler, [p.id for p in batch], [p.question for p in batch],
+                                                  n_max=args.n_max, seed=0, rule=rule, round_size=args.round_size,
+                                                  parse=lambda t: extract_answer(t, fmt),
+                                                  max_trajectories=args.max_trajectories, max_new_tokens=6)
+                            drawn.update({p.id: d for p, d in zip(batch, out)})
+                    else:
+                        pool = AdaptivePool(backbone, sampler, n_max=args.n_max, seed=0, rule=rule,
+                                            round_size=args.round_size, parse=lambda t: extract_answer(t, fmt),
+                                            rows=args.max_trajectories, max_new_tokens=6)
+                        for i, batch in enumerate(batches):
+                            pool.admit([p.id for p in batch], [p.id for p in batch], [p.question for p in batch])
+                            drawn.update(pool.run(drain=i == len(batches) - 1))
+                    seconds = time.perf_counter() - start
+                    for p in problems:
+                        n = len(drawn[p.id].samples.texts)
+                        if drawn[p.id].samples.texts != fixed_texts[p.id][:n]:
                             raise SystemExit(f"{p.id}: adaptive trajectories differ from the fixed run's first {n}")
                         used += n
-                seconds = time.perf_counter() - start
-                rate = used / seconds
-                label = f"{rule.name}@{rule.key}"
-                print(f"{batch_size:>5} {label:<14} {used:>12} {seconds:>8.2f} {rate:>8.1f} {rate / fixed_rate:>8.2f}")
+                    rate = used / seconds
+                    label = f"{rule.name}@{rule.key} {mode}"
+                    print(f"{batch_size:>5} {label:<24} {used:>12} {seconds:>8.2f} {rate:>8.1f} {rate / fixed_rate:>8.2f}")
 
 
 if __name__ == "__main__":

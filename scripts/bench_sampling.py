@@ -30,9 +30,15 @@ process just before and after it (``rate@pt``: how loaded the machine was during
 ``--baseline REF`` (default: the commit before the sampling speed-ups of issue 14), extracted
 to a temporary directory: before/after figures from one run on one machine.
 
+``--real`` runs points shaped like real runs instead: 64 questions in the predictor's question
+batches (``--batch_size``), the GPT-2-small-sized model at the predictor's defaults (N = 16, batches
+of 16, ``max_trajectories`` 1024, gsm_test prompts) and the quickstart model at its configs' (N = 64, batches of 32,
+``max_trajectories`` 2048, synthetic prompts), both samplers: at 8 questions x N = 8 a decode step has 64 rows, a
+shape at which GEMMs run at about half the square rate (``bench_gemm_shapes.py``).
+
 Usage::
 
-    python scripts/bench_sampling.py [--quick] [--compare] [--memory]
+    python scripts/bench_sampling.py [--quick | --real] [--compare] [--memory]
     python scripts/bench_sampling.py --device cuda --dtype bfloat16 [--compile]
 """
 
@@ -157,9 +163,15 @@ def run_point(args) -> dict:
     items = questions_for(args.prompts, Path(args.data), args.questions)
     ids, questions = [i for i, _ in items], [q for _, q in items]
     sampler = AGN(sigma=0.6, prefill=args.prefill) if args.sampler == "agn" else MCDropout(p=0.2, prefill=args.prefill)
+    step = args.batch_questions or len(questions)  # the predictor's question batches
+
+    def sample(seed: int) -> None:
+        for i in range(0, len(questions), step):
+            sample_questions(backbone, sampler, ids[i:i + step], questions[i:i + step], args.n, seed=seed,
+                             max_trajectories=args.max_trajectories, max_new_tokens=ANSWER_TOKENS)
+
     if args.compile:  # warm up on the point itself: compiled code is specialised to its shapes
-        sample_questions(backbone, sampler, ids, questions, args.n, seed=1, max_trajectories=args.max_trajectories,
-                         max_new_tokens=ANSWER_TOKENS)
+        sample(seed=1)
     else:
         sample_questions(backbone, sampler, ids[:1], questions[:1], 2, seed=1, max_new_tokens=2)  # warm-up
     rates = matmul_rates(device, dtype, 3)
@@ -168,8 +180,7 @@ def run_point(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
     rss_start = _rss_gb() if device == "cpu" else torch.cuda.memory_allocated() / 2 ** 30
     cpu_start, start = time.process_time(), time.perf_counter()
-    sample_questions(backbone, sampler, ids, questions, args.n, seed=0, max_trajectories=args.max_trajectories,
-                     max_new_tokens=ANSWER_TOKENS)
+    sample(seed=0)
     if device == "cuda":
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -183,11 +194,13 @@ def run_point(args) -> dict:
 
 
 # ---------------------------------------------------------------------- driver
-def _point(args, backbone: str, setup: str, n: int, questions: int, max_traj: int, pythonpath: str) -> dict | str:
+def _point(args, backbone: str, setup: str, n: int, questions: int, max_traj: int, pythonpath: str,
+           batch: int | None = None, prompts: str | None = None) -> dict | str:
     sampler, prefill = SETUPS[setup]
-    cmd = [sys.executable, __file__, "--point", "--backbone", backbone, "--prompts", args.prompts, "--sampler", sampler,
+    cmd = [sys.executable, __file__, "--point", "--backbone", backbone, "--prompts", prompts or args.prompts, "--sampler", sampler,
            "--prefill", prefill, "--n", str(n), "--questions", str(questions), "--data", args.data, "--device",
            args.device, "--dtype", args.dtype, "--max_trajectories", str(max_traj)] + (["--compile"] if args.compile else [])
+    cmd += ["--batch_questions", str(batch)] if batch else []
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": pythonpath}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
@@ -230,6 +243,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="GPT-2-small-sized model only: N = 8 on 8 questions and N = 64 on 2 questions, "
                              "AGN shared and MC-dropout per-sample")
+    parser.add_argument("--real", action="store_true",
+                        help="points shaped like real runs: 64 questions in the predictor's question batches, both "
+                             "samplers, GPT-2-small-sized at the predictor's defaults and the quickstart at its configs'")
     parser.add_argument("--ns", default=None, help="comma-separated N (default 1,8,64; cuda: 1,8,64,256)")
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--backbones", default="gpt2-small", help="comma-separated: gpt2-small,quickstart")
@@ -251,6 +267,7 @@ def main() -> None:
     for name in ("backbone", "sampler", "prefill"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--batch_questions", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.point:
         print(json.dumps(run_point(args)))
@@ -259,10 +276,13 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     default_ns = "1,8,64,256" if args.device == "cuda" else "1,8,64"
     ns = [int(x) for x in (args.ns or default_ns).split(",")]
-    points = []  # (backbone, setup, N, questions, max_trajectories)
+    points = []  # (backbone, setup, N, questions, max_trajectories[, questions per batch])
     if args.memory:
         points = [("gpt2-small", "agn:shared", n, q, 1024) for n, q in ((64, args.memory_questions),
                                                                          (1024, args.memory_questions_1024))]
+    elif args.real:
+        for setup in ("agn:shared", "dropout:per_sample"):
+            points += [("gpt2-small", setup, 16, 64, 1024, 16), ("quickstart", setup, 64, 64, 2048, 32, "synthetic")]
     elif args.quick:
         for setup in ("agn:shared", "dropout:per_sample"):
             points += [("gpt2-small", setup, 8, 8, args.max_trajectories), ("gpt2-small", setup, 64, 2, args.max_trajectories)]
@@ -279,13 +299,14 @@ def main() -> None:
           + (f", baseline {args.baseline[:10]} (in {base})" if base else ""), flush=True)
     print(HEADER)
     results = []
-    for i, (backbone, setup, n, questions, max_traj) in enumerate(points):
+    for i, (backbone, setup, n, questions, max_traj, *batch) in enumerate(points):
         runs = [("new", ours)] + ([("baseline", base)] if base else [])
         if base and i % 2:  # alternate the order, so neither side always runs on a warmer machine
             runs.reverse()
         for tag, path in runs:
-            r = _point(args, backbone, setup, n, questions, max_traj, path)
-            label = f"{backbone} {setup} N={n} q={questions} chunk={max_traj}" + (f" [{tag}]" if base else "")
+            r = _point(args, backbone, setup, n, questions, max_traj, path, *batch)
+            label = (f"{backbone} {setup} N={n} q={questions}" + (f"/{batch[0]}" if batch else "") + f" chunk={max_traj}"
+                     + (f" [{tag}]" if base else ""))
             results.append((label, r))
             print(_row(f"{label:<58}", r, statistics.median(before)), flush=True)
     after = matmul_rates(args.device, dtype, 5)

@@ -33,7 +33,7 @@ from latentlit.evaluation.report import add_report, format_summary, write_report
 from latentlit.evaluation.run_metrics import RunMetrics
 from latentlit.lit.callbacks import ClosingLines
 from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
-from latentlit.lit.records import compute_sizes, question_record
+from latentlit.lit.records import compute_sizes, greedy_sizes, question_record, sample_sizes
 from latentlit.lit.writer import PredictionWriter
 from latentlit.models.attention import supports_prefix_attention
 from latentlit.models.checkpoints import load_backbone
@@ -45,7 +45,7 @@ from latentlit.runs.fingerprint import provenance_match, sampler_mismatch, weigh
 from latentlit.runs.records import METRICS, read_records
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.search import SHORTHANDS, Search, SearchBatch, draw, enabled_searches
-from latentlit.search.adaptive import adaptive_settings, head_record
+from latentlit.search.adaptive import AdaptivePool, adaptive_settings, head_record
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -58,7 +58,10 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
             id, or ``"quickstart"`` (the shipped embedded default).
         sampler: Deterministic | MCDropout | AGN (``class_path`` in YAML).
         n_samples: N trajectories per question.
-        max_trajectories: at most this many trajectories run at once (memory budget).
+        max_trajectories: at most this many trajectories run at once (memory budget). A live
+            adaptive run keeps ``max_trajectories // round_size`` questions in flight across
+            batches (continuous batching: a settled question's place goes to a waiting one; its
+            record is written when it settles, and the file is put in problem order at the end).
         seed: keys every random number: results depend on (seed, question id, sample index)
             only, not on batch size, chunking or the number of processes.
         num_latents: T at inference (default: the checkpoint's; a different value warns).
@@ -153,6 +156,9 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         self.ks = coverage_ks(self.n_metrics)
         self.output_path: Path | None = None
         self._seconds = 0.0
+        # live adaptive N: the pool of questions in flight, and what their records need, by question id
+        self._pool: AdaptivePool | None = None
+        self._waiting: dict[str, tuple] = {}
         self._trajectories = 0
         self._new_questions = 0
 
@@ -268,6 +274,9 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
     def on_predict_end(self) -> None:
         """After the writer has merged the records: the metrics (every process), then on rank
         zero ``metrics.json``, the report and the figures; the directory is let go last."""
+        if self._pool is not None and len(self._pool):  # the last batch drains the pool: never lose a question
+            raise RuntimeError(f"{len(self._pool)} questions of the live adaptive run were never settled "
+                               f"(e.g. {next(iter(self._waiting))!r}); the loop ended before its last batch")
         summary = self.finish_metrics()
         out = self._resolve_output_dir()
         if self.trainer.is_global_zero and self._held:  # the directory's own metrics.json stays
@@ -291,6 +300,8 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
     def predict_step(self, batch: list[tuple[int, Problem]], batch_idx: int) -> list[dict]:
         hp = self.hparams
         batch = [(i, p) for i, p in batch if p is not None and p.id not in self._skip]  # placeholders, resume
+        if self.live:
+            return self._adaptive_step(batch, batch_idx == self.trainer.num_predict_batches[0] - 1)
         if not batch:
             return []
         start = time.perf_counter()
@@ -324,6 +335,48 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         self._seconds += time.perf_counter() - start
         self._trajectories += sum(len(s.texts) for s in drawn.samples)
         self._new_questions += len(problems)
+        for r in records:
+            self.metrics.update(r)
+        return records
+
+    def _adaptive_step(self, batch: list[tuple[int, Problem]], last: bool) -> list[dict]:
+        """A live adaptive run: the batch's questions join the :class:`AdaptivePool` (continuous batching: a settled
+        question's place goes to a waiting one, from this batch or a later one); the records of the questions
+        settled by the rounds run now are returned (on the last batch every question is run to the end)."""
+        hp, start = self.hparams, time.perf_counter()
+        if self._pool is None:
+            self._pool = AdaptivePool(self.backbone, self.sampler, n_max=hp.n_samples, seed=hp.seed,
+                                      rule=self.adaptive.run, round_size=self.adaptive.round_size,
+                                      parse=lambda text: extract_answer(text, self.answer_format),
+                                      score=None if self.rm is None else lambda keys, new: self._rm_scores(
+                                          [self._waiting[k][1].question for k in keys], new),
+                                      rows=hp.max_trajectories, max_new_tokens=hp.max_new_tokens)
+        if batch:
+            problems = [p for _, p in batch]
+            ids, questions = [p.id for p in problems], [p.question for p in problems]
+            self.backbone.check_lengths(ids, questions, hp.max_new_tokens)
+            greedy = self.backbone.generate(questions, max_new_tokens=hp.max_new_tokens)
+            sizes = greedy_sizes(greedy, self.backbone.latent_config.eos_id, hp.max_new_tokens)
+            prompts = self.backbone.encode_prompts(questions)[1].sum(1).tolist()
+            rm_prompts = [None] * len(batch) if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
+            for (index, problem), text, size, prompt, rm_prompt in zip(batch, greedy.answers_text, sizes, prompts,
+                                                                       rm_prompts):
+                self._waiting[problem.id] = (index, problem, text, size, prompt, rm_prompt)
+            self._pool.admit(ids, ids, questions)
+        records, settled = [], []
+        for qid, drawn in self._pool.run(drain=last):
+            index, problem, text, size, prompt, rm_prompt = self._waiting.pop(qid)
+            record = question_record(index, problem, text, drawn.samples, self._pool.parse, self.aggregators, hp.seed,
+                                     scores=drawn.scores, adaptive=self.adaptive, n_max=hp.n_samples,
+                                     n_metrics=self.n_metrics, live=True)
+            record["compute"] = sample_sizes(prompt, size, drawn.samples, rm_prompt)
+            records.append(record)
+            settled.append(((index, problem), drawn.samples))
+            self._trajectories += len(drawn.samples.texts)
+        if hp.save_latents and settled:
+            self._save_latents(*map(list, zip(*settled)))
+        self._seconds += time.perf_counter() - start
+        self._new_questions += len(records)
         for r in records:
             self.metrics.update(r)
         return records

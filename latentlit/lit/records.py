@@ -68,12 +68,21 @@ def compute_sizes(prompt_tokens: Sequence[int], greedy: LatentOutput, samples: S
     (:mod:`latentlit.evaluation.compute`), from its own sizes, not the batch's: ``prompt``
     tokens, ``latents`` and ``answers`` (decoding passes) of each sample, ``greedy`` [T, A], and with
     a LatentRM ``rm_prompt``."""
-    greedy_steps = zip(greedy.latent_mask.sum(1).tolist(), answer_positions(greedy.answer_ids, eos_id, max_new_tokens))
-    out = []
-    for i, (s, g) in enumerate(zip(samples, greedy_steps)):
-        c = {"prompt": int(prompt_tokens[i]), "latents": [int(x) for x in s.latent_mask.sum(1).tolist()],
-             "answers": list(s.answer_positions), "greedy": [int(x) for x in g]}
-        if rm_prompt_tokens is not None:
-            c["rm_prompt"] = int(rm_prompt_tokens[i])
-        out.append(c)
-    return out
+    rm = [None] * len(samples) if rm_prompt_tokens is None else rm_prompt_tokens
+    return [sample_sizes(p, g, s, r) for p, g, s, r in zip(prompt_tokens, greedy_sizes(greedy, eos_id, max_new_tokens),
+                                                           samples, rm)]
+
+
+def greedy_sizes(greedy: LatentOutput, eos_id: int, max_new_tokens: int) -> list[list[int]]:
+    """[T, A] of each row of a greedy pass: latent steps and answer decoding passes."""
+    steps = zip(greedy.latent_mask.sum(1).tolist(), answer_positions(greedy.answer_ids, eos_id, max_new_tokens))
+    return [[int(t), int(a)] for t, a in steps]
+
+
+def sample_sizes(prompt_tokens: int, greedy: list[int], samples: QuestionSamples, rm_prompt_tokens: int | None) -> dict:
+    """One question's ``compute`` field (:func:`compute_sizes`) from its prompt length, greedy [T, A] and samples."""
+    c = {"prompt": int(prompt_tokens), "latents": [int(x) for x in samples.latent_mask.sum(1).tolist()],
+         "answers": list(samples.answer_positions), "greedy": list(greedy)}
+    if rm_prompt_tokens is not None:
+        c["rm_prompt"] = int(rm_prompt_tokens)
+    return c

@@ -88,8 +88,8 @@ class PredictionWriter(BasePredictionWriter):
             self._file.close()
             self._file = None
         trainer.strategy.barrier()
-        if trainer.world_size > 1 and trainer.is_global_zero:
-            merge_rank_files(self.output_dir)
+        if trainer.is_global_zero and (trainer.world_size > 1 or getattr(pl_module, "live", False)):
+            merge_rank_files(self.output_dir)  # problem order (a live adaptive run writes questions as they settle)
         # every process waits for the merged file: the module's on_predict_end (Lightning calls
         # it after the callbacks') computes the metrics and report from it
         trainer.strategy.barrier()

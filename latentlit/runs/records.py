@@ -141,8 +141,8 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def merge_rank_files(output_dir: Path) -> None:
-    """Add the rank part files' records to ``predictions.jsonl`` in problem order, then delete
-    the parts. The merged file is replaced atomically and holds each question once: a merge
+    """Add the rank part files' records to ``predictions.jsonl`` and put it in problem order, then
+    delete the parts. The merged file is replaced atomically and holds each question once: a merge
     interrupted before the parts were deleted leaves only identical repeats, which the next read
     counts once and the next merge drops.
 
@@ -151,8 +151,9 @@ def merge_rank_files(output_dir: Path) -> None:
     """
     merged = read_lines(output_dir / PREDICTIONS)
     parts = sorted(output_dir.glob("predictions.rank*.jsonl"))
-    new = sorted((line for part in parts for line in read_lines(part)), key=lambda line: line.record["index"])
-    records, _ = unique_records(merged + new)
+    new = [line for part in parts for line in read_lines(part)]
+    # a live adaptive run writes a question when it settles, not in problem order
+    records, _ = unique_records(sorted(merged + new, key=lambda line: line.record.get("index", -1)))
     write_jsonl(output_dir / PREDICTIONS, records)
     for part in parts:
         part.unlink()

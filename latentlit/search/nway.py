@@ -32,10 +32,10 @@ class QuestionSamples:
 
 def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: list[str], questions: list[str],
                      n_samples: int, seed: int, *, max_trajectories: int = 1024, num_latents: int | None = None,
-                     max_new_tokens: int = 16, offset: int = 0) -> list[QuestionSamples]:
+                     max_new_tokens: int = 16, offset: int | list[int] = 0) -> list[QuestionSamples]:
     """Sample N trajectories for each question: samples ``offset .. offset + N - 1`` of each
-    (``offset`` > 0 continues a question's samples, as adaptive rounds do; sample j is the same
-    whatever the offset it is drawn at).
+    (``offset`` > 0 continues a question's samples, as adaptive rounds do, one per question when a
+    list; sample j is the same whatever the offset it is drawn at).
 
     Work is cut into chunks of whole questions (``max_trajectories // N`` per chunk) or, when
     N alone exceeds the budget, into chunks of samples of one question.
@@ -43,18 +43,20 @@ def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: l
     Raises:
         ValueError: ``n_samples`` or ``max_trajectories`` < 1, or ids/questions of different length.
     """
-    if n_samples < 1 or max_trajectories < 1 or offset < 0:
+    offsets = [offset] * len(questions) if isinstance(offset, int) else list(offset)
+    if n_samples < 1 or max_trajectories < 1 or min(offsets, default=0) < 0:
         raise ValueError(f"n_samples ({n_samples}) and max_trajectories ({max_trajectories}) must be >= 1, "
                          f"offset ({offset}) >= 0")
-    if len(question_ids) != len(questions):
-        raise ValueError(f"{len(question_ids)} ids for {len(questions)} questions")
+    if not len(question_ids) == len(questions) == len(offsets):
+        raise ValueError(f"{len(question_ids)} ids for {len(questions)} questions ({len(offsets)} offsets)")
     per_chunk = max(1, max_trajectories // n_samples)
     sample_chunk = min(n_samples, max_trajectories)
     results: list[QuestionSamples] = []
     for start in range(0, len(questions), per_chunk):
         ids, qs = question_ids[start:start + per_chunk], questions[start:start + per_chunk]
+        offs = offsets[start:start + per_chunk]
         if sample_chunk == n_samples:
-            keys = trajectory_keys(seed, ids, n_samples, offset=offset)
+            keys = trajectory_keys(seed, ids, n_samples, offset=offs)
             out = backbone.generate(qs, n_samples=n_samples, sampler=sampler, keys=keys, num_latents=num_latents,
                                     max_new_tokens=max_new_tokens)
             positions = answer_positions(out.answer_ids, backbone.latent_config.eos_id, max_new_tokens)
@@ -63,11 +65,11 @@ def sample_questions(backbone: LatentBackbone, sampler: Sampler, question_ids: l
                 results.append(QuestionSamples(out.latents[rows].float().cpu(), out.latent_mask[rows].cpu(),
                                                out.answers_text[rows], positions[rows]))
             continue
-        for qid, q in zip(ids, qs):
+        for qid, q, off in zip(ids, qs, offs):
             parts = []
             for start_j in range(0, n_samples, sample_chunk):
                 n = min(sample_chunk, n_samples - start_j)
-                keys = trajectory_keys(seed, [qid], n, offset=offset + start_j)
+                keys = trajectory_keys(seed, [qid], n, offset=off + start_j)
                 parts.append(backbone.generate([q], n_samples=n, sampler=sampler, keys=keys, num_latents=num_latents,
                                                max_new_tokens=max_new_tokens))
             results.append(concat_samples([

@@ -143,6 +143,28 @@ def test_live_run_draws_the_fixed_runs_trajectories_and_stops_where_the_replay_d
         assert m[f"majority_vote_first@{k}"] == _summary(_fixed(env))["metrics"][f"majority_vote_first@{k}"]
 
 
+def test_live_run_admits_waiting_questions_in_the_place_of_settled_ones(env, monkeypatch):
+    """Continuous batching: max_trajectories 24 / round 4 = 6 questions in flight, batches of 4: a round mixes
+    questions of two batches, holds 6 while others wait, and the records equal a run with all 10 in one batch."""
+    import latentlit.search.adaptive as adaptive_mod
+
+    rounds, real = [], adaptive_mod.sample_questions
+
+    def spy(backbone, sampler, qids, qs, n, seed, **kwargs):
+        rounds.append(list(qids))
+        return real(backbone, sampler, qids, qs, n, seed, **kwargs)
+
+    monkeypatch.setattr(adaptive_mod, "sample_questions", spy)
+    rule = {"round_size": ROUND, "rule": "beta", "threshold": 0.9}
+    records = _records(_run(env, "live_continuous", rule))
+    monkeypatch.setattr(adaptive_mod, "sample_questions", real)
+    first, second = {"p0", "p1", "p2", "p3"}, {"p4", "p5", "p6", "p7"}
+    assert any(first & set(r) and second & set(r) for r in rounds)
+    assert max(len(r) for r in rounds) == 6 and len(rounds[0]) == 6  # the first round waited for a full pool
+    assert records == _records(_run(env, "live_one_batch", rule, batch_size=10))
+    assert [r["index"] for r in records] == list(range(10))  # written as they settle, then put in problem order
+
+
 def _first_round_run(env) -> Path:
     if "first_round" not in env["runs"]:
         env["runs"]["first_round"] = _run(env, "first_round", None, n_samples=ROUND)

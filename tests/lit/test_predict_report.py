@@ -159,8 +159,9 @@ def test_metrics_equal_an_independent_recomputation_from_the_records(run, capsys
     for k in (1, 2, 4):
         assert rows[("majority_vote", k)]["backbone_tokens"] == pytest.approx(
             sum(x["prompt"] + k * t for x, t in zip(c, per_traj)) / Q, abs=0.01)
+        # the LatentRM encodes the prompt once, then each trajectory's latents over it
         assert rows[("best_of_n", k)]["rm_tokens"] == pytest.approx(
-            sum(k * (x["rm_prompt"] + sum(x["latents"]) / N) for x in c) / Q, abs=0.01)
+            sum(x["rm_prompt"] + k * sum(x["latents"]) / N for x in c) / Q, abs=0.01)
     # beam search 2 x 2, T = 3: steps 2 and 3 feed 4 candidates each, the 2 kept beams feed their last latent
     assert rows[("beam_search", N)]["backbone_tokens"] == pytest.approx(
         sum(x["prompt"] + 4 * 2 + 2 + sum(x["beam_search"]["answers"]) for x in c) / Q, abs=0.01)

@@ -58,7 +58,7 @@ def test_merge_writes_each_question_once(tmp_path):
     _write(tmp_path / "predictions.rank1.jsonl", [_rec(3), _rec(1)])
     merge_rank_files(tmp_path)
     lines = [json.loads(x)["id"] for x in (tmp_path / "predictions.jsonl").read_text().splitlines()]
-    assert lines == ["q0", "q2", "q1", "q3", "q4"]
+    assert lines == ["q0", "q1", "q2", "q3", "q4"]  # the whole file in problem order
     assert not list(tmp_path.glob("predictions.rank*"))
 
 
