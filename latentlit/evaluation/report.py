@@ -71,8 +71,8 @@ def _r(x: float) -> float:
 
 def add_report(summary: dict, records: Sequence[dict], *, ks: Sequence[int], aggregators: Sequence[Aggregator],
                seed: int, cost_model: CostModel | None, resamples: int = RESAMPLES, level: float = LEVEL) -> dict:
-    """Add ``intervals``, ``monte_carlo``, ``estimators``, ``selective`` and ``compute`` to
-    ``summary`` (in place; also returned).
+    """Add ``selection_gap``, ``intervals``, ``monte_carlo``, ``estimators``, ``selective`` and
+    ``compute`` to ``summary`` (in place; also returned).
 
     Args:
         summary: ``finish_metrics()``'s dict (``metrics`` holds the torchmetrics means).
@@ -104,6 +104,7 @@ def add_report(summary: dict, records: Sequence[dict], *, ks: Sequence[int], agg
     counts = resample_counts(q, resamples, seed)
     acc = percentile_intervals(values, counts, level)
     diff = paired_intervals(values[:, 1:], values[:, 0], counts, level)
+    summary["selection_gap"] = selection_gaps(keys, values, counts, level)
     summary["intervals"] = {
         "level": level, "resamples": resamples, "seed": seed,
         "method": "percentile bootstrap over questions; minus_greedy uses the same resamples for both (paired)",
@@ -131,6 +132,32 @@ def add_report(summary: dict, records: Sequence[dict], *, ks: Sequence[int], agg
     if cost_model is not None and all("compute" in r for r in records):
         summary["compute"] = compute_section(summary, records, ks, aggregators, cost_model)
     return summary
+
+
+def selection_gaps(keys: Sequence[str], values: np.ndarray, counts: np.ndarray, level: float = LEVEL) -> dict:
+    """``selection_gap@k = coverage@k - accuracy@k`` of every method at every k: what the samples found and the
+    method did not select (points of accuracy, paired bootstrap interval over the same question resamples), and
+    ``converted``, the fraction of coverage@k it reaches (None at coverage 0).
+
+    Args:
+        keys: metric names (``coverage@k``, ``<method>@k``, ...). values: (Q, len(keys)) per-question values.
+        counts: (B, Q) bootstrap resample counts.
+
+    Returns:
+        ``{method: {k: {"gap", "low", "high", "converted"}}}`` (k as a string, as JSON keys are).
+    """
+    column = {key: i for i, key in enumerate(keys)}
+    out: dict[str, dict] = {}
+    for key, i in column.items():
+        name, _, k = key.rpartition("@")
+        if not name or name == "coverage" or f"coverage@{k}" not in column:
+            continue
+        coverage = values[:, column[f"coverage@{k}"]]
+        gap = paired_intervals(coverage, values[:, i], counts, level)
+        mean = float(coverage.mean())
+        out.setdefault(name, {})[k] = {"gap": _r(gap.estimate[0]), "low": _r(gap.low[0]), "high": _r(gap.high[0]),
+                                       "converted": _r(float(values[:, i].mean()) / mean) if mean > 0 else None}
+    return out
 
 
 def _round_tree(x):
@@ -228,6 +255,12 @@ def format_summary(summary: dict) -> str:
             if d is not None:
                 line += f"   {points(d['diff'])} {interval(d['low'], d['high'], signed=True)}"
         lines.append(line)
+    gaps = summary.get("selection_gap") or {}
+    if any(str(n) in gaps.get(a.name, {}) for a in AGGREGATORS):
+        lines.append(f"selection gap at N = {n}: coverage - accuracy, points [95% CI, paired]; share of coverage reached")
+        lines += [f"  {a.label:<16}{points(g['gap']):>6} {interval(g['low'], g['high'], signed=True)}   "
+                  f"{'-' if g['converted'] is None else pct(g['converted']) + '%'}"
+                  for a in AGGREGATORS if (g := gaps.get(a.name, {}).get(str(n)))]
     for name, s in summary.get("selective", {}).items():
         gain = s["gain@50%"]
         ci = s.get("gain@50%_interval")

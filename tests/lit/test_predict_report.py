@@ -119,6 +119,16 @@ def test_metrics_equal_an_independent_recomputation_from_the_records(run, capsys
         expected[f"majority_vote_first@{k}"] = sum(gold_ok(r, majority_vote(r["answers"][:k]).answer) for r in records) / Q
     for key, value in expected.items():
         assert m[key] == pytest.approx(value, abs=1e-6), key
+    # selection_gap@k: coverage@k minus accuracy@k from the same recomputation, and the share of coverage reached
+    gaps = summary["selection_gap"]
+    for name in ("majority_vote", "best_of_n", "weighted_vote", "random"):
+        for k in (1, 2, 4):
+            g, cov, acc = gaps[name][str(k)], expected[f"coverage@{k}"], expected[f"{name}@{k}"]
+            assert g["gap"] == pytest.approx(cov - acc, abs=2e-6) and g["low"] <= g["gap"] <= g["high"]
+            assert g["converted"] == pytest.approx(acc / cov, abs=2e-6)
+    assert gaps["random"]["1"]["gap"] == pytest.approx(0, abs=2e-6)  # one random sample is coverage@1 itself
+    assert gaps["random"]["4"]["gap"] > 0  # one random pick of 4 reaches only coverage@1 of what they found
+    assert "coverage" not in gaps and "beam_search" in gaps
     # at k = N the curves end at the aggregators' own record fields
     for name in ("majority_vote", "best_of_n", "weighted_vote"):
         assert m[f"{name}@{N}"] == pytest.approx(sum(r[name]["correct"] for r in records) / Q, abs=1e-6)
