@@ -314,7 +314,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
                              parse=lambda text: extract_answer(text, self.answer_format),
                              score_samples=None if self.rm is None else self._rm_scores,
                              step_scorer=None if self.rm is None else self._step_scorer)
-        drawn = draw(search, self.adaptive)
+        drawn = draw(search)
         found = {s.name: s.run(search) for s in self.searches}
         rm_prompts = None if self.rm is None else self.rm.encode_prompts(questions)[1].sum(1).tolist()
         compute = compute_sizes(self.backbone.encode_prompts(questions)[1].sum(1).tolist(), greedy, drawn.samples,
@@ -323,7 +323,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         for i, ((index, problem), greedy_text, samples) in enumerate(zip(batch, greedy.answers_text, drawn.samples)):
             record = question_record(index, problem, greedy_text, samples, search.parse, self.aggregators, hp.seed,
                                      scores=None if drawn.scores is None else drawn.scores[i], adaptive=self.adaptive,
-                                     n_max=hp.n_samples, n_metrics=self.n_metrics, live=self.live)
+                                     n_max=hp.n_samples, n_metrics=self.n_metrics)
             for name, per_question in found.items():
                 record.update(per_question[i].fields)
                 record["latent_steps"][name] = per_question[i].latent_steps

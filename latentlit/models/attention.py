@@ -158,6 +158,17 @@ def use_prefix_attention(lm: nn.Module) -> None:
     lm.set_attn_implementation(name)
 
 
+def prefix_kwargs(lm: nn.Module, cache) -> dict:
+    """Extra forward keyword arguments for a pass of ``lm`` over ``cache``: for a
+    :class:`SharedPrefixCache`, ``lm`` is switched to an attention that reads the shared prefix
+    (:func:`use_prefix_attention`) and the cache is handed to it as ``PREFIX_KWARG``; other caches
+    need none (``{}``)."""
+    if not isinstance(cache, SharedPrefixCache):
+        return {}
+    use_prefix_attention(lm)
+    return {PREFIX_KWARG: cache}
+
+
 def _model_eager(module: nn.Module, *args, **kwargs):
     # transformers has no global "eager" function: each model's module defines its own
     # eager_attention_forward, which is what the model ran before the switch

@@ -29,8 +29,8 @@ from transformers import DynamicCache, PreTrainedModel
 
 from latentlit.data.padding import left_pad
 from latentlit.data.tokenizer import check_questions
-from latentlit.models.attention import supports_prefix_attention, use_prefix_attention
-from latentlit.models.cache import PREFIX_KWARG, LatentCache, SharedPrefixCache
+from latentlit.models.attention import prefix_kwargs, supports_prefix_attention
+from latentlit.models.cache import LatentCache
 from latentlit.models.hooks import Deterministic, Sampler
 from latentlit.models.latent_head import LATENT_HEADS, build_latent_head
 
@@ -142,9 +142,8 @@ class LatentState:
         """
         if type(self.cache) is not LatentCache:
             raise TypeError(f"share_prefix needs a LatentCache, got {type(self.cache).__name__}")
-        prefix = [(layer.keys, layer.values) for layer in self.cache.layers]
         return LatentState(
-            cache=SharedPrefixCache(prefix, n, room=room),
+            cache=self.cache.shared_by(n, room=room),
             attention_mask=self.attention_mask.repeat_interleave(n, 0),
             next_position=self.next_position.repeat_interleave(n, 0),
             hidden=self.hidden.repeat_interleave(n, 0),
@@ -316,13 +315,8 @@ class LatentBackbone(nn.Module):
         """One cached forward pass. embeds (R, S, d), state_mask (R, S_total), positions (R, S)
         -> last-layer hidden states (R, S, d) after the final norm."""
         self.forward_tokens += embeds.shape[0] * embeds.shape[1]
-        extra = {}
-        if isinstance(cache, SharedPrefixCache):
-            use_prefix_attention(self.lm)  # the attention must read the prefix (idempotent)
-            extra[PREFIX_KWARG] = cache
-        out = self.lm.base_model(
-            inputs_embeds=embeds, attention_mask=state_mask, position_ids=positions, cache=cache, use_cache=True, **extra
-        )
+        out = self.lm.base_model(inputs_embeds=embeds, attention_mask=state_mask, position_ids=positions, cache=cache,
+                                 use_cache=True, **prefix_kwargs(self.lm, cache))
         return out.last_hidden_state
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, sampler: Sampler | None = None,

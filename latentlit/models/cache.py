@@ -109,6 +109,11 @@ class LatentCache(DynamicCache):
         own storage (a fork must not write into its parent)."""
         return LatentCache([(layer.keys[index], layer.values[index]) for layer in self.layers])
 
+    def shared_by(self, group: int, room: int | None = None) -> "SharedPrefixCache":
+        """A :class:`SharedPrefixCache` whose prefix q is row q of this cache, read in place (no
+        copy) by ``group`` rows each; ``room``: suffix positions to reserve."""
+        return SharedPrefixCache([(layer.keys, layer.values) for layer in self.layers], group, room=room)
+
 
 class SharedPrefixLayer(PreallocatedLayer):
     """One layer of a :class:`SharedPrefixCache`: the prefix keys/values (Q, heads, Lp, head_dim),

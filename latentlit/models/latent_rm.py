@@ -41,8 +41,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from latentlit.data.padding import left_pad
 from latentlit.data.tokenizer import LATENT_TOKENS, check_questions, require_latent_tokens
 from latentlit.models.backbone import CONFIG_KEY
-from latentlit.models.attention import supports_prefix_attention, use_prefix_attention
-from latentlit.models.cache import PREFIX_KWARG, LatentCache, SharedPrefixCache
+from latentlit.models.attention import prefix_kwargs, supports_prefix_attention
+from latentlit.models.cache import LatentCache
 from latentlit.models.checkpoints import DETECT_KEYS, load_backbone, load_lm_strict, resolve_path, strict_loading_error
 from latentlit.runs.files import save_tensors
 from latentlit.runs.fingerprint import weights_fingerprint
@@ -235,7 +235,7 @@ class LatentRM(nn.Module):
             ids, mask = self.encode_prompts(questions)
             return self(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fm).reshape(b, n, -1)
         prompts, mask = self.encode_prefix(questions)
-        cache = SharedPrefixCache([(layer.keys, layer.values) for layer in prompts.layers], n, room=t)
+        cache = prompts.shared_by(n, room=t)
         steps = torch.ones(b * n, t, dtype=torch.long, device=self.device) if fm is None else fm.long()
         full = torch.cat([mask.repeat_interleave(n, 0), steps], dim=1)
         hidden = self._cached_pass(self.embed_latents(flat), full, (full.cumsum(-1) - 1).clamp_min(0)[:, -t:], cache)
@@ -244,12 +244,8 @@ class LatentRM(nn.Module):
     def _cached_pass(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         """The transformer's last hidden states (R, S, width) of ``embeds`` (R, S, width) after ``cache``
         (``mask``: (R, cached + S)); a shared-prefix cache is handed to the attention that reads it."""
-        extra = {}
-        if isinstance(cache, SharedPrefixCache):
-            use_prefix_attention(self.transformer)  # idempotent; without a shared prefix it computes as before
-            extra[PREFIX_KWARG] = cache
         return self.transformer(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
-                                use_cache=True, **extra).last_hidden_state
+                                use_cache=True, **prefix_kwargs(self.transformer, cache)).last_hidden_state
 
     @torch.no_grad()
     @_rm_precision
@@ -391,7 +387,7 @@ class LatentRMStepScorer:
         group = rows // q if q and rows % q == 0 else 0
         if group and self.share_prompt and supports_prefix_attention(self.rm.transformer) and torch.equal(
                 owners, torch.arange(q, device=owners.device).repeat_interleave(group)):
-            self._cache = SharedPrefixCache([(layer.keys, layer.values) for layer in self._prompts.layers], group)
+            self._cache = self._prompts.shared_by(group)
             self._mask = self._prompt_mask.repeat_interleave(group, 0)
         else:
             self._cache, self._mask = self._prompts.select_rows(owners), self._prompt_mask[owners]

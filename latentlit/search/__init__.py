@@ -20,8 +20,8 @@ option (``--model.init_args.searches+=<Class>``), without an edit to the predict
 field is an answer to report (accuracy, intervals, plots) also lists it in
 :mod:`latentlit.aggregation.registry` with ``choose=None``.
 
-How the N samples themselves are drawn is :func:`draw`: all N at once (:mod:`.nway`) or in rounds
-that stop when a rule settles the question (live adaptive N, :mod:`.adaptive`).
+How the N samples themselves are drawn is :func:`draw`: all N at once (:mod:`.nway`); a live
+adaptive run draws in rounds that stop when a rule settles the question (:class:`.adaptive.AdaptivePool`).
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from latentlit.aggregation.stopping import AdaptiveSpec
 from latentlit.aggregation.vote import majority_vote
 from latentlit.data.answers import answers_match
 from latentlit.models.backbone import LatentBackbone
 from latentlit.models.hooks import Sampler
-from latentlit.search.adaptive import sample_adaptive
 from latentlit.search.beam_search import BeamResult, StepScorer, dvts, latent_beam_search
 from latentlit.search.nway import QuestionSamples, sample_questions
 
@@ -236,30 +234,20 @@ def enabled_searches(options: dict, searches: Sequence[Search] = (), n_samples: 
 
 @dataclass
 class Drawn:
-    """The samples of each question of a batch: ``samples`` (N trajectories, or what a live
-    adaptive run drew) and their LatentRM ``scores`` (None without a LatentRM)."""
+    """The samples of each question of a batch: ``samples`` (N trajectories each) and their
+    LatentRM ``scores`` (None without a LatentRM)."""
 
     samples: list[QuestionSamples]
     scores: list[list[float]] | None
 
 
-def draw(batch: SearchBatch, adaptive: AdaptiveSpec | None = None) -> Drawn:
-    """Each question's samples: N at once (:func:`.nway.sample_questions`), or, when ``adaptive``
-    runs a rule live, in rounds until the rule settles the question (:func:`.adaptive.sample_adaptive`;
-    sample j is the fixed-N run's sample j either way)."""
-    live = adaptive is not None and adaptive.run is not None
-    if not live:
-        samples = sample_questions(batch.backbone, batch.sampler, batch.ids, batch.questions, batch.n_samples,
-                                   batch.seed, max_trajectories=batch.max_trajectories,
-                                   max_new_tokens=batch.max_new_tokens)
-        scores = None if batch.score_samples is None else batch.score_samples(batch.questions, samples)
-        return Drawn(samples, scores)
-    score = None if batch.score_samples is None else (
-        lambda rows, new: batch.score_samples([batch.questions[i] for i in rows], new))
-    drawn = sample_adaptive(batch.backbone, batch.sampler, batch.ids, batch.questions, n_max=batch.n_samples,
-                            seed=batch.seed, rule=adaptive.run, round_size=adaptive.round_size, parse=batch.parse,
-                            score=score, max_trajectories=batch.max_trajectories, max_new_tokens=batch.max_new_tokens)
-    return Drawn([d.samples for d in drawn], None if score is None else [d.scores for d in drawn])
+def draw(batch: SearchBatch) -> Drawn:
+    """Each question's N samples, drawn at once (:func:`.nway.sample_questions`), and their LatentRM
+    scores when the batch has a scorer. (A live adaptive run draws through
+    :class:`.adaptive.AdaptivePool` instead; sample j is this run's sample j either way.)"""
+    samples = sample_questions(batch.backbone, batch.sampler, batch.ids, batch.questions, batch.n_samples,
+                               batch.seed, max_trajectories=batch.max_trajectories, max_new_tokens=batch.max_new_tokens)
+    return Drawn(samples, None if batch.score_samples is None else batch.score_samples(batch.questions, samples))
 
 
 __all__ = ["DVTS", "SEARCHES", "BeamSearch", "Drawn", "Found", "Search", "SearchBatch", "draw", "enabled_searches"]

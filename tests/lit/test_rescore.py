@@ -3,6 +3,7 @@ records a fresh run with that RM writes on the same samples, in a derived direct
 parent; the parent is not touched; the derived run resumes; what cannot be re-scored is refused."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -95,8 +96,17 @@ def test_an_rm_of_another_sampler_warns(runs, tmp_path):
     trained.provenance = {"sampler": {"name": "AGN", "sigma": 1.0}}
     trained.save_pretrained(rm)
     with pytest.warns(UserWarning, match=r"trained on trajectories of name=AGN sigma=1.0 but scores trajectories of "
-                                         r"name=MCDropout p=0.3"):
+                                         r"name=MCDropout p=0.3") as caught:
         rescore(runs["parent"], str(rm), output_dir=tmp_path / "warned", log=lambda *_: None)
+    assert sum("trained on trajectories of" in str(w.message) for w in caught) == 1
+    # the same weights without that provenance: no warning, and the warning changed no score
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        rescore(runs["parent"], str(runs["rm"]), output_dir=tmp_path / "quiet", log=lambda *_: None)
+    assert not any("trained on trajectories of" in str(w.message) for w in quiet)
+    warned, plain = ([json.loads(x) for x in (tmp_path / d / "predictions.jsonl").read_text().splitlines()]
+                     for d in ("warned", "quiet"))
+    assert [r["rm_scores"] for r in warned] == [r["rm_scores"] for r in plain] and len(warned) == 7
 
 
 def test_the_command_line(runs, capsys):
