@@ -22,7 +22,7 @@ from latentlit.data.answers import extract_answer
 from latentlit.data.tokenizer import check_questions
 from latentlit.models.backbone import LatentBackbone
 from latentlit.models.hooks import Deterministic, Sampler
-from latentlit.models.latent_rm import LatentRM, trajectory_score
+from latentlit.models.latent_rm import LatentRM
 from latentlit.search.nway import sample_questions
 
 
@@ -116,8 +116,8 @@ def sample(backbone: LatentBackbone, questions: Sequence[str], *, n_samples: int
     for qid, question, s in zip(ids, questions, samples):
         scores = None
         if latent_rm is not None:
-            steps = latent_rm.score_groups([question], s.latents[None], s.latent_mask[None])
-            values = trajectory_score(steps, s.latent_mask[None].to(steps.device), rm_score)[0].cpu().tolist()
+            values = latent_rm.score_trajectories([question], s.latents[None], s.latent_mask[None], [s.texts],
+                                                  rm_score)[0].cpu().tolist()
             scores = [round(x, 5) if math.isfinite(x) else math.nan for x in values]
         out.append(Trajectories(qid, question, s.texts, [extract_answer(t, fmt) for t in s.texts], s.latents,
                                 s.latent_mask, scores))

@@ -33,6 +33,7 @@ from latentlit.aggregation.at_k import (
 )
 from latentlit.aggregation.scores import rm_vote_weights
 from latentlit.aggregation.select import best_of_n, random_pick
+from latentlit.aggregation.selector import calibrated_confidence, group_features, tempered_scores, tempered_vote
 from latentlit.aggregation.vote import majority_vote, weighted_vote
 from latentlit.data.answers import answers_match
 from latentlit.rng import question_key
@@ -47,6 +48,8 @@ class QuestionView:
         scores: N LatentRM trajectory scores (NaN where the RM gave a non-finite one), or None
             without a LatentRM.
         key: int64 key of (seed, question id): keys random picks and random subsets.
+        selector: the run's fitted selector parameters (:meth:`~latentlit.aggregation.selector.Selector.params`:
+            ``temperature``, ``calibration``), or None.
     """
 
     answers: list
@@ -54,6 +57,7 @@ class QuestionView:
     gold: str
     scores: list[float] | None
     key: int
+    selector: dict | None = None
     _labels: np.ndarray | None = field(default=None, repr=False)
     _group_correct: np.ndarray | None = field(default=None, repr=False)
     _tables: dict = field(default_factory=dict, repr=False)
@@ -98,7 +102,7 @@ def question_view(record: dict, seed: int) -> QuestionView:
     if scores is not None:
         scores = [float("nan") if x is None else float(x) for x in scores]
     return QuestionView(list(record["answers"]), list(record["correct"]), record["gold"], scores,
-                        question_key(seed, record["id"]))
+                        question_key(seed, record["id"]), record.get("selector"))
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,16 @@ def _choose_weighted(q: QuestionView) -> dict:
     return {"answer": vote.answer, "correct": answers_match(vote.answer, q.gold)}
 
 
+def _choose_tempered(q: QuestionView) -> dict:
+    tau, calibration = q.selector["temperature"], q.selector.get("calibration")
+    vote = tempered_vote(q.answers, q.scores, tau)
+    out = {"answer": vote.answer, "correct": answers_match(vote.answer, q.gold)}
+    if calibration is not None:
+        out["confidence"] = (0.0 if vote.answer is None else
+                             round(calibrated_confidence(group_features(q.labels, q.scores, vote.index, tau), calibration), 6))
+    return out
+
+
 AGGREGATORS: list[Aggregator] = [
     Aggregator("majority_vote", "majority vote", False,
                f"exact for N <= {MAJORITY_EXACT_MAX_N}: majority vote over a random k-subset, summed over the answer "
@@ -198,6 +212,14 @@ AGGREGATORS: list[Aggregator] = [
     Aggregator("dvts_vote", "DVTS vote", True,
                "only at k = N: majority vote over the N / W subtree winners of the same DVTS run",
                spends=lambda model, record, k: model.beam_search(record, "dvts"), enabled=lambda s: bool(s.get("dvts_width"))),
+    Aggregator("tempered_vote", "tempered vote", True,
+               "the weighted vote's estimator on scores divided by the selector's temperature tau (fitted on "
+               "validation): exact over all C(N,k) subsets when small, else keyed Monte Carlo; at k = N the record's vote",
+               choose=_choose_tempered,
+               at_k=lambda q, ks: vote_at_k(q.labels, q.group_correct, ks, q.key,
+                                            scores=tempered_scores(q.scores, q.selector["temperature"]),
+                                            table=q.subsets(ks)),
+               spends="samples+rm", enabled=lambda s: s.get("selector") is not None),
 ]
 
 

@@ -30,7 +30,10 @@ Confidences (each with the answer it is the confidence of):
   over the trajectories that give that answer, computed as (exact sum of the group's weights) /
   (that sum + exact sum of the other weights), so an answer that holds all the weight (every
   scored sample gives it) has mass exactly 1.0;
-* ``vote+rm``: the RM-weighted vote's answer; the mean of its vote share and its RM mass.
+* ``vote+rm``: the RM-weighted vote's answer; the mean of its vote share and its RM mass;
+* ``calibrated``: the tempered vote's answer; its confidence from a logistic model fitted on a
+  validation run (:mod:`latentlit.aggregation.selector`), present when the run has a selector
+  with a calibration.
 
 Every confidence is clipped to [0, 1]; a unanimous question has confidence exactly 1.0 under
 each of them.
@@ -116,7 +119,7 @@ class Confidence:
 
     name: str
     label: str
-    needs: str  # the record field it reads
+    needs: str  # the record field it reads ("field.key": a key of that field)
     fn: Callable[[dict, QuestionView], tuple[float, bool]]
 
 
@@ -124,7 +127,14 @@ CONFIDENCES = [
     Confidence("vote", "vote share (majority vote)", "majority_vote", _vote_confidence),
     Confidence("rm", "LatentRM mass (best-of-N)", "best_of_n", _rm_confidence),
     Confidence("vote+rm", "mean of both (weighted vote)", "weighted_vote", _combined_confidence),
+    Confidence("calibrated", "calibrated on validation (tempered vote)", "tempered_vote.confidence",
+               lambda record, view: (_clip(record["tempered_vote"]["confidence"]), bool(record["tempered_vote"]["correct"]))),
 ]
+
+
+def _holds(record: dict, needs: str) -> bool:
+    field, _, key = needs.partition(".")
+    return field in record and (not key or key in (record[field] or {}))
 
 
 def tie_values(confidence: Sequence[float]) -> np.ndarray:
@@ -252,7 +262,7 @@ def confidences(records: Sequence[dict], views: Sequence[QuestionView]) -> dict[
     LatentRM run)."""
     out = {}
     for c in CONFIDENCES:
-        if not records or not all(c.needs in r for r in records):
+        if not records or not all(_holds(r, c.needs) for r in records):
             continue
         pairs = [c.fn(r, v) for r, v in zip(records, views)]
         out[c.name] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=bool))

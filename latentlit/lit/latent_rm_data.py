@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
+from latentlit.aggregation.at_k import answer_labels
 from latentlit.rng import question_key
 from latentlit.scoring.rollouts import LabelledGroup
 from latentlit.scoring.shards import load_groups, read_index
@@ -23,7 +25,11 @@ def collate_groups(groups: list[LabelledGroup] | list[tuple[int, LabelledGroup]]
     Returns:
         dict with ``questions`` (G,), ``ids`` (G,), ``latents`` (G, N, T, d), ``latent_mask``
         (G, N, T) bool (False = padding), ``labels`` (G, N, T), ``final_correct`` (G, N) bool,
-        ``candidate_mask`` (G, N) bool; with pairs, ``index`` (G,) long.
+        ``candidate_mask`` (G, N) bool; with pairs, ``index`` (G,) long. When every group holds its
+        trajectories' answers (labelled by this version): ``answer_groups`` (G, N) long, the
+        candidate's answer group within its question (numerically equal answers share one; a
+        candidate without an answer is a group of its own; -1 for padding), and ``answer_texts``
+        (G lists of N decoded answer texts, "" for padding).
     """
     index = None
     if groups and isinstance(groups[0], tuple):
@@ -49,7 +55,20 @@ def collate_groups(groups: list[LabelledGroup] | list[tuple[int, LabelledGroup]]
              "latent_mask": mask, "labels": labels, "final_correct": final, "candidate_mask": cand}
     if index is not None:
         batch["index"] = index
+    if all(x.answers is not None for x in groups):
+        batch["answer_groups"] = torch.full((g, n), -1, dtype=torch.long)
+        for i, x in enumerate(groups):
+            batch["answer_groups"][i, :len(x.answers)] = torch.from_numpy(own_groups(answer_labels(x.answers)))
+        batch["answer_texts"] = [list(x.texts) + [""] * (n - len(x.texts)) for x in groups]
     return batch
+
+
+def own_groups(labels: np.ndarray) -> np.ndarray:
+    """Answer-group labels (-1: no answer) with each unanswered candidate given a group of its own."""
+    out = labels.copy()
+    missing = np.flatnonzero(out < 0)
+    out[missing] = out.max(initial=-1) + 1 + np.arange(len(missing))
+    return out
 
 
 class LatentRMDataModule(L.LightningDataModule):

@@ -15,14 +15,22 @@ from latentlit.lit.step_mean import StepMean
 from latentlit.models.checkpoints import load_backbone
 from latentlit.models.latent_rm import LatentRM, trajectory_score
 from latentlit.runs.fingerprint import same_weights, weights_fingerprint
-from latentlit.scoring.losses import step_bce_loss, step_contrastive_loss
+from latentlit.scoring.losses import (
+    answer_group_loss,
+    listwise_outcome_loss,
+    pairwise_loss,
+    step_bce_loss,
+    step_contrastive_loss,
+)
 from latentlit.scoring.shards import groups_provenance
 
-LOSSES = ("contrastive", "bce")
+LOSSES = ("contrastive", "bce", "pairwise", "listwise", "group")
+# the (G, ...) batch tensors a loss may read: validation slices each to one group
+_LOSS_KEYS = ("labels", "latent_mask", "final_correct", "candidate_mask", "answer_groups")
 
 
 class LatentRMModule(L.LightningModule):
-    """Train r_t = g(x, h_1..h_t) with the step-level contrastive loss (or BCE).
+    """Train r_t = g(x, h_1..h_t) with the step-level contrastive loss (or another objective).
 
     Args:
         backbone: the latent backbone (any family latentlit loads) whose latents the RM scores;
@@ -31,7 +39,13 @@ class LatentRMModule(L.LightningModule):
         transformer: initialise from this transformers causal LM instead (a directory or hub
             id, e.g. a smaller LM; its tokenizer reads the prompt); a learned projection maps
             the backbone's latents when the widths differ.
-        loss: ``contrastive`` (softmax over the N candidates at each step) | ``bce``.
+        loss: ``contrastive`` (softmax over the N candidates at each step) | ``bce`` | ``pairwise``
+            (Bradley-Terry on the step labels' order) | ``listwise`` (contrastive + ListNet on the
+            final outcome over trajectory scores) | ``group`` (contrastive + ListNet over answer
+            groups, for the weighted vote; needs groups labelled with their answers).
+        read_answer: the RM also reads each trajectory's decoded answer after its latents and
+            scores it as one more step, r_answer, whose label is the trajectory's own outcome
+            (needs groups labelled with their answers).
         score: trajectory score for validation recall@1: ``sum`` (paper) | ``mean`` | ``last`` | ``min``.
         export_dir: where the best RM (by validation recall@1) is saved at the end of fit;
             default ``<log_dir>/latent_rm``. With ``trainer.max_steps=0`` the untrained
@@ -40,7 +54,8 @@ class LatentRMModule(L.LightningModule):
 
     def __init__(self, backbone: str = "quickstart", n_layer: int | None = None, loss: str = "contrastive",
                  lr: float = 3e-4, weight_decay: float = 0.0, score: str = "sum", head_dropout: float = 0.1,
-                 export_dir: str | None = None, seed: int = 0, transformer: str | None = None):
+                 export_dir: str | None = None, seed: int = 0, transformer: str | None = None,
+                 read_answer: bool = False):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r}; expected one of {LOSSES}")
@@ -48,7 +63,7 @@ class LatentRMModule(L.LightningModule):
 
         source = load_backbone(backbone)
         self.rm = LatentRM.from_backbone(source, n_layer=n_layer, seed=seed, head_dropout=head_dropout,
-                                         transformer=transformer)
+                                         transformer=transformer, read_answer=read_answer)
         # exported in latent_rm.json: latentlit predict compares it with its own backbone
         self.backbone_fingerprint = weights_fingerprint(source)
         self.rm.provenance = {"backbone": str(backbone), "backbone_fingerprint": self.backbone_fingerprint}
@@ -83,21 +98,58 @@ class LatentRMModule(L.LightningModule):
                        "--ckpt_path <a checkpoint of latentlit fit with this config>")
 
     def _scores(self, batch: dict) -> torch.Tensor:
+        """(G, N, T) step scores of a batch; (G, N, T + 1) for an RM that reads the answer (its
+        last column r_answer: :meth:`_targets` gives the labels and mask that go with it)."""
         g, n, t = batch["labels"].shape
         ids, mask = self.rm.encode_prompts(batch["questions"])
         flat = batch["latents"].reshape(g * n, t, -1)
         fmask = batch["latent_mask"].reshape(g * n, t)
-        return self.rm(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fmask).reshape(g, n, t)
+        answers = ()
+        if self.rm.read_answer:
+            answers = self.rm.encode_answers([x for row in self._answer_texts(batch) for x in row])
+        return self.rm(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fmask, *answers).reshape(g, n, -1)
 
-    def _loss(self, scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The loss summed over the groups of (G, N, T) inputs (the unit of the mean is the group)."""
-        fn = step_contrastive_loss if self.hparams.loss == "contrastive" else step_bce_loss
-        return fn(scores, labels, mask)
+    def _answer_texts(self, batch: dict) -> list[list[str]]:
+        if "answer_texts" not in batch:
+            where = getattr(getattr(self._trainer, "datamodule", None), "groups_dir", None)
+            where = f"the groups in {where}" if where else "these groups"
+            raise ValueError(f"read_answer=True needs each trajectory's answer text, but {where} hold no answers "
+                             "(labelled by an older latentlit): relabel them with this version")
+        return batch["answer_texts"]
+
+    def _targets(self, batch: dict) -> dict:
+        """The batch the loss reads: for an RM that reads the answer, the answer step appended to
+        every candidate (label: the trajectory's own outcome; present for every real candidate)."""
+        if not self.rm.read_answer:
+            return batch
+        return {**batch, "labels": torch.cat([batch["labels"], batch["final_correct"].float()[..., None]], -1),
+                "latent_mask": torch.cat([batch["latent_mask"], batch["candidate_mask"][..., None]], -1)}
+
+    def _loss(self, scores: torch.Tensor, batch: dict) -> torch.Tensor:
+        """The loss summed over the groups of (G, N, T) ``scores`` (the unit of the mean is the
+        group); ``batch`` gives the labels and masks (keys of :func:`collate_groups`)."""
+        kind, labels, mask = self.hparams.loss, batch["labels"], batch["latent_mask"]
+        if kind == "bce":
+            return step_bce_loss(scores, labels, mask)
+        if kind == "pairwise":
+            return pairwise_loss(scores, labels, mask)
+        loss = step_contrastive_loss(scores, labels, mask)
+        if kind == "listwise":
+            loss = loss + listwise_outcome_loss(scores, mask, batch["final_correct"], batch["candidate_mask"])
+        elif kind == "group":
+            if "answer_groups" not in batch:
+                where = getattr(getattr(self._trainer, "datamodule", None), "groups_dir", None)
+                where = f"the groups in {where}" if where else "these groups"
+                raise ValueError(f"loss='group' needs each candidate's answer group, but {where} hold no answers "
+                                 "(labelled by an older latentlit): relabel them with this version")
+            loss = loss + answer_group_loss(scores, mask, batch["final_correct"], batch["answer_groups"],
+                                            batch["candidate_mask"])
+        return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         # the summed loss: on_before_optimizer_step divides the gradient by the groups of the
         # whole optimiser step (all micro-batches and processes)
-        loss = self._loss(self._scores(batch), batch["labels"], batch["latent_mask"])
+        loss = self._loss(self._scores(batch), self._targets(batch))
         return self.step_mean.add(loss, len(batch["questions"]))
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -106,10 +158,10 @@ class LatentRMModule(L.LightningModule):
             self.log("train/loss", mean.float(), prog_bar=True, on_step=True, on_epoch=False, sync_dist=False)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        scores = self._scores(batch)
+        scores, batch = self._scores(batch), self._targets(batch)
         # per group, keyed by its index: DDP's padded repeats count once (exact under any cut)
-        labels, mask = batch["labels"], batch["latent_mask"]
-        losses = torch.stack([self._loss(scores[i:i + 1], labels[i:i + 1], mask[i:i + 1]) for i in range(scores.shape[0])])
+        losses = torch.stack([self._loss(scores[i:i + 1], {k: batch[k][i:i + 1] for k in _LOSS_KEYS if k in batch})
+                              for i in range(scores.shape[0])])
         traj = trajectory_score(scores, batch["latent_mask"], self.hparams.score)
         traj = traj.masked_fill(~batch["candidate_mask"], float("-inf"))
         top = traj.argmax(1)

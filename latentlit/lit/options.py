@@ -73,7 +73,7 @@ PREDICT_OPTIONS = {
     # TTSPredictor and RolloutLabeller
     "backbone": "setting", "sampler": "setting", "n_samples": "setting", "seed": "setting", "num_latents": "setting",
     "max_new_tokens": "setting", "answer_format": "setting", "dtype": "setting", "latent_rm": "setting",
-    "rm_score": "setting", "beam_width": "setting", "dvts_width": "setting", "searches": "setting",
+    "rm_score": "setting", "selector": "setting", "beam_width": "setting", "dvts_width": "setting", "searches": "setting",
     "adaptive": "setting", "save_latents": "setting", "n_rollouts": "setting", "drop_all_correct": "setting",
     "drop_all_wrong": "setting", "rollout_prefix": "setting", "max_trajectories": "float", "output_dir": "where",
     "shard_size": "where",

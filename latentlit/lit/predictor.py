@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 
 from latentlit.aggregation import registry
+from latentlit.aggregation.selector import Selector
 from latentlit.aggregation.stopping import AdaptiveOptions, parse_adaptive
 from latentlit.data.answers import ANSWER_FORMATS, answer_format_warning, extract_answer
 from latentlit.data.problem import Problem
@@ -38,7 +39,7 @@ from latentlit.lit.writer import PredictionWriter
 from latentlit.models.attention import supports_prefix_attention
 from latentlit.models.checkpoints import load_backbone
 from latentlit.models.hooks import Sampler
-from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer, trajectory_score
+from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer
 from latentlit.runs.directory import OutputDirectory, earlier_throughput, let_go_output_dir
 from latentlit.runs.files import save_latents
 from latentlit.runs.fingerprint import provenance_match, sampler_mismatch, weights_fingerprint
@@ -75,6 +76,9 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
             trajectory score) and weighted majority vote (votes weighted by softmax over the N
             trajectory scores).
         rm_score: trajectory score from step scores: ``sum`` (paper) | ``mean`` | ``last`` | ``min``.
+        selector: a selector file fitted on a validation run (``scripts/fit_selector.py``; needs
+            ``latent_rm``): adds the tempered vote and, when it has a calibration, its calibrated
+            confidence (:mod:`latentlit.aggregation.selector`).
         save_latents: also write each question's (N, T, d) latent trajectories to
             ``<output_dir>/latents/*.safetensors`` (one file per batch; :func:`latentlit.runs.files.read_latents`).
         beam_width: B for latent beam search (needs ``latent_rm``); K = N // B candidates per
@@ -114,7 +118,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
                  answer_format: str | None = None, output_dir: str | None = None, dtype: str = "float32",
                  latent_rm: str | None = None, rm_score: str = "sum", beam_width: int | None = None,
                  save_latents: bool = False, adaptive: AdaptiveOptions | None = None, dvts_width: int | None = None,
-                 searches: list[Search] | None = None):
+                 searches: list[Search] | None = None, selector: str | None = None):
         super().__init__()
         # every option is checked before anything is loaded or written: a failed start leaves
         # no output directory behind
@@ -151,6 +155,9 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         if (warning := answer_format_warning(answer_format, self.backbone.latent_config.answer_format)) is not None:
             rank_zero_warn(warning)
         self.rm = self._load_latent_rm(latent_rm) if latent_rm is not None else None
+        if selector is not None and latent_rm is None:
+            raise ValueError(f"selector={selector!r} weighs LatentRM scores: give latent_rm too")
+        self.selector = None if selector is None else Selector.load(selector)
         # the samples every question's metrics use: N, or in a live run the first round's
         self.n_metrics = min(self.adaptive.round_size, n_samples) if self.live else n_samples
         self.ks = coverage_ks(self.n_metrics)
@@ -206,6 +213,8 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
                     "save_latents": bool(hp.save_latents)}
         for search in self.searches:
             settings.update(search.settings())
+        if self.selector is not None:  # absent otherwise: earlier runs keep their hash
+            settings["selector"] = self.selector.params()
         return settings
 
     def report_config(self) -> dict:
@@ -323,7 +332,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         for i, ((index, problem), greedy_text, samples) in enumerate(zip(batch, greedy.answers_text, drawn.samples)):
             record = question_record(index, problem, greedy_text, samples, search.parse, self.aggregators, hp.seed,
                                      scores=None if drawn.scores is None else drawn.scores[i], adaptive=self.adaptive,
-                                     n_max=hp.n_samples, n_metrics=self.n_metrics)
+                                     n_max=hp.n_samples, n_metrics=self.n_metrics, selector=self._selector_params)
             for name, per_question in found.items():
                 record.update(per_question[i].fields)
                 record["latent_steps"][name] = per_question[i].latent_steps
@@ -368,7 +377,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
             index, problem, text, size, prompt, rm_prompt = self._waiting.pop(qid)
             record = question_record(index, problem, text, drawn.samples, self._pool.parse, self.aggregators, hp.seed,
                                      scores=drawn.scores, adaptive=self.adaptive, n_max=hp.n_samples,
-                                     n_metrics=self.n_metrics, live=True)
+                                     n_metrics=self.n_metrics, live=True, selector=self._selector_params)
             record["compute"] = sample_sizes(prompt, size, drawn.samples, rm_prompt)
             records.append(record)
             settled.append(((index, problem), drawn.samples))
@@ -381,6 +390,10 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
             self.metrics.update(r)
         return records
 
+    @property
+    def _selector_params(self) -> dict | None:
+        return None if self.selector is None else self.selector.params()
+
     def _rm_scores(self, questions: list[str], samples) -> list[list[float]]:
         """LatentRM trajectory scores (``rm_score`` of the step scores) of each question's samples
         (every question of the call has the same number), rounded as records store them (NaN
@@ -390,8 +403,8 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         width = max(x.latents.shape[1] for x in samples)
         latents = torch.stack([F.pad(x.latents, (0, 0, 0, width - x.latents.shape[1])) for x in samples])
         masks = torch.stack([F.pad(x.latent_mask, (0, width - x.latent_mask.shape[1])) for x in samples])
-        steps = self.rm.score_groups(questions, latents, masks)
-        scores = trajectory_score(steps, masks.to(steps.device), self.hparams.rm_score).cpu().tolist()
+        scores = self.rm.score_trajectories(questions, latents, masks, [x.texts for x in samples],
+                                            self.hparams.rm_score).cpu().tolist()
         return [[round(x, 5) if math.isfinite(x) else math.nan for x in row] for row in scores]
 
     def _step_scorer(self, questions: list[str]) -> LatentRMStepScorer:

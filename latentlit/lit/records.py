@@ -23,7 +23,7 @@ from latentlit.search.nway import QuestionSamples
 def question_record(index: int, problem: Problem, greedy_text: str, samples: QuestionSamples,
                     parse: Callable[[str], str | None], aggregators: Sequence[Aggregator], seed: int, *,
                     scores: Sequence[float] | None = None, adaptive: AdaptiveSpec | None = None, n_max: int = 0,
-                    n_metrics: int | None = None, live: bool = False) -> dict:
+                    n_metrics: int | None = None, live: bool = False, selector: dict | None = None) -> dict:
     """The record of one question.
 
     Args:
@@ -34,6 +34,8 @@ def question_record(index: int, problem: Problem, greedy_text: str, samples: Que
         adaptive: the run's adaptive-N table (replayed, or the live rule), with ``n_max`` = N_max.
         n_metrics: the samples ``diversity`` is over (a live run's first round); default all.
         live: a live adaptive run: no N-sample aggregator fields (its record holds fewer samples).
+        selector: the run's fitted selector parameters, kept in the record (its tempered vote is
+            recomputed from the record alone).
     """
     answers = [parse(t) for t in samples.texts]
     vote = majority_vote(answers)
@@ -52,6 +54,8 @@ def question_record(index: int, problem: Problem, greedy_text: str, samples: Que
         # (latentlit.aggregation.scores); the aggregators choose on the stored (rounded) scores, so
         # that every choice can be recomputed from predictions.jsonl alone
         record["rm_scores"] = [round(x, 5) if math.isfinite(x) else None for x in scores]
+    if selector is not None:
+        record["selector"] = selector
     view = question_view(record, seed)
     if adaptive is not None:
         record["adaptive"] = adaptive_field(adaptive, n_max, view.answers, problem.answer, view.scores)

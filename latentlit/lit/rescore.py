@@ -31,7 +31,7 @@ from latentlit.evaluation.report import add_report, format_summary, write_report
 from latentlit.evaluation.run_metrics import RunMetrics
 from latentlit.models.attention import supports_prefix_attention
 from latentlit.models.checkpoints import load_backbone
-from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, trajectory_score
+from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM
 from latentlit.runs.directory import RUN_FILE, check_run_settings, release_if_empty, settings_hash
 from latentlit.runs.files import read_latents
 from latentlit.runs.fingerprint import provenance_match, same_weights, sampler_mismatch, weights_fingerprint
@@ -40,7 +40,8 @@ from latentlit.runs.records import METRICS, PREDICTIONS, read_records
 from latentlit.search import SHORTHANDS
 
 # the fields a parent's own LatentRM (or the searches it steered) wrote: a derived run writes its own
-RM_FIELDS = ("rm_scores", "beam_search", "dvts", "dvts_vote", *(a.name for a in registry.AGGREGATORS if a.needs_rm))
+# a selector was fitted to the parent's RM: the derived run has none
+RM_FIELDS = ("rm_scores", "selector", "beam_search", "dvts", "dvts_vote", *(a.name for a in registry.AGGREGATORS if a.needs_rm))
 
 
 def rescore(parent: str | Path, latent_rm: str, *, output_dir: str | Path | None = None, rm_score: str = "sum",
@@ -84,7 +85,8 @@ def rescore(parent: str | Path, latent_rm: str, *, output_dir: str | Path | None
     for message in (warning, sampler_mismatch(rm.provenance, base.get("sampler") or {}, latent_rm)):
         if message is not None:
             warnings.warn(message, stacklevel=2)
-    settings = {**{k: v for k, v in base.items() if k not in SHORTHANDS and k != "searches"}, "beam_width": None,
+    settings = {**{k: v for k, v in base.items() if k not in SHORTHANDS and k not in ("searches", "selector")},
+                "beam_width": None,
                 "latent_rm": str(latent_rm), "latent_rm_fingerprint": weights_fingerprint(rm), "rm_score": rm_score,
                 "rescored_from": {"directory": str(parent.resolve()), "settings_hash": settings_hash(base)}}
     out = Path(output_dir) if output_dir else parent.parent / f"{parent.name}-rescored-{Path(str(latent_rm)).name}-{settings_hash(settings)}"
@@ -155,8 +157,8 @@ def _rescored(latents: dict, records: dict, rm: LatentRM, how: str, aggregators,
         stacked.append(F.pad(x, (0, 0, 0, width - x.shape[1])))
         masks.append(torch.arange(width)[None, :] < torch.tensor(steps)[:, None])
     masks = torch.stack(masks)
-    step_scores = rm.score_groups([records[qid]["question"] for qid in ids], torch.stack(stacked), masks)
-    scores = trajectory_score(step_scores, masks.to(step_scores.device), how).cpu().tolist()
+    scores = rm.score_trajectories([records[qid]["question"] for qid in ids], torch.stack(stacked), masks,
+                                   [records[qid]["texts"] for qid in ids], how).cpu().tolist()
     prompts = rm.encode_prompts([records[qid]["question"] for qid in ids])[1].sum(1).tolist()
     out = []
     for qid, row, prompt in zip(ids, scores, prompts):

@@ -38,8 +38,8 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
-from latentlit.data.padding import left_pad
-from latentlit.data.tokenizer import LATENT_TOKENS, check_questions, require_latent_tokens
+from latentlit.data.padding import left_pad, right_pad
+from latentlit.data.tokenizer import END_LATENT, LATENT_TOKENS, check_questions, require_latent_tokens
 from latentlit.models.backbone import CONFIG_KEY
 from latentlit.models.attention import prefix_kwargs, supports_prefix_attention
 from latentlit.models.cache import LatentCache
@@ -102,10 +102,13 @@ class LatentRM(nn.Module):
         add_bos: tokenize prompts with BOS. head_dropout: dropout before the head.
         latent_size: d, the width of the latents scored (the backbone's hidden size); default
             the transformer's width. When they differ a ``projection`` Linear(d, width) is added.
+        read_answer: also read each trajectory's decoded answer after its latents and score it:
+            one more step, r_answer, at the answer's last token (:meth:`score_trajectories`;
+            docs/latentrm-and-search.md#a-latentrm-that-reads-the-answer).
     """
 
     def __init__(self, config: PretrainedConfig, tokenizer, prompt_template: str, add_bos: bool = False,
-                 head_dropout: float = 0.1, latent_size: int | None = None):
+                 head_dropout: float = 0.1, latent_size: int | None = None, read_answer: bool = False):
         super().__init__()
         self.transformer = AutoModel.from_config(config)
         width = self.transformer.config.hidden_size
@@ -115,6 +118,7 @@ class LatentRM(nn.Module):
         self.classifier = nn.Linear(width, 1)
         self.tokenizer = tokenizer
         self.prompt_template, self.add_bos, self.head_dropout = prompt_template, add_bos, head_dropout
+        self.read_answer = bool(read_answer)
         # the backbone whose latents the RM was trained on (latent_rm.json "provenance"):
         # {"backbone": path, "backbone_fingerprint": latentlit.runs.fingerprint, and from the
         # export "trained_steps" (and "groups" when the groups' run.json names their backbone)}, or None
@@ -132,7 +136,7 @@ class LatentRM(nn.Module):
 
     @classmethod
     def from_backbone(cls, backbone, n_layer: int | None = None, seed: int = 0, head_dropout: float = 0.1,
-                      transformer: str | None = None) -> "LatentRM":
+                      transformer: str | None = None, read_answer: bool = False) -> "LatentRM":
         """An RM for ``backbone``'s latents with a randomly initialised head (seeded).
 
         Args:
@@ -155,7 +159,8 @@ class LatentRM(nn.Module):
         config = _rm_config(lm.config, n_layer)
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            rm = cls(config, tokenizer, lc.prompt_template, lc.add_bos, head_dropout, latent_size=backbone.hidden_size)
+            rm = cls(config, tokenizer, lc.prompt_template, lc.add_bos, head_dropout, latent_size=backbone.hidden_size,
+                     read_answer=read_answer)
         state = lm.base_model.state_dict()
         expected = set(rm.transformer.state_dict())
         missing = sorted(expected - set(state))
@@ -197,32 +202,61 @@ class LatentRM(nn.Module):
         return self.projection(x) if self.projection is not None else x
 
     def forward(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, latents: torch.Tensor,
-                latent_mask: torch.Tensor | None = None) -> torch.Tensor:
+                latent_mask: torch.Tensor | None = None, answer_ids: torch.Tensor | None = None,
+                answer_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Step scores.
 
         Args:
             prompt_ids, prompt_mask: (R, L) left-padded prompts. latents: (R, T, d).
             latent_mask: (R, T) bool, False for missing steps (padding, or steps after a
                 dynamic stop); their scores are computed but meaningless.
+            answer_ids, answer_mask: (R, A) right-padded answers (:meth:`encode_answers`), read
+                after the latents; only with ``read_answer``.
 
         Returns:
-            r: (R, T) float32 step scores.
+            r: (R, T) float32 step scores; with answers (R, T + 1), the last column r_answer read
+            at each row's last answer token.
         """
         r, t = latents.shape[:2]
         if latent_mask is None:
             latent_mask = torch.ones(r, t, dtype=torch.bool, device=latents.device)
-        embeds = torch.cat([self.transformer.get_input_embeddings()(prompt_ids), self.embed_latents(latents)], dim=1)
-        mask = torch.cat([prompt_mask.long(), latent_mask.long().to(prompt_mask.device)], dim=1)
+        embeds = [self.transformer.get_input_embeddings()(prompt_ids), self.embed_latents(latents)]
+        masks = [prompt_mask.long(), latent_mask.long().to(prompt_mask.device)]
+        if answer_ids is not None:
+            embeds.append(self.transformer.get_input_embeddings()(answer_ids))
+            masks.append(answer_mask.long())
+        mask = torch.cat(masks, dim=1)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        hidden = self.transformer(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
-        return self.classifier(self.dropout(hidden[:, -t:])).squeeze(-1).float() if t else hidden.new_zeros(r, 0)
+        hidden = self.transformer(inputs_embeds=torch.cat(embeds, dim=1), attention_mask=mask,
+                                  position_ids=positions).last_hidden_state
+        return self._step_scores(hidden[:, prompt_ids.shape[1]:], t, answer_mask)
+
+    def _step_scores(self, hidden: torch.Tensor, t: int, answer_mask: torch.Tensor | None) -> torch.Tensor:
+        """Head on the hidden states (R, T [+ A], width) after the prompt: (R, T) step scores, then
+        r_answer at each row's last answer token when ``answer_mask`` (R, A) is given."""
+        picked = hidden[:, :t]
+        if answer_mask is not None:
+            last = answer_mask.long().sum(1) - 1 + t
+            picked = torch.cat([picked, hidden[torch.arange(hidden.shape[0], device=hidden.device), last][:, None]], 1)
+        if not picked.shape[1]:
+            return hidden.new_zeros(hidden.shape[0], 0, dtype=torch.float32)
+        return self.classifier(self.dropout(picked)).squeeze(-1).float()
+
+    def encode_answers(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R, A) right-padded ids and mask of answers as the RM reads them after the latents: the
+        end-of-latents token (EOS when the tokenizer has none), then the answer text's tokens;
+        never empty, so an empty answer is still scored."""
+        lead = self.tokenizer.get_vocab().get(END_LATENT, self.tokenizer.eos_token_id)
+        rows = [[lead] + self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        return right_pad(rows, self.tokenizer.pad_token_id or 0, self.device)
 
     @torch.no_grad()
     @_rm_precision
     def score_groups(self, questions: list[str], latents: torch.Tensor, latent_mask: torch.Tensor | None = None, *,
-                     share_prompt: bool = True) -> torch.Tensor:
+                     texts: list[list[str]] | None = None, share_prompt: bool = True) -> torch.Tensor:
         """Scores of N trajectories per question: questions (B,), latents (B, N, T, d), latent_mask (B, N, T) bool
-        -> (B, N, T) float32 step scores.
+        -> (B, N, T) float32 step scores; with ``texts`` (B lists of N decoded answers, for an RM that
+        reads them) (B, N, T + 1), the last column r_answer.
 
         Each prompt is encoded once and its N trajectories attend to its keys/values (a
         :class:`~latentlit.models.cache.SharedPrefixCache`): B*L + B*N*T forward positions instead of
@@ -231,15 +265,37 @@ class LatentRM(nn.Module):
         b, n, t = latents.shape[:3]
         flat = latents.reshape(b * n, *latents.shape[2:]).to(self.device)
         fm = None if latent_mask is None else latent_mask.reshape(b * n, -1).to(self.device)
+        answers = (None, None) if texts is None else self.encode_answers([x for row in texts for x in row])
         if not (t and share_prompt and supports_prefix_attention(self.transformer)):
             ids, mask = self.encode_prompts(questions)
-            return self(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fm).reshape(b, n, -1)
+            return self(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fm, *answers).reshape(b, n, -1)
         prompts, mask = self.encode_prefix(questions)
-        cache = prompts.shared_by(n, room=t)
-        steps = torch.ones(b * n, t, dtype=torch.long, device=self.device) if fm is None else fm.long()
+        embeds, steps = self.embed_latents(flat), torch.ones(b * n, t, dtype=torch.long, device=self.device) if fm is None else fm.long()
+        if texts is not None:
+            embeds = torch.cat([embeds, self.transformer.get_input_embeddings()(answers[0])], 1)
+            steps = torch.cat([steps, answers[1].long()], 1)
+        cache = prompts.shared_by(n, room=embeds.shape[1])
         full = torch.cat([mask.repeat_interleave(n, 0), steps], dim=1)
-        hidden = self._cached_pass(self.embed_latents(flat), full, (full.cumsum(-1) - 1).clamp_min(0)[:, -t:], cache)
-        return self.classifier(self.dropout(hidden)).squeeze(-1).float().reshape(b, n, t)
+        hidden = self._cached_pass(embeds, full, (full.cumsum(-1) - 1).clamp_min(0)[:, -embeds.shape[1]:], cache)
+        return self._step_scores(hidden, t, answers[1]).reshape(b, n, -1)
+
+    def score_trajectories(self, questions: list[str], latents: torch.Tensor, latent_mask: torch.Tensor,
+                           texts: list[list[str]] | None = None, how: str = "sum") -> torch.Tensor:
+        """Trajectory scores (B, N) float32 of N trajectories per question (shapes as
+        :meth:`score_groups`): :func:`trajectory_score` of the step scores; an RM that reads the
+        answer scores it as one more step, after the latents.
+
+        Raises:
+            ValueError: an answer-reading RM without ``texts``.
+        """
+        if self.read_answer and texts is None:
+            raise ValueError("this LatentRM reads each trajectory's answer (read_answer in latent_rm.json): "
+                             "pass the decoded answer texts")
+        steps = self.score_groups(questions, latents, latent_mask, texts=texts if self.read_answer else None)
+        mask = latent_mask.to(steps.device).bool()
+        if self.read_answer:
+            mask = torch.cat([mask, mask.new_ones(*mask.shape[:2], 1)], -1)
+        return trajectory_score(steps, mask, how)
 
     def _cached_pass(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         """The transformer's last hidden states (R, S, width) of ``embeds`` (R, S, width) after ``cache``
@@ -264,6 +320,8 @@ class LatentRM(nn.Module):
         the backbone whose latents it was trained on, by path and weights fingerprint)."""
         settings = {"prompt_template": self.prompt_template, "add_bos": self.add_bos, "head_dropout": self.head_dropout,
                     "latent_size": self.latent_size}
+        if self.read_answer:
+            settings["read_answer"] = True
         if self.provenance is not None:
             settings["provenance"] = dict(self.provenance)
         return settings
@@ -301,7 +359,7 @@ class LatentRM(nn.Module):
         # without them the prompt's <|start-latent|> would be spelled out byte by byte, silently
         require_latent_tokens(tokenizer, path, _prompt_tokens(template))
         rm = cls(config, tokenizer, template, meta.get("add_bos", False), meta.get("head_dropout", 0.0),
-                 latent_size=meta.get("latent_size"))
+                 latent_size=meta.get("latent_size"), read_answer=meta.get("read_answer", False))
         state = load_file(str(path / RM_WEIGHTS))
         state = {k: v for k, v in state.items() if not _MASK_BUFFERS.match(k)}
         check_state(rm.state_dict(), state, f"{path}/{RM_WEIGHTS}")

@@ -77,6 +77,9 @@ class LabelledGroup:
     Attributes:
         latents: (N, T, d) float32. latent_mask: (N, T) bool. labels: (N, T) float32 in [0, 1].
         final_correct: (N,) bool, correctness of each trajectory's own answer.
+        texts: N decoded answer texts; answers: N parsed answers (None: no answer found). None in
+            groups labelled before they were stored (the answer-reading RM and the answer-group loss
+            need them).
     """
 
     id: str
@@ -86,6 +89,8 @@ class LabelledGroup:
     latent_mask: torch.Tensor
     labels: torch.Tensor
     final_correct: torch.Tensor
+    texts: list[str] | None = None
+    answers: list[str | None] | None = None
 
 
 @dataclass
@@ -264,7 +269,9 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
         masks.append(state.active.cpu())
     answer_ids, _ = backbone.decode_answer(state, max_new_tokens=max_new_tokens, sampler=sampler, keys=keys, first_step=cap + 1)
     golds = [p.answer for p in problems for _ in range(n)]
-    final = _correct(backbone, answer_ids, golds, fmt).reshape(q, n)
+    texts = backbone.decode(answer_ids)
+    parsed = [extract_answer(x, fmt) for x in texts]
+    final = torch.tensor([answers_match(a, g) for a, g in zip(parsed, golds)]).reshape(q, n)
     answer_steps = answer_ids.shape[1]
     steps = len(latents)
     traj = torch.stack(latents, 1) if steps else torch.zeros(q * n, 0, backbone.hidden_size)
@@ -321,5 +328,6 @@ def label_problems(backbone: LatentBackbone, sampler: Sampler, problems: list[Pr
         pre = g_mask & (torch.arange(width)[None] < lengths[rows, None] - 1)
         stats.pre_final += int(pre.sum())
         stats.pre_final_equal_final += int((pre & (g_labels == final[i, :, None].float())).sum())
-        groups.append(LabelledGroup(p.id, p.question, p.answer, traj[rows, :width], g_mask, g_labels, final[i]))
+        groups.append(LabelledGroup(p.id, p.question, p.answer, traj[rows, :width], g_mask, g_labels, final[i],
+                                    texts[rows], parsed[rows]))
     return groups, stats

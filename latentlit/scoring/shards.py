@@ -7,7 +7,9 @@ Layout of a groups directory::
                                     final_correct (S, N); T is the shard's longest group,
                                     shorter groups are zero-padded (mask False)
     index.r<rank>.jsonl             one line per question: index, id, question, gold, kept,
-                                    shard, row   (kept=false lines have shard=null)
+                                    shard, row   (kept=false lines have shard=null), and for
+                                    kept groups texts, answers (each trajectory's decoded
+                                    answer text and parsed answer)
     summary.json                    labelling settings and statistics (written at the end)
 
 A shard is written before its index lines, so a crash loses at most the groups not yet indexed;
@@ -63,7 +65,8 @@ class GroupShardWriter:
                 "final_correct": torch.stack([g.final_correct for g in gs]).contiguous(),
             }, str(self.dir / name))
             self._next += 1
-            lines += [{"index": i, "id": g.id, "question": g.question, "gold": g.gold, "kept": True, "shard": name, "row": r}
+            lines += [{"index": i, "id": g.id, "question": g.question, "gold": g.gold, "kept": True, "shard": name, "row": r,
+                       **({"texts": g.texts, "answers": g.answers} if g.texts is not None else {})}
                       for r, (i, g) in enumerate(self._groups)]
         if lines:
             with self.index_path.open("a") as f:
@@ -116,7 +119,8 @@ def load_groups(directory: str | Path) -> list[LabelledGroup]:
         steps = s["latent_mask"][r].any(0).nonzero()
         width = int(steps.max()) + 1 if len(steps) else 0
         groups.append(LabelledGroup(line["id"], line["question"], line["gold"], s["latents"][r][:, :width],
-                                    s["latent_mask"][r][:, :width], s["labels"][r][:, :width], s["final_correct"][r]))
+                                    s["latent_mask"][r][:, :width], s["labels"][r][:, :width], s["final_correct"][r],
+                                    line.get("texts"), line.get("answers")))
     return groups
 
 

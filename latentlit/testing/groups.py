@@ -28,13 +28,16 @@ def split_ids(n_train: int, n_val: int, val_fraction: float = 0.5, seed: int = 0
 def random_group(qid: str, width: int, n: int = 3, t: int = 3, final_correct: list[bool] | None = None,
                  seed: int = 0) -> LabelledGroup:
     """A group of ``n`` trajectories of ``t`` random ``width``-dim latents with random soft labels;
-    ``final_correct`` defaults to random answers' correctness."""
+    ``final_correct`` defaults to random answers' correctness. Right trajectories answer the gold,
+    wrong ones each another number (texts ``### <answer>``)."""
     gen = torch.Generator().manual_seed(question_key(seed, qid) & 0x7FFFFFFF)
     correct = torch.tensor(final_correct) if final_correct is not None else torch.rand(n, generator=gen) > 0.5
     number = int(qid.strip("g") or 0) % 50 + 2
+    answers = [str(number + 1) if ok else str(number + 2 + i) for i, ok in enumerate(correct.tolist())]
     return LabelledGroup(id=qid, question=f"Ann has {number} stones . buys 1 . how many ?", gold=str(number + 1),
                          latents=torch.randn(n, t, width, generator=gen), latent_mask=torch.ones(n, t, dtype=torch.bool),
-                         labels=torch.rand(n, t, generator=gen), final_correct=correct)
+                         labels=torch.rand(n, t, generator=gen), final_correct=correct,
+                         texts=[f"### {a}" for a in answers], answers=answers)
 
 
 def write_groups(directory: str | Path, groups: list[LabelledGroup]) -> Path:

@@ -19,7 +19,7 @@ BOTH = [a for a in registry.AGGREGATORS if a.choose is not None and a.at_k is no
 
 
 def test_the_registry_aggregators_with_both_are_checked():
-    assert [a.name for a in BOTH] == ["majority_vote", "random", "best_of_n", "weighted_vote"]
+    assert [a.name for a in BOTH] == ["majority_vote", "random", "best_of_n", "weighted_vote", "tempered_vote"]
 
 
 def _views(seed: int, count: int):
@@ -44,7 +44,10 @@ def _views(seed: int, count: int):
             scores = rng.choices(values, weights=[6, 6, 6, 1, 1, 1], k=n)
             if rng.random() < 0.3:
                 scores = [values[0]] * n  # every score tied: the weighted vote is the majority vote
-        yield QuestionView(answers, [answers_match(a, gold) for a in answers], gold, scores, key=seed * 100_000 + i)
+        # the tempered vote at a temperature that reorders groups, with a calibrated confidence
+        selector = {"temperature": rng.choice([0.3, 2.5]), "calibration": [0.4, 0.3, 0.2, -0.1]}
+        yield QuestionView(answers, [answers_match(a, gold) for a in answers], gold, scores, key=seed * 100_000 + i,
+                           selector=selector)
 
 
 @pytest.mark.parametrize("aggregator", BOTH, ids=lambda a: a.name)

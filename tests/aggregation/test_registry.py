@@ -39,7 +39,7 @@ def test_register_checks_and_replaces(restore_registry):
         registry.register(Aggregator("x", "x", False, "none", choose=lambda q: {}, spends="tokens"))
     new = Aggregator("random", "random again", False, "exact", choose=lambda q: {"answer": None, "correct": False})
     registry.register(new)
-    assert registry.get("random") is new and len(registry.AGGREGATORS) == 7
+    assert registry.get("random") is new and len(registry.AGGREGATORS) == 8
 
 
 def test_a_registered_aggregator_reaches_every_output(restore_registry, tiny_backbone_dir, tmp_path, capsys):

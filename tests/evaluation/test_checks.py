@@ -90,8 +90,8 @@ def test_non_finite_rm_scores_never_win_and_are_counted(tiny_backbone_dir, rm_di
                          beam_width=2, max_new_tokens=2, output_dir=str(tmp_path / "out"))
     score_groups, make_scorer = model.rm.score_groups, model._step_scorer
 
-    def poisoned_groups(questions, latents, masks=None):
-        steps = score_groups(questions, latents, masks).clone()
+    def poisoned_groups(questions, latents, masks=None, **options):
+        steps = score_groups(questions, latents, masks, **options).clone()
         steps[:, 0, 0] = math.nan  # an RM that diverged on sample 0
         steps[:, 1, -1] = math.inf  # an fp16 overflow on sample 1 (sum -> +inf: it would win)
         return steps
@@ -127,7 +127,7 @@ def test_non_finite_rm_scores_never_win_and_are_counted(tiny_backbone_dir, rm_di
 def test_all_scores_non_finite_gives_no_answer(tiny_backbone_dir, rm_dir, tmp_path):
     model = TTSPredictor(backbone=str(tiny_backbone_dir), sampler=AGN(sigma=1.0), n_samples=3, latent_rm=str(rm_dir),
                          max_new_tokens=2, output_dir=str(tmp_path / "out"))
-    model.rm.score_groups = lambda questions, latents, masks=None: torch.full(latents.shape[:3], math.nan)
+    model.rm.score_groups = lambda questions, latents, masks=None, **options: torch.full(latents.shape[:3], math.nan)
     records, metrics, _ = _run(model, limit=2)
     for r in records:
         assert r["best_of_n"] == {"answer": None, "correct": False, "index": None}

@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from latentlit.aggregation import best_of_n, majority_vote, weighted_vote
+from latentlit.aggregation.selector import Selector
 from latentlit.cli import main
 from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.synthetic import generate_problems
@@ -207,3 +208,67 @@ def test_figures_are_tensorboard_images(run):
         tags |= set(acc.Tags()["images"]) | set(acc.Tags()["scalars"])
     assert {"predict/scaling", "predict/risk_coverage", "predict/calibration", "predict/accuracy_vs_compute"} <= tags
     assert {"predict/best_of_n@4", "predict/selective/vote/gain@50%", "predict/selective/rm/ece"} <= tags
+
+
+def test_tempered_vote_calibrated_confidence_and_answer_reading_rm_through_predict(run):
+    root, _ = run
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    bb = load_backbone(cfg["model"]["init_args"]["backbone"])
+    LatentRM.from_backbone(bb, seed=4, read_answer=True).save_pretrained(root / "rm_answer")
+    tau, cal = 0.5, (1.0, 0.5, 0.2, -0.3)
+    Selector(tau, cal, {"run": "hand-made"}).save(root / "selector.json")
+    out = root / "out_selector"
+    cfg["model"]["init_args"].update(latent_rm=str(root / "rm_answer"), selector=str(root / "selector.json"),
+                                     beam_width=None, output_dir=str(out))
+    (root / "config_selector.yaml").write_text(yaml.safe_dump(cfg))
+    main(["predict", "--config", str(root / "config_selector.yaml")])
+    records = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["config"]["selector"] == {"temperature": tau, "calibration": list(cal)}
+
+    # the answer-reading RM's scores, recomputed with one full forward per trajectory (no shared prompt)
+    rm = LatentRM.from_pretrained(root / "rm_answer")
+    ids, questions = [r["id"] for r in records], [r["question"] for r in records]
+    samples = sample_questions(bb, AGN(sigma=3.0, relative=True), ids, questions, N, 0, max_new_tokens=MAX_NEW)
+    for r, s in zip(records, samples):
+        prompt, mask = rm.encode_prompts([r["question"]])
+        answer_ids, answer_mask = rm.encode_answers(s.texts)
+        with torch.no_grad():
+            steps = rm(prompt.repeat(N, 1), mask.repeat(N, 1), s.latents, s.latent_mask, answer_ids, answer_mask)
+        assert steps.shape == (N, s.latents.shape[1] + 1)
+        assert r["rm_scores"] == pytest.approx(steps.sum(1).tolist(), abs=2e-5)
+        assert r["texts"] == s.texts
+
+    def tempered(r, subset):
+        w = _softmax([r["rm_scores"][i] / tau for i in subset])
+        return weighted_vote([r["answers"][i] for i in subset], w).answer
+
+    m = summary["metrics"]
+    for k in (1, 2, 4):
+        want = _subset_mean(records, k, lambda r, s: float(answers_match(tempered(r, s), r["gold"])))
+        assert m[f"tempered_vote@{k}"] == pytest.approx(want, abs=1e-6)
+    # the calibrated confidence of the chosen answer, by hand: sigmoid(w . (logit share, logit mass, top) + b)
+    conf, ok = [], []
+    for r in records:
+        chosen = r["tempered_vote"]
+        assert answers_match(chosen["answer"], tempered(r, list(range(N)))) or chosen["answer"] is None
+        inside = [i for i in range(N) if r["answers"][i] is not None and answers_match(r["answers"][i], chosen["answer"])]
+        w = _softmax([x / tau for x in r["rm_scores"]])
+        share, mass = len(inside) / N, sum(w[i] for i in inside)
+
+        def logit(x):
+            x = min(1 - 1 / (2 * N), max(1 / (2 * N), x))
+            return math.log(x / (1 - x))
+
+        z = cal[0] * logit(share) + cal[1] * logit(mass) + cal[2] * max(r["rm_scores"][i] for i in inside) + cal[3]
+        assert chosen["confidence"] == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-6)
+        conf.append(chosen["confidence"])
+        ok.append(chosen["correct"])
+    sel = summary["selective"]["calibrated"]
+    assert sel["accuracy_all"] == pytest.approx(sum(ok) / Q, abs=1e-6)
+    ece = 0.0
+    for b in range(10):
+        members = [i for i, c in enumerate(conf) if min(int(c * 10), 9) == b]
+        if members:
+            ece += len(members) / Q * abs(sum(ok[i] for i in members) / len(members) - sum(conf[i] for i in members) / len(members))
+    assert sel["ece"] == pytest.approx(ece, abs=1e-6)

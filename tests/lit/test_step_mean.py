@@ -174,12 +174,12 @@ def test_latent_rm_gradient_same_for_batch_5_and_accumulation_3_plus_2(tmp_path)
     ref = module()
     ref.train()
     batch = collate_groups(groups)
-    total = ref._loss(ref._scores(batch), batch["labels"], batch["latent_mask"])
+    total = ref._loss(ref._scores(batch), batch)
     expected = _grads(ref, total / 5, "")
     # the old rule: a micro-batch of 3 groups and the epoch's last of 2, each divided by its own size
     b1, b2 = collate_groups(groups[:3]), collate_groups(groups[3:])
-    old = _grads(ref, (ref._loss(ref._scores(b1), b1["labels"], b1["latent_mask"]) / 3
-                       + ref._loss(ref._scores(b2), b2["labels"], b2["latent_mask"]) / 2) / 2, "")
+    old = _grads(ref, (ref._loss(ref._scores(b1), b1) / 3
+                       + ref._loss(ref._scores(b2), b2) / 2) / 2, "")
     assert _relative(old, expected) > 1e-2
 
     whole = _fit_one_step(module(), _rm_data(groups, 5), accumulate=1, root=tmp_path / "whole")

@@ -217,3 +217,45 @@ def test_score_groups_reads_each_prompt_once_and_scores_as_the_full_forward(fami
     torch.testing.assert_close(scores[mask], full[mask], atol=1e-5, rtol=1e-5)
     assert sum(rows * positions for rows, positions in fed) == 2 * ids.shape[1] + 2 * n * t  # prompts once, then latents
     assert not torch.allclose(scores[0, 0], scores[1, 0], atol=1e-3)  # each trajectory reads its own question's prompt
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_answer_reading_rm_scores_the_answer_after_the_latents(family, backbone, llama, tmp_path):
+    source = backbone if family == "gpt2" else llama
+    rm = LatentRM.from_backbone(source, seed=5, read_answer=True).eval()
+    torch.manual_seed(4)
+    n, t = 2, 3
+    latents = torch.randn(2, n, t, source.hidden_size)
+    mask = torch.ones(2, n, t, dtype=torch.bool)
+    mask[1, 0, 2] = False  # a trajectory that stopped early: its answer follows its own last latent
+    texts = [["### 30", "### 31"], ["### 5", ""]]
+    shared = rm.score_groups(QUESTIONS, latents, mask, texts=texts)
+    copied = rm.score_groups(QUESTIONS, latents, mask, texts=texts, share_prompt=False)
+    assert shared.shape == (2, n, t + 1)
+    full = torch.cat([mask, mask.new_ones(2, n, 1)], -1)
+    torch.testing.assert_close(shared[full], copied[full], atol=1e-5, rtol=1e-5)
+    # the latent steps are causal: the answer cannot change them, only the answer step reads it
+    latents_only = rm.score_groups(QUESTIONS, latents, mask)
+    torch.testing.assert_close(shared[..., :t][mask], latents_only[mask], atol=1e-5, rtol=1e-5)
+    other = rm.score_groups(QUESTIONS, latents, mask, texts=[["### 31", "### 30"], ["### 5", ""]])
+    torch.testing.assert_close(other[1], shared[1])  # the other question's answers are unchanged
+    assert abs(float(other[0, 0, -1] - shared[0, 0, -1])) > 1e-4  # another answer, another score
+    # by hand for one row: the answer step is the head at the last answer token of one sequence
+    ids, pm = rm.encode_prompts(QUESTIONS[1:])
+    ans, am = rm.encode_answers(["### 5"])
+    row = torch.cat([ids[0][pm[0].bool()], torch.zeros(0, dtype=torch.long)])
+    embeds = torch.cat([rm.transformer.get_input_embeddings()(row), rm.embed_latents(latents[1, 0, :2]),
+                        rm.transformer.get_input_embeddings()(ans[0])])[None]
+    with torch.no_grad():
+        hidden = rm.transformer(inputs_embeds=embeds).last_hidden_state
+        want = rm.classifier(hidden[0, -1]).item()
+    assert shared[1, 0, -1].item() == pytest.approx(want, abs=1e-4)
+    # trajectory score: the answer is one more step of the sum; without texts the RM refuses
+    traj = rm.score_trajectories(QUESTIONS, latents, mask, texts)
+    torch.testing.assert_close(traj, (shared * full).sum(-1), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="reads each trajectory's answer"):
+        rm.score_trajectories(QUESTIONS, latents, mask)
+    rm.save_pretrained(tmp_path / "rm")
+    again = LatentRM.from_pretrained(tmp_path / "rm")
+    assert again.read_answer and again.settings()["read_answer"] is True
+    torch.testing.assert_close(again.score_trajectories(QUESTIONS, latents, mask, texts), traj)
