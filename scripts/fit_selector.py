@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "predictions.jsonl").is_file():
         raise FileNotFoundError(f"{run_dir} has no predictions.jsonl: give the output directory of latentlit predict")
-    config_path = run_dir / "config.yaml"
-    split = run_split(yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else None
+    # config.yaml sits in the run directory, or in its TensorBoard version folders when a logger ran
+    configs = [run_dir / "config.yaml", *sorted(run_dir.glob("runs/**/config.yaml"))]
+    splits = {run_split(yaml.safe_load(p.read_text()) or {}) for p in configs if p.is_file()}
+    split = "test" if "test" in splits else next(iter(splits - {None}), None)
     if split == "test":
         raise ValueError(f"{run_dir} ran on the test split: fit the selector on a validation run (e.g. "
                          "--data.init_args.problems.init_args.split val) and report on test")

@@ -17,9 +17,11 @@ def main(argv: list[str]) -> int:
                         help="a LatentRM directory (or quickstart); repeat for several (one derived directory each)")
     parser.add_argument("--rm_score", default="sum", help="trajectory score from step scores: sum (paper), mean, last, min")
     parser.add_argument("--output_dir", help="the derived directory (one --latent_rm only; default: beside the run)")
+    parser.add_argument("--selector", help="a selector file fitted on validation for this RM (scripts/fit_selector.py): "
+                        "adds the tempered vote and its calibrated confidence")
     args = parser.parse_args(argv)
     if args.output_dir and len(args.latent_rm) > 1:
         parser.error("--output_dir names one derived directory: give one --latent_rm with it")
     for path in args.latent_rm:
-        rescore(args.run, path, output_dir=args.output_dir, rm_score=args.rm_score)
+        rescore(args.run, path, output_dir=args.output_dir, rm_score=args.rm_score, selector=args.selector)
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from latentlit.aggregation.registry import COVERAGE_STYLE
 from latentlit.aggregation.registry import style as registry_style
 
 
@@ -143,7 +144,8 @@ def plot_accuracy_vs_compute(rows: list[dict], title: str = ""):
 
     Args:
         rows: dicts with ``method``, ``label``, ``accuracy``, ``trajectories`` and ``flops`` (None
-            where unknown); rows of one method form a line in order, single rows a point.
+            where unknown); rows of one method form a line in order, single rows a point. Rows of
+            method ``coverage`` are drawn dashed in coverage's style: the ceiling of the selectors.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -156,11 +158,15 @@ def plot_accuracy_vs_compute(rows: list[dict], title: str = ""):
             colour, marker = registry_style(method)
         except KeyError:
             colour, marker = (None, markers[i % len(markers)]) if method != "greedy" else ("gray", "o")
+        ceiling = method == "coverage"  # what the samples found: dashed, above every selector
+        if ceiling:
+            colour, marker = COVERAGE_STYLE
         for ax, key in zip(axes, ("trajectories", "flops")):
             pts = [(r[key], 100 * r["accuracy"]) for r in rs if r.get(key) is not None]
             if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, ls="-" if len(rs) > 1 else "none",
-                        ms=5, color=colour, label=rs[0]["label"])
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker,
+                        ls=("--" if ceiling else "-") if len(rs) > 1 else "none", ms=5, color=colour,
+                        label=rs[0]["label"], alpha=0.7 if ceiling else 1.0)
     axes[0].set_xscale("log", base=2)
     axes[0].xaxis.set_major_formatter(plt.matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     axes[0].set_xlabel("trajectories per question")

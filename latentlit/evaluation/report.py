@@ -183,8 +183,9 @@ def _row(method: str, label: str, k, accuracy: float, trajectories: float, cost:
 
 def compute_section(summary: dict, records: Sequence[dict], ks: Sequence[int], aggregators: Sequence[Aggregator],
                     cost_model: CostModel) -> dict:
-    """Accuracy against compute per question for greedy, every aggregator at every k, and the
-    adaptive-N points of ``summary["adaptive"]`` when present.
+    """Accuracy against compute per question for greedy, coverage@k (the ceiling, at the cost of its
+    k samples), every aggregator at every k, and the adaptive-N points of ``summary["adaptive"]``
+    when present.
 
     Adaptive points carry only trajectory counts, so their tokens and FLOPs are estimated as the
     fixed-N run's cost of that many trajectories (``estimated: true``), RM scoring left out.
@@ -192,6 +193,10 @@ def compute_section(summary: dict, records: Sequence[dict], ks: Sequence[int], a
     metrics = summary["metrics"]
     n = len(records[0]["answers"])
     rows = [_row("greedy", "greedy", 1, metrics["greedy_accuracy"], 1, _mean_cost([cost_model.greedy(r) for r in records]))]
+    # coverage@k at the cost of its k samples: the ceiling every selector of those samples sits under
+    per_record = [cost_model.spent("samples", r, list(ks)) for r in records]
+    rows += [_row("coverage", "coverage (ceiling)", k, metrics[f"coverage@{k}"], k,
+                  _mean_cost([costs[i] for costs in per_record])) for i, k in enumerate(ks)]
     for agg in aggregators:
         agg_ks = list(ks) if agg.at_k is not None else [n]
         per_record = [cost_model.spent(agg.spends, r, agg_ks) for r in records]

@@ -71,6 +71,9 @@ def own_groups(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+LABEL_SOURCES = ("rollouts", "outcome")
+
+
 class LatentRMDataModule(L.LightningDataModule):
     """Step groups from a groups directory written by the rollout labeller
     (``latentlit predict --config configs/quickstart/label.yaml``).
@@ -78,6 +81,9 @@ class LatentRMDataModule(L.LightningDataModule):
     Args:
         groups_dir: the directory. val_fraction: share of questions held out for validation
             (chosen by a hash of the question id, so the split is stable). batch_size: groups.
+        labels: ``rollouts`` (the paper's: y_t = fraction of the M rollouts from h_1..h_t that are
+            right) | ``outcome`` (the paper's ablation "w/o stochastic rollouts": every step of a
+            trajectory labelled with its own final correctness, no rollout read).
 
     Raises:
         FileNotFoundError: (at setup) the directory has no labelled groups; the message gives
@@ -85,8 +91,11 @@ class LatentRMDataModule(L.LightningDataModule):
     """
 
     def __init__(self, groups_dir: str = "outputs/latentrm_groups", val_fraction: float = 0.1, batch_size: int = 16,
-                 seed: int = 0):
+                 seed: int = 0, labels: str = "rollouts"):
         super().__init__()
+        if labels not in LABEL_SOURCES:
+            raise ValueError(f"labels={labels!r}; expected one of {LABEL_SOURCES}")
+        self.labels = labels
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction={val_fraction} must be in [0, 1)")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -105,6 +114,8 @@ class LatentRMDataModule(L.LightningDataModule):
         if not read_index(self.groups_dir):
             raise FileNotFoundError(f"no labelled groups (index.r*.jsonl) in {self.groups_dir}; {label}")
         for group in load_groups(self.groups_dir):
+            if self.labels == "outcome":
+                group.labels = group.final_correct.float()[:, None] * group.latent_mask.float()
             bucket = (question_key(self.seed, group.id) & 0xFFFF) / 0x10000
             (self.val_groups if bucket < self.val_fraction else self.train_groups).append(group)
         if not self.train_groups:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from latentlit.aggregation import registry
 from latentlit.aggregation.registry import question_view
+from latentlit.aggregation.selector import Selector
 from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import coverage_ks
 from latentlit.evaluation.report import add_report, format_summary, write_report
@@ -45,12 +46,14 @@ RM_FIELDS = ("rm_scores", "selector", "beam_search", "dvts", "dvts_vote", *(a.na
 
 
 def rescore(parent: str | Path, latent_rm: str, *, output_dir: str | Path | None = None, rm_score: str = "sum",
-            log=print) -> Path:
+            selector: str | Path | None = None, log=print) -> Path:
     """Score the saved latents of run directory ``parent`` with ``latent_rm`` into a derived directory.
 
     Args:
         output_dir: default ``<parent>-rescored-<rm name>-<settings hash>`` beside the parent.
         rm_score: the trajectory score from the step scores (``sum``, paper; ``mean``, ``last``, ``min``).
+        selector: a selector file fitted on validation (``scripts/fit_selector.py``) for this RM:
+            adds the tempered vote and its calibrated confidence.
 
     Returns:
         the derived directory (``run.json``, ``predictions.jsonl``, ``metrics.json``, figures).
@@ -89,6 +92,8 @@ def rescore(parent: str | Path, latent_rm: str, *, output_dir: str | Path | None
                 "beam_width": None,
                 "latent_rm": str(latent_rm), "latent_rm_fingerprint": weights_fingerprint(rm), "rm_score": rm_score,
                 "rescored_from": {"directory": str(parent.resolve()), "settings_hash": settings_hash(base)}}
+    if selector is not None:
+        settings["selector"] = Selector.load(selector).params()
     out = Path(output_dir) if output_dir else parent.parent / f"{parent.name}-rescored-{Path(str(latent_rm)).name}-{settings_hash(settings)}"
     acquire(out)
     try:
@@ -113,7 +118,7 @@ def _rescore_into(out: Path, parent: Path, base: dict, settings: dict, backbone,
             latents = {qid: x for qid, x in read_latents(path).items() if qid in records and qid not in skip}
             if not latents:
                 continue
-            for record in _rescored(latents, records, rm, settings["rm_score"], aggregators, seed):
+            for record in _rescored(latents, records, rm, settings["rm_score"], aggregators, seed, settings.get("selector")):
                 file.write(json.dumps(record) + "\n")
             file.flush()
     derived = read_records(out)
@@ -147,7 +152,8 @@ def _rescore_into(out: Path, parent: Path, base: dict, settings: dict, backbone,
     return out
 
 
-def _rescored(latents: dict, records: dict, rm: LatentRM, how: str, aggregators, seed: int) -> list[dict]:
+def _rescored(latents: dict, records: dict, rm: LatentRM, how: str, aggregators, seed: int,
+              selector: dict | None = None) -> list[dict]:
     """The derived records of the questions of one latents file (in file order), scored together."""
     ids = list(latents)
     width = max(x.shape[1] for x in latents.values())
@@ -167,6 +173,8 @@ def _rescored(latents: dict, records: dict, rm: LatentRM, how: str, aggregators,
         record["compute"] = {k: v for k, v in record["compute"].items() if k not in ("beam_search", "dvts")}
         record["compute"]["rm_prompt"] = int(prompt)
         record["rm_scores"] = [round(x, 5) if math.isfinite(x) else None for x in row]
+        if selector is not None:
+            record["selector"] = selector
         view = question_view(record, seed)
         for agg in aggregators:
             if agg.needs_rm and agg.choose is not None:

@@ -66,3 +66,20 @@ def test_answer_step_is_labelled_with_the_trajectory_outcome(tiny_backbone_dir):
     assert targets["labels"][..., -1].tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
     assert targets["latent_mask"][..., -1].tolist() == [[True, True, True], [True, True, False]]
     torch.testing.assert_close(targets["labels"][..., :3], batch["labels"])
+
+
+def test_outcome_labels_are_the_ablation_without_rollouts(tmp_path):
+    from latentlit.lit.latent_rm_data import LatentRMDataModule
+    from latentlit.testing.groups import write_groups
+
+    groups = [random_group(f"g{i}", 8, n=3, t=2) for i in range(6)]
+    write_groups(tmp_path / "groups", groups)
+    rollouts = LatentRMDataModule(str(tmp_path / "groups"), val_fraction=0.0)
+    outcome = LatentRMDataModule(str(tmp_path / "groups"), val_fraction=0.0, labels="outcome")
+    rollouts.setup(), outcome.setup()
+    for r, o, g in zip(rollouts.train_groups, outcome.train_groups, groups):
+        torch.testing.assert_close(r.labels, g.labels)  # the rollout fractions, as labelled
+        assert o.labels.tolist() == [[float(c)] * 2 for c in g.final_correct.tolist()]
+        torch.testing.assert_close(o.latents, r.latents)
+    with pytest.raises(ValueError, match="labels='coin'; expected one of \\('rollouts', 'outcome'\\)"):
+        LatentRMDataModule(str(tmp_path / "groups"), labels="coin")

@@ -170,6 +170,10 @@ def test_metrics_equal_an_independent_recomputation_from_the_records(run, capsys
     for k in (1, 2, 4):
         assert rows[("majority_vote", k)]["backbone_tokens"] == pytest.approx(
             sum(x["prompt"] + k * t for x, t in zip(c, per_traj)) / Q, abs=0.01)
+        # coverage@k, the ceiling on the compute figure, at the cost of its k samples
+        assert rows[("coverage", k)]["accuracy"] == pytest.approx(expected[f"coverage@{k}"], abs=1e-6)
+        assert rows[("coverage", k)]["flops"] == rows[("majority_vote", k)]["flops"]
+        assert rows[("coverage", k)]["rm_tokens"] == 0
         # the LatentRM encodes the prompt once, then each trajectory's latents over it
         assert rows[("best_of_n", k)]["rm_tokens"] == pytest.approx(
             sum(x["rm_prompt"] + k * sum(x["latents"]) / N for x in c) / Q, abs=0.01)

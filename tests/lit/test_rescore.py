@@ -113,3 +113,28 @@ def test_the_command_line(runs, capsys):
     main(["rescore", str(runs["parent"]), "--latent_rm", str(runs["rm"]), "--output_dir", str(runs["root"] / "cli")])
     assert (runs["root"] / "cli" / "metrics.json").exists()
     assert "re-scored 7 questions" in capsys.readouterr().out
+
+
+def test_an_answer_reading_rm_with_a_selector_rescored_equals_a_fresh_run(runs):
+    from latentlit.aggregation.selector import Selector
+
+    root = runs["root"]
+    rm = root / "rm_answer"
+    LatentRM.from_backbone(load_backbone(runs["backbone"]), seed=5, read_answer=True).save_pretrained(rm)
+    Selector(0.7, (0.5, 0.5, 0.1, 0.0)).save(root / "selector.json")
+    fresh = _predict(runs["backbone"], root / "fresh_answer", "--model.latent_rm", str(rm),
+                     "--model.selector", str(root / "selector.json"))
+    out = rescore(runs["parent"], str(rm), output_dir=root / "derived_answer", selector=str(root / "selector.json"),
+                  log=lambda *_: None)
+    derived = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert derived == fresh  # the answer step read from the records' texts, the tempered vote from the selector
+    assert all("tempered_vote" in r and "confidence" in r["tempered_vote"] for r in derived)
+    assert json.loads((out / "run.json").read_text())["selector"] == {"temperature": 0.7,
+                                                                      "calibration": [0.5, 0.5, 0.1, 0.0]}
+    # a run re-scored from one with a selector drops it: the selector was fitted to the parent's RM
+    _predict(runs["backbone"], root / "parent_selector", "--model.latent_rm", str(rm), "--model.selector",
+             str(root / "selector.json"), "--model.save_latents", "true")
+    again = rescore(root / "parent_selector", str(runs["rm"]), output_dir=root / "no_selector", log=lambda *_: None)
+    assert "selector" not in json.loads((again / "run.json").read_text())
+    assert not any("selector" in json.loads(x) or "tempered_vote" in json.loads(x)
+                   for x in (again / "predictions.jsonl").read_text().splitlines())
