@@ -67,7 +67,7 @@ def test_report_sections_and_consistency_guard():
     # N = 8: C(8, 4) = 70 subsets, all enumerated
     assert summary["monte_carlo"]["standard_error"] == {}
     methods = {r["method"] for r in summary["compute"]["rows"]}
-    assert methods == {"greedy", "majority_vote", "random", "best_of_n", "weighted_vote", "beam_search"}
+    assert methods == {"greedy", "coverage", "majority_vote", "random", "best_of_n", "weighted_vote", "beam_search"}
     # a metric that disagrees with its records is an error, not a number
     bad = _summary(records)
     bad["metrics"]["best_of_n@2"] += 0.01
