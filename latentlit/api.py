@@ -21,15 +21,18 @@ from latentlit.aggregation.vote import VoteResult, majority_vote, weighted_vote
 from latentlit.data.answers import extract_answer
 from latentlit.data.tokenizer import check_questions
 from latentlit.models.backbone import LatentBackbone
+from latentlit.models.ensemble import LatentRMEnsemble
+from latentlit.models.ensemble import load_latent_rm as load_rm
 from latentlit.models.hooks import Deterministic, Sampler
 from latentlit.models.latent_rm import LatentRM
 from latentlit.search.nway import sample_questions
 
 
-def load_latent_rm(path: str | Path = "quickstart") -> LatentRM:
-    """A LatentRM in eval mode from a directory (latentlit's, or the released COCONUT RM) or a
-    shipped name (``"quickstart"``, ``"quickstart_llama"``); :meth:`LatentRM.from_pretrained`."""
-    return LatentRM.from_pretrained(path).eval()
+def load_latent_rm(path: str | Path = "quickstart") -> LatentRM | LatentRMEnsemble:
+    """A LatentRM in eval mode from a directory (latentlit's, or the released COCONUT RM), a
+    shipped name (``"quickstart"``, ``"quickstart_llama"``; :meth:`LatentRM.from_pretrained`), or an
+    ensemble directory (:mod:`latentlit.models.ensemble`)."""
+    return load_rm(path)
 
 
 @dataclass

@@ -54,6 +54,7 @@ class ModelShape:
         head_params: matrix parameters applied once per latent step (the backbone's latent
             projection f; the LatentRM's classifier).
         logits_on_latents: vocabulary logits are computed at every latent step (dynamic stop).
+        reads_answer: a LatentRM that also reads each trajectory's answer.
     """
 
     matrix_params: int
@@ -62,6 +63,9 @@ class ModelShape:
     vocab: int = 0
     head_params: int = 0
     logits_on_latents: bool = False
+    reads_answer: bool = False
+
+    copies = 1  # one model (an EnsembleShape runs several)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -101,16 +105,43 @@ def backbone_shape(backbone) -> ModelShape:
                       logits_on_latents=backbone.latent_config.latent_stop_id is not None)
 
 
-def rm_shape(rm) -> ModelShape:
+@dataclass(frozen=True)
+class EnsembleShape:
+    """The shapes of an ensemble's K LatentRMs, counted as one: every pass runs in each member, so
+    FLOPs are the members' sum and forward positions K times one member's (``copies``)."""
+
+    members: tuple[ModelShape, ...]
+
+    @property
+    def copies(self) -> int:
+        return len(self.members)
+
+    @property
+    def head_params(self) -> int:
+        return sum(m.head_params for m in self.members)
+
+    def pass_flops(self, new: int, past: int = 0) -> float:
+        return sum(m.pass_flops(new, past) for m in self.members)
+
+    def steps_flops(self, start: int, steps: int) -> float:
+        return sum(m.steps_flops(start, steps) for m in self.members)
+
+    def to_dict(self) -> dict:
+        return {"ensemble": [m.to_dict() for m in self.members]}
+
+
+def rm_shape(rm) -> ModelShape | EnsembleShape:
     """:class:`ModelShape` of a :class:`latentlit.models.latent_rm.LatentRM` (the blocks of any
     transformers decoder, plus a scalar head, and the latent projection when it has one, on each
-    latent position)."""
+    latent position); an :class:`EnsembleShape` of an ensemble's members."""
+    if hasattr(rm, "members"):
+        return EnsembleShape(tuple(rm_shape(m) for m in rm.members))
     t = rm.transformer
     embeddings = {id(p) for m in t.modules() if type(m).__name__ == "Embedding" for p in m.parameters()}
     matrix = sum(p.numel() for p in t.parameters() if p.dim() >= 2 and id(p) not in embeddings)
     head = _matrix_params(rm.classifier) + (0 if rm.projection is None else _matrix_params(rm.projection))
     return ModelShape(matrix_params=matrix, n_layer=t.config.num_hidden_layers, d_model=t.config.hidden_size, vocab=0,
-                      head_params=head)
+                      head_params=head, reads_answer=bool(rm.read_answer))
 
 
 @dataclass(frozen=True)
@@ -146,7 +177,7 @@ class CostModel:
             (:meth:`LatentRM.score_groups` where its attention reads a shared prefix).
     """
 
-    def __init__(self, backbone: ModelShape, rm: ModelShape | None = None, shared_prefill: bool = True,
+    def __init__(self, backbone: ModelShape, rm: ModelShape | EnsembleShape | None = None, shared_prefill: bool = True,
                  rm_prompt_once: bool = True):
         self.backbone, self.rm, self.shared_prefill, self.rm_prompt_once = backbone, rm, shared_prefill, rm_prompt_once
 
@@ -184,21 +215,27 @@ class CostModel:
         if self.rm is None:
             raise ValueError("rm_scoring needs the LatentRM's shape")
         p = record["compute"]["rm_prompt"]
-        return Cost(rm_tokens=p, flops=self.rm.pass_flops(p)) if self.rm_prompt_once else Cost()
+        return Cost(rm_tokens=p * self.rm.copies, flops=self.rm.pass_flops(p)) if self.rm_prompt_once else Cost()
 
     def _rm_trajectory(self, record: dict) -> Cost:
-        """Mean LatentRM cost of one more trajectory."""
+        """Mean LatentRM cost of one more trajectory (each member of an ensemble)."""
         if self.rm is None:
             raise ValueError("rm_scoring needs the LatentRM's shape")
         c = record["compute"]
         p, n = c["rm_prompt"], len(c["latents"])
-        if self.rm_prompt_once:
-            tokens = sum(c["latents"]) / n
-            flops = sum(self.rm.pass_flops(t, past=p) + 2.0 * self.rm.head_params * t for t in c["latents"]) / n
-        else:
-            tokens = sum(p + t for t in c["latents"]) / n
-            flops = sum(self.rm.pass_flops(p + t) + 2.0 * self.rm.head_params * t for t in c["latents"]) / n
-        return Cost(rm_tokens=tokens, flops=flops)
+        cost = Cost()
+        for rm in getattr(self.rm, "members", (self.rm,)):
+            # an answer-reading RM also reads the end token and the decoded answer: at most A_j + 1 positions
+            extra = [a + 1 for a in c["answers"]] if rm.reads_answer else [0] * n
+            pairs = list(zip(c["latents"], extra))
+            # the prompt once per question (cached, read by every trajectory), or with each trajectory
+            own_prompt = 0 if self.rm_prompt_once else p
+            tokens = sum(own_prompt + t + e for t, e in pairs) / n
+            # the head on every latent step (and the answer step)
+            flops = sum(rm.pass_flops(own_prompt + t + e, past=p - own_prompt) + 2.0 * rm.head_params * (t + (e > 0))
+                        for t, e in pairs) / n
+            cost = cost + Cost(rm_tokens=tokens, flops=flops)
+        return cost
 
     def greedy(self, record: dict) -> Cost:
         """The greedy pass: prefill, T latent steps, answer."""
@@ -237,7 +274,7 @@ class CostModel:
             q = c["rm_prompt"]
             rm_flops = self.rm.pass_flops(q) + sum(m * (self.rm.steps_flops(q + t - 1, 1) + 2.0 * self.rm.head_params)
                                                    for t, m in enumerate(proposed, start=1))
-            cost = cost + Cost(rm_tokens=q + sum(proposed), flops=rm_flops)
+            cost = cost + Cost(rm_tokens=(q + sum(proposed)) * self.rm.copies, flops=rm_flops)
         return cost
 
     def spent(self, spends, record: dict, ks: list[int]) -> list[Cost]:
@@ -266,5 +303,7 @@ class CostModel:
     def from_description(cls, d: dict) -> "CostModel":
         """Inverse of :meth:`describe`."""
         # descriptions written before the LatentRM read its prompt once describe runs that repeated it
-        return cls(ModelShape(**d["backbone"]), None if d.get("latent_rm") is None else ModelShape(**d["latent_rm"]),
-                   d["shared_prefill"], d.get("rm_prompt_once", False))
+        rm = d.get("latent_rm")
+        if rm is not None:
+            rm = EnsembleShape(tuple(ModelShape(**m) for m in rm["ensemble"])) if "ensemble" in rm else ModelShape(**rm)
+        return cls(ModelShape(**d["backbone"]), rm, d["shared_prefill"], d.get("rm_prompt_once", False))

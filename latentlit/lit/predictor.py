@@ -36,8 +36,8 @@ from latentlit.lit.callbacks import ClosingLines
 from latentlit.lit.options import check_at_least, check_inference_run, refuse_checkpoint
 from latentlit.lit.records import compute_sizes, greedy_sizes, question_record, sample_sizes
 from latentlit.lit.writer import PredictionWriter
-from latentlit.models.attention import supports_prefix_attention
 from latentlit.models.checkpoints import load_backbone
+from latentlit.models.ensemble import load_latent_rm
 from latentlit.models.hooks import Sampler
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM, LatentRMStepScorer
 from latentlit.runs.directory import OutputDirectory, earlier_throughput, let_go_output_dir
@@ -171,7 +171,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
 
     def _load_latent_rm(self, path: str) -> LatentRM:
         """The LatentRM at ``path``, checked against the backbone (width; provenance, a warning)."""
-        rm = LatentRM.from_pretrained(path).eval()
+        rm = load_latent_rm(path)
         if rm.latent_size != self.backbone.hidden_size:
             raise ValueError(f"latent_rm {path} reads {rm.latent_size}-dim latents but backbone {self.hparams.backbone} "
                              f"writes {self.backbone.hidden_size}-dim ones: use the RM trained on this backbone")
@@ -235,7 +235,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         """The :class:`~latentlit.evaluation.compute.CostModel` of this backbone, LatentRM and sampler."""
         shared = self.sampler.prefill != "per_sample" or self.hparams.n_samples == 1
         return CostModel(backbone_shape(self.backbone), None if self.rm is None else rm_shape(self.rm), shared,
-                         rm_prompt_once=self.rm is not None and supports_prefix_attention(self.rm.transformer))
+                         rm_prompt_once=self.rm is not None and self.rm.prompt_once)
 
     # ------------------------------------------------------------------ lightning plumbing
     def configure_callbacks(self):
@@ -408,7 +408,7 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         return [[round(x, 5) if math.isfinite(x) else math.nan for x in row] for row in scores]
 
     def _step_scorer(self, questions: list[str]) -> LatentRMStepScorer:
-        return LatentRMStepScorer(self.rm, questions, how=self.hparams.rm_score)
+        return self.rm.step_scorer(questions, how=self.hparams.rm_score)
 
     def _save_latents(self, batch, samples) -> None:
         folder = self._resolve_output_dir() / "latents"

@@ -30,8 +30,8 @@ from latentlit.evaluation.compute import CostModel, backbone_shape, rm_shape
 from latentlit.evaluation.metrics import coverage_ks
 from latentlit.evaluation.report import add_report, format_summary, write_report
 from latentlit.evaluation.run_metrics import RunMetrics
-from latentlit.models.attention import supports_prefix_attention
 from latentlit.models.checkpoints import load_backbone
+from latentlit.models.ensemble import load_latent_rm
 from latentlit.models.latent_rm import TRAJECTORY_SCORES, LatentRM
 from latentlit.runs.directory import RUN_FILE, check_run_settings, release_if_empty, settings_hash
 from latentlit.runs.files import read_latents
@@ -80,7 +80,7 @@ def rescore(parent: str | Path, latent_rm: str, *, output_dir: str | Path | None
         raise ValueError(f"{parent}: its backbone {base['backbone']} has other weights now (fingerprint "
                          f"{weights_fingerprint(backbone)}, run.json {base['backbone_fingerprint']}): the latents are not "
                          "that model's; use the backbone the run was made with")
-    rm = LatentRM.from_pretrained(latent_rm).eval()
+    rm = load_latent_rm(latent_rm)
     if rm.latent_size != backbone.hidden_size:
         raise ValueError(f"latent_rm {latent_rm} reads {rm.latent_size}-dim latents but the run's latents are "
                          f"{backbone.hidden_size}-dim: use the RM trained on the run's backbone")
@@ -145,7 +145,7 @@ def _rescore_into(out: Path, parent: Path, base: dict, settings: dict, backbone,
     shared = (settings.get("sampler") or {}).get("prefill") != "per_sample" or n == 1
     add_report(summary, derived, ks=ks, aggregators=aggregators, seed=seed,
                cost_model=CostModel(backbone_shape(backbone), rm_shape(rm), shared,
-                                    rm_prompt_once=supports_prefix_attention(rm.transformer)))
+                                    rm_prompt_once=rm.prompt_once))
     write_report(summary, out)
     log(format_summary(summary))
     log(f"[latentlit] re-scored {len(derived)} questions ({len(derived) - len(done)} this run) into {out}")

@@ -242,6 +242,16 @@ class LatentRM(nn.Module):
             return hidden.new_zeros(hidden.shape[0], 0, dtype=torch.float32)
         return self.classifier(self.dropout(picked)).squeeze(-1).float()
 
+    @property
+    def prompt_once(self) -> bool:
+        """:meth:`score_groups` encodes a question's prompt once for its trajectories (the
+        attention reads a shared prefix)."""
+        return supports_prefix_attention(self.transformer)
+
+    def step_scorer(self, questions: list[str], how: str = "sum") -> "LatentRMStepScorer":
+        """Incremental step scoring for beam search (:class:`LatentRMStepScorer`)."""
+        return LatentRMStepScorer(self, questions, how=how)
+
     def encode_answers(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, A) right-padded ids and mask of answers as the RM reads them after the latents: the
         end-of-latents token (EOS when the tokenizer has none), then the answer text's tokens;

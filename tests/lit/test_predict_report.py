@@ -21,6 +21,7 @@ from latentlit.data.answers import answers_match, extract_answer
 from latentlit.data.synthetic import generate_problems
 from latentlit.evaluation.metrics import pass_at_k
 from latentlit.models.checkpoints import load_backbone, save_backbone
+from latentlit.models.ensemble import save_ensemble
 from latentlit.models.latent_rm import LatentRM
 from latentlit.sampling import AGN
 from latentlit.search.nway import sample_questions
@@ -268,6 +269,11 @@ def test_tempered_vote_calibrated_confidence_and_answer_reading_rm_through_predi
         assert chosen["confidence"] == pytest.approx(1 / (1 + math.exp(-z)), abs=1e-6)
         conf.append(chosen["confidence"])
         ok.append(chosen["correct"])
+    # the answer-reading RM's compute: the prompt once, then each trajectory's latents, end token and answer
+    rows = {(r["method"], r["k"]): r for r in summary["compute"]["rows"]}
+    c = [r["compute"] for r in records]
+    assert rows[("best_of_n", N)]["rm_tokens"] == pytest.approx(
+        sum(x["rm_prompt"] + sum(t + a + 1 for t, a in zip(x["latents"], x["answers"])) for x in c) / Q, abs=0.01)
     sel = summary["selective"]["calibrated"]
     assert sel["accuracy_all"] == pytest.approx(sum(ok) / Q, abs=1e-6)
     ece = 0.0
@@ -276,3 +282,33 @@ def test_tempered_vote_calibrated_confidence_and_answer_reading_rm_through_predi
         if members:
             ece += len(members) / Q * abs(sum(ok[i] for i in members) / len(members) - sum(conf[i] for i in members) / len(members))
     assert sel["ece"] == pytest.approx(ece, abs=1e-6)
+
+
+def test_an_ensemble_of_latent_rms_through_predict(run):
+    root, _ = run
+    cfg = yaml.safe_load((root / "config.yaml").read_text())
+    bb = load_backbone(cfg["model"]["init_args"]["backbone"])
+    members = [LatentRM.from_backbone(bb, seed=6), LatentRM.from_backbone(bb, seed=7, read_answer=True)]
+    for i, m in enumerate(members):
+        m.save_pretrained(root / f"member{i}")
+    save_ensemble(root / "ensemble", ["../member0", str(root / "member1")])  # relative to the ensemble directory, or not
+    out = root / "out_ensemble"
+    cfg["model"]["init_args"].update(latent_rm=str(root / "ensemble"), beam_width=2, output_dir=str(out))
+    (root / "config_ensemble.yaml").write_text(yaml.safe_dump(cfg))
+    main(["predict", "--config", str(root / "config_ensemble.yaml")])
+    records = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "metrics.json").read_text())
+    loaded = [LatentRM.from_pretrained(root / f"member{i}") for i in range(2)]
+    samples = sample_questions(bb, AGN(sigma=3.0, relative=True), [r["id"] for r in records],
+                               [r["question"] for r in records], N, 0, max_new_tokens=MAX_NEW)
+    for r, s in zip(records, samples):
+        each = [m.score_trajectories([r["question"]], s.latents[None], s.latent_mask[None], [s.texts])[0] for m in loaded]
+        assert r["rm_scores"] == pytest.approx(((each[0] + each[1]) / 2).tolist(), abs=2e-5)
+        assert r["beam_search"]["answer"] is not None or r["beam_search"]["score"] is None
+    # every member counted: the latent-only member reads the latents, the answer-reading one also the answers
+    rows = {(x["method"], x["k"]): x for x in summary["compute"]["rows"]}
+    c = [r["compute"] for r in records]
+    one = sum(x["rm_prompt"] + sum(x["latents"]) for x in c) / Q
+    answers = sum(sum(a + 1 for a in x["answers"]) for x in c) / Q
+    assert rows[("best_of_n", N)]["rm_tokens"] == pytest.approx(2 * one + answers, abs=0.02)
+    assert len(summary["compute"]["models"]["latent_rm"]["ensemble"]) == 2
