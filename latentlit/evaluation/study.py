@@ -28,7 +28,9 @@ FIELDS = ["run", "sampler", "strength", "n", "method", "k", "accuracy", "low", "
           "minus_low", "minus_high", "directory"]
 # settings that name a run first when they differ (then any other that differs, by name)
 FIRST = ("sampler.name", "sampler.p", "sampler.sigma", "sampler.attention_p", "n_samples", "latent_rm", "seed")
-NOT_LABELS = ("backbone_fingerprint", "latent_rm_fingerprint", "sampler.target_modules", "sampler.attention_modules")
+# (a selector's calibration follows its temperature and RM: its temperature names it)
+NOT_LABELS = ("backbone_fingerprint", "latent_rm_fingerprint", "selector.calibration", "sampler.target_modules",
+              "sampler.attention_modules")
 
 
 @dataclass
