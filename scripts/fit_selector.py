@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "predictions.jsonl").is_file():
         raise FileNotFoundError(f"{run_dir} has no predictions.jsonl: give the output directory of latentlit predict")
-    # config.yaml sits in the run directory, or in its TensorBoard version folders when a logger ran
-    configs = [run_dir / "config.yaml", *sorted(run_dir.glob("runs/**/config.yaml"))]
+    settings = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
+    # config.yaml sits in the run directory, or in its TensorBoard version folders when a logger ran; a
+    # re-scored run has none: its parent's tells the split
+    homes = [run_dir] + ([Path(settings["rescored_from"]["directory"])] if settings.get("rescored_from") else [])
+    configs = [p for home in homes for p in (home / "config.yaml", *sorted(home.glob("runs/**/config.yaml")))]
     splits = {run_split(yaml.safe_load(p.read_text()) or {}) for p in configs if p.is_file()}
     split = "test" if "test" in splits else next(iter(splits - {None}), None)
     if split == "test":
@@ -40,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     if split is None:
         print(f"[latentlit] warning: cannot tell which split {run_dir} ran on (no config.yaml or no split in it): "
               "make sure it is not the split you report on")
-    settings = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").is_file() else {}
     source = {"run": str(run_dir), "split": split, "latent_rm": settings.get("latent_rm"),
               "latent_rm_fingerprint": settings.get("latent_rm_fingerprint"), "rm_score": settings.get("rm_score")}
     selector = fit_selector(read_records(run_dir), calibrate=not args.no_calibration, source=source)

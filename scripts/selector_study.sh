@@ -7,20 +7,20 @@
 # with paired intervals against the paper's contrastive RM (study.md, study.csv, figures).
 #
 #   bash scripts/selector_study.sh [OUTPUT_DIR]        (default outputs/selector_study)
-#   GROUPS=DIR bash scripts/selector_study.sh           reuse a labelled groups directory
+#   LABELS=DIR bash scripts/selector_study.sh           reuse a labelled groups directory
 #   N=16 RMS="contrastive pairwise" ...                 another N, fewer RMs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/selector_study}
 N=${N:-64}
-GROUPS=${GROUPS:-$OUT/groups}
+LABELS=${LABELS:-$OUT/groups}
 RMS=${RMS:-contrastive bce pairwise listwise group answer outcome random}
 mkdir -p "$OUT"
 common=(--trainer.enable_progress_bar false)
 
-if [ ! -f "$GROUPS/summary.json" ]; then
-  echo "== rollout labelling into $GROUPS"
-  latentlit predict --config configs/quickstart/label.yaml --model.init_args.output_dir "$GROUPS" "${common[@]}"
+if [ ! -f "$LABELS/summary.json" ]; then
+  echo "== rollout labelling into $LABELS"
+  latentlit predict --config configs/quickstart/label.yaml --model.init_args.output_dir "$LABELS" "${common[@]}"
 fi
 
 echo "== LatentRM training"
@@ -33,11 +33,15 @@ for rm in $RMS; do
     *) extra=(--model.init_args.loss "$rm") ;;
   esac
   [ -f "$OUT/rm_$rm/model.safetensors" ] || latentlit fit --config configs/quickstart/latentrm.yaml \
-    --data.init_args.groups_dir "$GROUPS" --model.init_args.export_dir "$OUT/rm_$rm" \
+    --data.init_args.groups_dir "$LABELS" --model.init_args.export_dir "$OUT/rm_$rm" \
     --trainer.logger.init_args.save_dir "$OUT/runs" "${common[@]}" "${extra[@]}"
   [ "$rm" = random ] || trained+=("$OUT/rm_$rm")
 done
-python scripts/make_ensemble.py "$OUT/rm_ensemble" "${trained[@]}"
+ENSEMBLE=""
+if [ ${#trained[@]} -ge 2 ]; then
+  python scripts/make_ensemble.py "$OUT/rm_ensemble" "${trained[@]}"
+  ENSEMBLE=ensemble
+fi
 
 echo "== sampling (N = $N, latents saved) and re-scoring"
 for split in val test; do
@@ -45,7 +49,7 @@ for split in val test; do
     --model.init_args.save_latents true --data.init_args.problems.init_args.split $split \
     --model.init_args.output_dir "$OUT/${split}_samples" "${common[@]}"
 done
-for rm in quickstart $RMS ensemble; do
+for rm in quickstart $RMS $ENSEMBLE; do
   path=$OUT/rm_$rm; [ "$rm" = quickstart ] && path=quickstart
   latentlit rescore "$OUT/val_samples" --latent_rm "$path" --output_dir "$OUT/val_$rm"
   python scripts/fit_selector.py "$OUT/val_$rm" --out "$OUT/selector_$rm.json"
@@ -53,7 +57,7 @@ for rm in quickstart $RMS ensemble; do
 done
 
 echo "== table"
-latentlit study "$OUT"/test_quickstart "$OUT"/test_contrastive $(for rm in $RMS ensemble; do
+latentlit study "$OUT"/test_quickstart "$OUT"/test_contrastive $(for rm in $RMS $ENSEMBLE; do
     [ "$rm" = contrastive ] || echo "$OUT/test_$rm"; done) \
   --k 4,16,$N --methods coverage,majority_vote,best_of_n,weighted_vote,tempered_vote \
   --baseline "$OUT/test_contrastive" --output "$OUT"

@@ -166,3 +166,12 @@ def test_fit_script_refuses_a_test_run_before_reading_its_labels(tmp_path):
     assert done.returncode == 2
     assert "ran on the test split: fit the selector on a validation run" in done.stderr
     assert not (tmp_path / "s.json").exists()
+    # a run re-scored from a test run (latentlit rescore writes no config.yaml): its parent tells the split
+    derived = tmp_path / "derived"
+    derived.mkdir()
+    (derived / "run.json").write_text(json.dumps({"rescored_from": {"directory": str(run)}}))
+    (derived / "predictions.jsonl").write_text("not json\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/fit_selector.py"), str(derived), "--out", str(tmp_path / "s.json")],
+                          capture_output=True, text=True, check=False,
+                          env={k: v for k, v in os.environ.items() if k != "LATENTLIT_DEBUG"})
+    assert done.returncode == 2 and "derived ran on the test split" in done.stderr
