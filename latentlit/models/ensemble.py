@@ -1,4 +1,4 @@
-"""An ensemble of LatentRMs: the mean of K RMs' trajectory scores (issue: verifier ensembles).
+"""An ensemble of LatentRMs: the mean of K RMs' trajectory scores.
 
 Members trained with different seeds or objectives make different mistakes; the mean of their
 scores ranks by what they agree on. A contrastive RM's scores are defined up to a per-question
