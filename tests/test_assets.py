@@ -31,14 +31,15 @@ def test_shipped_backbone_uses_its_latents(backbone):
     assert trained - none >= 0.15
 
 
-def test_shipped_latent_rm_prefers_correct_trajectories(backbone):
+@pytest.mark.parametrize("name", ["quickstart", "quickstart_pairwise"])
+def test_shipped_latent_rm_prefers_correct_trajectories(backbone, name):
     """On validation questions, the top-scored of 8 MC-dropout trajectories is right more often
-    than a random one."""
+    than a random one (the paper-recipe RM and the pairwise one)."""
     from latentlit.models.latent_rm import trajectory_score
     from latentlit.sampling import MCDropout
     from latentlit.search.nway import sample_questions
 
-    rm = LatentRM.from_pretrained("quickstart")
+    rm = LatentRM.from_pretrained(name)
     problems = SyntheticProblems("val").load()[:150]
     sampler = MCDropout(p=0.05, targets=["*.attn.resid_dropout", "*.mlp.dropout", "transformer.drop"], mask_scope="trajectory")
     samples = sample_questions(backbone, sampler, [p.id for p in problems], [p.question for p in problems], 8, seed=0,

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from latentlit.cli.aliases import did_you_mean
-from latentlit.models.checkpoints import SHIPPED
+from latentlit.models.checkpoints import SHIPPED, SHIPPED_RM
 
 
 def _get(node, *keys):
@@ -43,9 +43,10 @@ def check_input_paths(config) -> None:
                             ("model", "init_from", "--model.init_args.init_from"),
                             ("data", "groups_dir", "--groups_dir")]:
         value = _get(config, part, "init_args", key)
-        if not isinstance(value, str) or value in SHIPPED or Path(value).expanduser().exists():
+        shipped = SHIPPED_RM if key == "latent_rm" else SHIPPED
+        if not isinstance(value, str) or value in shipped or Path(value).expanduser().exists():
             continue
-        close = did_you_mean(value, SHIPPED) if "/" not in value else ""
+        close = did_you_mean(value, shipped) if "/" not in value else ""
         if close:  # a typo of a shipped name would first be tried as a hub id, with network retries
             raise FileNotFoundError(f"{key} {value} is neither a directory nor a shipped model{close}")
         if (producer := producer_command(value)) is not None:

@@ -69,13 +69,15 @@ from latentlit.runs.files import give_umask_mode, save_tensors
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED = {"quickstart": ASSETS / "quickstart_backbone", "quickstart_llama": ASSETS / "quickstart_llama_backbone"}
-SHIPPED_RM = {"quickstart": ASSETS / "quickstart_latentrm", "quickstart_llama": ASSETS / "quickstart_llama_latentrm"}
+SHIPPED_RM = {"quickstart": ASSETS / "quickstart_latentrm", "quickstart_llama": ASSETS / "quickstart_llama_latentrm",
+              # the pairwise (Bradley-Terry) RM behind the best selector chosen on validation (docs/results.md)
+              "quickstart_pairwise": ASSETS / "quickstart_pairwise_latentrm"}
 
 
 def resolve_path(path: str | Path, kind: str = "backbone") -> str:
     """Map a shipped name (``"quickstart"``: GPT-2; ``"quickstart_llama"``: Llama with a dynamic
     latent stop) to its packaged backbone (or, with ``kind="latent_rm"``, LatentRM) directory;
-    other paths unchanged."""
+    ``"quickstart_pairwise"`` names the GPT-2 quickstart's pairwise LatentRM; other paths unchanged."""
     return str((SHIPPED_RM if kind == "latent_rm" else SHIPPED).get(str(path), path))
 
 

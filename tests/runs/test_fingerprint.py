@@ -142,7 +142,8 @@ def test_float16_reading_covers_values_beyond_its_range():
 
 def test_shipped_latentrm_matches_its_backbone_in_every_float_dtype():
     # was "LATENTRM / BACKBONE MISMATCH" with dtype=float16
-    for rm, backbone in (("quickstart_latentrm", "quickstart"), ("quickstart_llama_latentrm", "quickstart_llama")):
+    for rm, backbone in (("quickstart_latentrm", "quickstart"), ("quickstart_llama_latentrm", "quickstart_llama"),
+                         ("quickstart_pairwise_latentrm", "quickstart")):
         provenance = json.loads((ASSETS / rm / "latent_rm.json").read_text())["provenance"]
         for dtype in (None, torch.float32, torch.bfloat16, torch.float16):
             fp = weights_fingerprint(load_backbone(backbone, dtype=dtype))
