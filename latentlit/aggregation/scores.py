@@ -51,3 +51,26 @@ def rm_vote_weights(scores: Sequence[float]) -> list[float]:
     exp = [math.exp(float(s) - top) if math.isfinite(float(s)) else 0.0 for s in scores]
     total = math.fsum(exp)
     return [e / total for e in exp]
+
+
+def group_members(labels: Sequence[int], index: int) -> list[bool]:
+    """(N,) which samples share the answer of sample ``index``: its answer group (``labels``: group
+    label per sample, -1 for no answer), or the sample alone when it has no answer."""
+    own = labels[index]
+    return [i == index if own < 0 else label == own for i, label in enumerate(labels)]
+
+
+def group_mass(labels: Sequence[int], index: int, weights: Sequence[float]) -> float:
+    """Share of ``weights`` (>= 0) on the answer of sample ``index`` (:func:`group_members`), in
+    [0, 1]: exactly 1.0 when no weight lies outside the group, exactly 0.0 when none lies inside
+    (both sums exact, ``math.fsum``, so the ratio carries one rounding only); 0.0 for ``index`` < 0."""
+    if index < 0:
+        return 0.0
+    inside = group_members(labels, index)
+    mass_in = math.fsum(w for w, m in zip(weights, inside) if m)
+    mass_out = math.fsum(w for w, m in zip(weights, inside) if not m)
+    if mass_in <= 0.0:
+        return 0.0
+    if mass_out <= 0.0:
+        return 1.0
+    return min(1.0, mass_in / (mass_in + mass_out))

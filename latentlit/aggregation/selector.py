@@ -35,13 +35,12 @@ import numpy as np
 import torch
 
 from latentlit.aggregation.at_k import answer_labels
-from latentlit.aggregation.scores import rm_vote_weights
+from latentlit.aggregation.scores import group_mass, group_members, rm_vote_weights
 from latentlit.aggregation.vote import VoteResult, weighted_vote
 from latentlit.data.answers import answers_match
 
 # tau candidates fitted over: log-spaced from near best-of-N to near majority vote
 TEMPERATURES = tuple(float(f"{x:.4g}") for x in np.geomspace(0.02, 50.0, 25))
-FEATURES = ("logit_share", "logit_mass", "top_score")
 
 
 @dataclass(frozen=True)
@@ -97,11 +96,6 @@ class Selector:
         except (TypeError, ValueError) as e:
             raise ValueError(f"selector file {path}: {e}") from None
 
-    @classmethod
-    def from_params(cls, params: dict) -> Selector:
-        cal = params.get("calibration")
-        return cls(float(params["temperature"]), None if cal is None else tuple(cal))
-
 
 def tempered_scores(scores: Sequence[float], temperature: float) -> list[float]:
     """S_n / tau (a non-finite score stays non-finite: it carries no weight)."""
@@ -120,21 +114,16 @@ def _logit(x: float, n: int) -> float:
 
 
 def group_features(labels: np.ndarray, scores: Sequence[float], index: int, temperature: float) -> list[float]:
-    """The three calibration features (:data:`FEATURES`) of the answer group of sample ``index``.
+    """The three calibration features of the answer group of sample ``index``: logit of its vote
+    share, logit of its share of the tempered softmax weight, its highest raw trajectory score.
 
     Args:
         labels: (N,) answer-group label per sample (-1: no answer; such a sample is its own group).
         scores: N trajectory scores. index: a sample giving the chosen answer.
     """
     n = len(labels)
-    inside = np.zeros(n, dtype=bool)
-    if labels[index] < 0:
-        inside[index] = True
-    else:
-        inside = labels == labels[index]
-    weights = np.asarray(rm_vote_weights(tempered_scores(scores, temperature)))
-    total = math.fsum(weights)
-    mass = math.fsum(weights[inside]) / total if total > 0 else 0.0
+    inside = np.asarray(group_members(labels, index))
+    mass = group_mass(labels, index, rm_vote_weights(tempered_scores(scores, temperature)))
     s = np.asarray(scores, dtype=np.float64)[inside]
     top = float(s[np.isfinite(s)].max()) if np.isfinite(s).any() else 0.0
     return [_logit(int(inside.sum()) / n, n), _logit(mass, n), top]

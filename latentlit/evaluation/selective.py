@@ -41,13 +41,13 @@ each of them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from latentlit.aggregation.registry import QuestionView
+from latentlit.aggregation.scores import group_mass
 from latentlit.data.answers import answers_match
 
 ECE_BINS = 10
@@ -66,27 +66,6 @@ def _rm_weights(view: QuestionView) -> np.ndarray:
     return np.where(finite, np.exp(np.where(finite, s, 0.0) - s[finite].max()), 0.0)
 
 
-def _answer_mass(view: QuestionView, index: int, weights: np.ndarray) -> float:
-    """Share of ``weights`` on the answer of sample ``index`` (its answer group; the sample alone
-    if it has no answer), in [0, 1]: exactly 1.0 when no weight lies outside the group, exactly
-    0.0 when none lies inside (both sums are exact, ``math.fsum``, so the ratio carries one
-    rounding only)."""
-    if index < 0:
-        return 0.0
-    label = view.labels[index]
-    inside = np.zeros(len(weights), dtype=bool)
-    if label < 0:
-        inside[index] = True
-    else:
-        inside = view.labels == label
-    mass_in, mass_out = math.fsum(weights[inside]), math.fsum(weights[~inside])
-    if mass_in <= 0.0:
-        return 0.0
-    if mass_out <= 0.0:
-        return 1.0
-    return min(1.0, mass_in / (mass_in + mass_out))
-
-
 def _clip(x: float) -> float:
     return min(1.0, max(0.0, float(x)))
 
@@ -99,7 +78,7 @@ def _rm_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:
     index = record["best_of_n"]["index"]  # None: no finite score, no answer
     if index is None:
         return 0.0, False
-    return _answer_mass(view, int(index), _rm_weights(view)), bool(record["best_of_n"]["correct"])
+    return group_mass(view.labels, int(index), _rm_weights(view)), bool(record["best_of_n"]["correct"])
 
 
 def _combined_confidence(record: dict, view: QuestionView) -> tuple[float, bool]:
@@ -110,7 +89,7 @@ def _combined_confidence(record: dict, view: QuestionView) -> tuple[float, bool]
     first = next(i for i, a in enumerate(view.answers) if view.labels[i] >= 0 and answers_match(a, answer))
     share = int((view.labels == view.labels[first]).sum()) / view.n
     # both 1.0 (unanimous) gives exactly 1.0
-    return _clip(0.5 * (share + _answer_mass(view, first, _rm_weights(view)))), bool(record["weighted_vote"]["correct"])
+    return _clip(0.5 * (share + group_mass(view.labels, first, _rm_weights(view)))), bool(record["weighted_vote"]["correct"])
 
 
 @dataclass(frozen=True)

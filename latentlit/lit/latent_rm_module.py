@@ -110,12 +110,17 @@ class LatentRMModule(L.LightningModule):
         return self.rm(ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0), flat, fmask, *answers).reshape(g, n, -1)
 
     def _answer_texts(self, batch: dict) -> list[list[str]]:
-        if "answer_texts" not in batch:
+        self._require_answers(batch, "answer_texts", "read_answer=True needs each trajectory's answer text")
+        return batch["answer_texts"]
+
+    def _require_answers(self, batch: dict, key: str, need: str) -> None:
+        """ValueError naming the groups directory when ``batch`` lacks ``key`` (groups labelled before
+        answers were stored)."""
+        if key not in batch:
             where = getattr(getattr(self._trainer, "datamodule", None), "groups_dir", None)
             where = f"the groups in {where}" if where else "these groups"
-            raise ValueError(f"read_answer=True needs each trajectory's answer text, but {where} hold no answers "
-                             "(labelled by an older latentlit): relabel them with this version")
-        return batch["answer_texts"]
+            raise ValueError(f"{need}, but {where} hold no answers (labelled by an older latentlit): relabel them "
+                             "with this version")
 
     def _targets(self, batch: dict) -> dict:
         """The batch the loss reads: for an RM that reads the answer, the answer step appended to
@@ -137,11 +142,7 @@ class LatentRMModule(L.LightningModule):
         if kind == "listwise":
             loss = loss + listwise_outcome_loss(scores, mask, batch["final_correct"], batch["candidate_mask"])
         elif kind == "group":
-            if "answer_groups" not in batch:
-                where = getattr(getattr(self._trainer, "datamodule", None), "groups_dir", None)
-                where = f"the groups in {where}" if where else "these groups"
-                raise ValueError(f"loss='group' needs each candidate's answer group, but {where} hold no answers "
-                                 "(labelled by an older latentlit): relabel them with this version")
+            self._require_answers(batch, "answer_groups", "loss='group' needs each candidate's answer group")
             loss = loss + answer_group_loss(scores, mask, batch["final_correct"], batch["answer_groups"],
                                             batch["candidate_mask"])
         return loss

@@ -215,6 +215,8 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
             settings.update(search.settings())
         if self.selector is not None:  # absent otherwise: earlier runs keep their hash
             settings["selector"] = self.selector.params()
+        if self.rm is not None and self.rm.read_answer:  # latent_rm.json's setting, not in the weights fingerprint
+            settings["latent_rm_reads_answer"] = True
         return settings
 
     def report_config(self) -> dict:

@@ -88,12 +88,15 @@ def rescore(parent: str | Path, latent_rm: str, *, output_dir: str | Path | None
     for message in (warning, sampler_mismatch(rm.provenance, base.get("sampler") or {}, latent_rm)):
         if message is not None:
             warnings.warn(message, stacklevel=2)
-    settings = {**{k: v for k, v in base.items() if k not in SHORTHANDS and k not in ("searches", "selector")},
+    parent_rm = ("searches", "selector", "latent_rm_reads_answer")  # the parent's RM's, not this one's
+    settings = {**{k: v for k, v in base.items() if k not in SHORTHANDS and k not in parent_rm},
                 "beam_width": None,
                 "latent_rm": str(latent_rm), "latent_rm_fingerprint": weights_fingerprint(rm), "rm_score": rm_score,
                 "rescored_from": {"directory": str(parent.resolve()), "settings_hash": settings_hash(base)}}
     if selector is not None:
         settings["selector"] = Selector.load(selector).params()
+    if rm.read_answer:  # latent_rm.json's setting, not in the weights fingerprint
+        settings["latent_rm_reads_answer"] = True
     out = Path(output_dir) if output_dir else parent.parent / f"{parent.name}-rescored-{Path(str(latent_rm)).name}-{settings_hash(settings)}"
     acquire(out)
     try:

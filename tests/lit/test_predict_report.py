@@ -230,6 +230,9 @@ def test_tempered_vote_calibrated_confidence_and_answer_reading_rm_through_predi
     records = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["config"]["selector"] == {"temperature": tau, "calibration": list(cal)}
+    # the RM's read_answer (latent_rm.json, not the weights) is part of the run's identity; absent for other RMs
+    assert json.loads((out / "run.json").read_text())["latent_rm_reads_answer"] is True
+    assert "latent_rm_reads_answer" not in json.loads((root / "out" / "run.json").read_text())
 
     # the answer-reading RM's scores, recomputed with one full forward per trajectory (no shared prompt)
     rm = LatentRM.from_pretrained(root / "rm_answer")

@@ -129,12 +129,13 @@ def test_an_answer_reading_rm_with_a_selector_rescored_equals_a_fresh_run(runs):
     derived = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert derived == fresh  # the answer step read from the records' texts, the tempered vote from the selector
     assert all("tempered_vote" in r and "confidence" in r["tempered_vote"] for r in derived)
-    assert json.loads((out / "run.json").read_text())["selector"] == {"temperature": 0.7,
-                                                                      "calibration": [0.5, 0.5, 0.1, 0.0]}
+    derived_settings = json.loads((out / "run.json").read_text())
+    assert derived_settings["selector"] == {"temperature": 0.7, "calibration": [0.5, 0.5, 0.1, 0.0]}
+    assert derived_settings["latent_rm_reads_answer"] is True
     # a run re-scored from one with a selector drops it: the selector was fitted to the parent's RM
     _predict(runs["backbone"], root / "parent_selector", "--model.latent_rm", str(rm), "--model.selector",
              str(root / "selector.json"), "--model.save_latents", "true")
     again = rescore(root / "parent_selector", str(runs["rm"]), output_dir=root / "no_selector", log=lambda *_: None)
-    assert "selector" not in json.loads((again / "run.json").read_text())
+    assert not {"selector", "latent_rm_reads_answer"} & set(json.loads((again / "run.json").read_text()))
     assert not any("selector" in json.loads(x) or "tempered_vote" in json.loads(x)
                    for x in (again / "predictions.jsonl").read_text().splitlines())

@@ -63,3 +63,12 @@ def test_directory_round_trip_and_errors(members, tmp_path):
     wide = LatentRM.from_backbone(tiny_backbone(num_latents=3, n_embd=48), seed=0)
     with pytest.raises(ValueError, match="different widths"):
         LatentRMEnsemble([members[0], wide])
+
+
+def test_the_ensemble_fingerprint_names_every_member(members):
+    from latentlit.runs.fingerprint import weights_fingerprint
+
+    same = weights_fingerprint(LatentRMEnsemble(members[:2]))
+    assert weights_fingerprint(LatentRMEnsemble(members[:2])) == same
+    assert weights_fingerprint(LatentRMEnsemble([members[0], members[2]])) != same  # another member
+    assert weights_fingerprint(LatentRMEnsemble(members[:1] + members[1:2] * 2)) != same  # one more member
