@@ -27,15 +27,15 @@ _API = {
     "LatentBackbone": "latentlit.models.backbone", "LatentRM": "latentlit.models.latent_rm",
     "load_latent_rm": "latentlit.api", "sample": "latentlit.api", "Trajectories": "latentlit.api",
     "Sampler": "latentlit.sampling", "Deterministic": "latentlit.sampling", "MCDropout": "latentlit.sampling",
-    "AGN": "latentlit.sampling",
+    "AGN": "latentlit.sampling", "LearnedSampler": "latentlit.sampling",
     "majority_vote": "latentlit.aggregation.vote", "weighted_vote": "latentlit.aggregation.vote",
     "best_of_n": "latentlit.aggregation.select", "rm_vote_weights": "latentlit.aggregation.scores",
     "AGGREGATORS": "latentlit.aggregation.registry",
     "extract_answer": "latentlit.data.answers", "answers_match": "latentlit.data.answers",
     "pass_at_k": "latentlit.evaluation.metrics", "trajectory_diversity": "latentlit.evaluation.metrics",
 }
-__all__ = ["AGGREGATORS", "AGN", "Deterministic", "LatentBackbone", "LatentRM", "MCDropout", "Sampler", "Trajectories",
-           "answers_match", "best_of_n", "extract_answer", "load_backbone", "load_latent_rm", "majority_vote",
+__all__ = ["AGGREGATORS", "AGN", "Deterministic", "LatentBackbone", "LatentRM", "LearnedSampler", "MCDropout", "Sampler",
+           "Trajectories", "answers_match", "best_of_n", "extract_answer", "load_backbone", "load_latent_rm", "majority_vote",
            "pass_at_k", "rm_vote_weights", "sample", "save_backbone", "trajectory_diversity", "weighted_vote"]
 
 
@@ -62,4 +62,4 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
     from latentlit.models.backbone import LatentBackbone
     from latentlit.models.checkpoints import load_backbone, save_backbone
     from latentlit.models.latent_rm import LatentRM
-    from latentlit.sampling import AGN, Deterministic, MCDropout, Sampler
+    from latentlit.sampling import AGN, Deterministic, LearnedSampler, MCDropout, Sampler

@@ -509,6 +509,39 @@ class LatentBackbone(nn.Module):
             return torch.zeros(rows, 0, dtype=torch.long, device=device), torch.zeros(rows, 0, device=device)
         return torch.stack(out, 1), first_logits
 
+    def answer_logits(self, state: LatentState, answer_ids: torch.Tensor, *, sampler: Sampler | None = None,
+                      keys: torch.Tensor | None = None, first_step: int = 0) -> torch.Tensor:
+        """Teacher-forced logits of given answers after the latent phase: feed ``end_latent_id``
+        then ``answer_ids[:, :-1]`` at the positions :meth:`decode_answer` used, with gradients
+        when enabled (GRPO's policy log-probability). One pass over the L positions, or one per
+        token when the sampler's masks act on answer tokens (keyed by step, as in decoding).
+
+        Args:
+            answer_ids: (R, L) long, as :meth:`decode_answer` returned them.
+
+        Returns:
+            (R, L, V) float32 logits; row r, position j predicts ``answer_ids[r, j]``.
+        """
+        cfg = self.latent_config
+        sampler = sampler or _DETERMINISTIC
+        keys = _keys(keys, state.hidden)
+        rows, length = answer_ids.shape
+        first = torch.full((rows, 1), cfg.end_latent_id, dtype=torch.long, device=answer_ids.device)
+        tokens = torch.cat([first, answer_ids[:, :-1]], 1)
+        positions = state.next_position[:, None] + torch.arange(length, device=answer_ids.device)
+        mask = torch.cat([state.attention_mask, torch.ones_like(tokens)], 1)
+        base = state.attention_mask.shape[1]
+        if sampler.active_in("answer") and sampler.stochastic_forward:
+            hidden = []
+            for i in range(length):
+                with sampler.scope("answer", keys, first_step + i, positions[:, i:i + 1]):
+                    hidden.append(self._forward(self.embed(tokens[:, i:i + 1]), mask[:, :base + i + 1],
+                                                positions[:, i:i + 1], state.cache))
+            hidden = torch.cat(hidden, 1)
+        else:
+            hidden = self._forward(self.embed(tokens), mask, positions, state.cache)
+        return self.logits(hidden).float()
+
     def prefill_samples(self, questions: list[str], n_samples: int, sampler: Sampler, keys: torch.Tensor,
                         room: int | None = None) -> LatentState:
         """The state of B*N rows (question-major) after the prompts: prefilled once per question

@@ -68,17 +68,23 @@ from latentlit.models.backbone import CONFIG_KEY, LATENT_HEAD_FILE, LatentBackbo
 from latentlit.runs.files import give_umask_mode, save_tensors
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED = {"quickstart": ASSETS / "quickstart_backbone", "quickstart_llama": ASSETS / "quickstart_llama_backbone"}
+SHIPPED = {"quickstart": ASSETS / "quickstart_backbone", "quickstart_llama": ASSETS / "quickstart_llama_backbone",
+           # the quickstart backbone after GRPO on its own AGN rollouts (docs/rl.md)
+           "quickstart_grpo": ASSETS / "quickstart_grpo_backbone"}
 SHIPPED_RM = {"quickstart": ASSETS / "quickstart_latentrm", "quickstart_llama": ASSETS / "quickstart_llama_latentrm",
               # the pairwise (Bradley-Terry) RM behind the best selector chosen on validation (docs/results.md)
               "quickstart_pairwise": ASSETS / "quickstart_pairwise_latentrm"}
+# the learned sampler trained with GRPO on the frozen quickstart backbone (docs/rl.md)
+SHIPPED_SAMPLER = {"quickstart": ASSETS / "quickstart_learned_sampler"}
 
 
 def resolve_path(path: str | Path, kind: str = "backbone") -> str:
     """Map a shipped name (``"quickstart"``: GPT-2; ``"quickstart_llama"``: Llama with a dynamic
-    latent stop) to its packaged backbone (or, with ``kind="latent_rm"``, LatentRM) directory;
+    latent stop; ``"quickstart_grpo"``: GPT-2 after GRPO) to its packaged backbone (or, with
+    ``kind="latent_rm"``, LatentRM; ``kind="sampler"``, learned sampler) directory;
     ``"quickstart_pairwise"`` names the GPT-2 quickstart's pairwise LatentRM; other paths unchanged."""
-    return str((SHIPPED_RM if kind == "latent_rm" else SHIPPED).get(str(path), path))
+    table = {"latent_rm": SHIPPED_RM, "sampler": SHIPPED_SAMPLER}.get(kind, SHIPPED)
+    return str(table.get(str(path), path))
 
 
 def missing_local_path(path: str | Path) -> bool:

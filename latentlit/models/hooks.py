@@ -107,6 +107,13 @@ class Sampler(nn.Module):
         """Latent vector (R, d) at latent step ``step`` (1-based) -> perturbed (R, d)."""
         return latent
 
+    def latent_distribution(self, latent: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a sampler whose :meth:`perturb` draws h*_t ~ N(mean, std^2 I): (mean (R, d), std
+        (R, d) or (R, 1)) given the unperturbed latent (R, d) at step ``step``, as differentiable
+        functions of it; the policy log-probability of GRPO reads them (``latentlit.training``).
+        None (this base class, MC-dropout) when the perturbation is not a Gaussian draw."""
+        return None
+
     def describe(self) -> dict:
         """JSON-able settings, recorded in ``metrics.json``."""
         return {"name": type(self).__name__, "prefill": self.prefill, "on_answer": self.on_answer}

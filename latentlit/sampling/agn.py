@@ -42,10 +42,21 @@ class AGN(Sampler):
         if self.sigma == 0:
             return latent
         eps = keyed_normal(keys.to(latent.device), hash_ints(_AGN_STREAM, step), latent.shape[-1]).to(latent.dtype)
-        scale = self.sigma
+        return latent + eps * self._scale(latent)
+
+    def _scale(self, latent: torch.Tensor):
         if self.relative:
-            scale = self.sigma * latent.float().pow(2).mean(-1, keepdim=True).sqrt().to(latent.dtype)
-        return latent + eps * scale
+            return self.sigma * latent.float().pow(2).mean(-1, keepdim=True).sqrt().to(latent.dtype)
+        return self.sigma
+
+    def latent_distribution(self, latent: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(mean = latent (R, d), std (R, 1)): s = sigma, or sigma * RMS(latent) when relative
+        (then the std depends on the latent, and so on the model). None when sigma is 0."""
+        if self.sigma == 0:
+            return None
+        scale = self._scale(latent)
+        std = scale if torch.is_tensor(scale) else latent.new_full((latent.shape[0], 1), scale)
+        return latent, std
 
     def describe(self) -> dict:
         return {**super().describe(), "sigma": self.sigma, "relative": self.relative}
