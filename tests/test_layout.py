@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "latentlit"
 
 # lowest first: a module may import from its own layer and the layers before it
-LAYERS = ["rng", "runs", "data", "models", "sampling", "aggregation", "search", "scoring", "evaluation", "lit", "cli"]
+LAYERS = ["rng", "runs", "data", "models", "sampling", "aggregation", "search", "scoring", "training", "evaluation", "lit", "cli"]
 # not layers: the Python API (imports what a notebook needs) and helpers for tests and smoke runs
 ABOVE_ALL = {"__init__", "api", "testing"}
 # (module, imported module) imported inside a function, and why

@@ -33,14 +33,15 @@ class Alias(NamedTuple):
 
 M, PROBLEMS = "--model.init_args.", "--data.init_args.problems"
 SAMPLERS = {"dropout": "latentlit.sampling.MCDropout", "agn": "latentlit.sampling.AGN",
-            "deterministic": "latentlit.sampling.Deterministic"}
+            "deterministic": "latentlit.sampling.Deterministic", "learned": "latentlit.sampling.LearnedSampler"}
 ALIASES = {
     "predict": {
         "--backbone": Alias(M + "backbone", "PATH", "backbone directory (latentlit, COCONUT, CODI, CoLaR), hub id "
                             "or quickstart"),
         "--n_samples": Alias(M + "n_samples", "N", "N: trajectories sampled per question"),
-        "--sampler": Alias(M + "sampler", "{dropout,agn,deterministic}", "how the N trajectories differ: MC-dropout, "
-                           "additive Gaussian noise, not at all", SAMPLERS),
+        "--sampler": Alias(M + "sampler", "{dropout,agn,learned,deterministic}", "how the N trajectories differ: "
+                           "MC-dropout, additive Gaussian noise, a learned sampler (--sampler_path), not at all", SAMPLERS),
+        "--sampler_path": Alias(M + "sampler.init_args.path", "DIR", "a learned sampler's directory (--sampler learned)"),
         "--p": Alias(M + "sampler.init_args.p", "P", "MC-dropout probability (--sampler dropout)"),
         "--sigma": Alias(M + "sampler.init_args.sigma", "SIGMA", "AGN noise scale, x the latent's RMS (--sampler agn)"),
         "--seed": Alias(M + "seed", "SEED", "keys every random number: same seed, same trajectories"),
@@ -118,7 +119,7 @@ def init_args(cls: type | None) -> list[str]:
 
 
 SUBCOMMANDS = {
-    "fit": "train a latent backbone (COCONUT curriculum) or a LatentRM; SIGTERM saves a resumable checkpoint",
+    "fit": "train a latent backbone (COCONUT curriculum, or GRPO), a LatentRM or a learned sampler; SIGTERM saves a resumable checkpoint",
     "validate": "one validation pass of a backbone or LatentRM config",
     "predict": "parallel test-time scaling (TTSPredictor) or rollout labelling for LatentRM training (RolloutLabeller)",
     "study": "one table and overlay figures across finished runs (latentlit study --help)",
