@@ -33,6 +33,9 @@ def test_an_unknown_argument_is_one_line(monkeypatch, capsys, script):
 @pytest.mark.parametrize("script, args, contains", [
     ("compare_runs.py", ["MISSING"], "MISSING"),
     ("compare_runs.py", ["MISSING", "MISSING", "--paired", "greedy"], "MISSING"),
+    ("compare_runs.py", ["MISSING", "MISSING", "--curve", "coverage"], "MISSING"),
+    ("plot_grpo.py", ["MISSING", "--start", "A", "--trained", "B", "--out", "x.png"],
+     "no val/greedy_accuracy scalars under MISSING"),
     ("vote_breakdown.py", ["MISSING"], "MISSING does not exist"),
     ("plot_trajectories.py", ["MISSING"], "no latents in MISSING"),
     ("sweep.py", ["MISSING.yaml"], "MISSING.yaml"),

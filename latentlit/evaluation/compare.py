@@ -238,3 +238,38 @@ def write_csv(runs: list[dict], path: str | Path, every_k: bool = False) -> None
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         w.writerows(table)
+
+
+def metric_curve(run: dict, metric: str) -> dict[int, float]:
+    """``{k: value}`` of ``<metric>@k`` in a run's ``metrics.json`` (``load_run``), k ascending.
+
+    Raises:
+        KeyError: the run has no ``<metric>@k`` entry.
+    """
+    prefix = f"{metric}@"
+    curve = {int(name[len(prefix):]): float(v) for name, v in (run.get("metrics") or {}).items()
+             if name.startswith(prefix) and name[len(prefix):].isdigit() and v is not None}
+    if not curve:
+        raise KeyError(f"run {run.get('name')} has no {metric}@k metric")
+    return dict(sorted(curve.items()))
+
+
+def crossing(a: dict[int, float], b: dict[int, float]) -> int | None:
+    """The smallest k at which curve ``b - a`` no longer has the sign it has at the smallest
+    common k (at or past equality), or None when it keeps that sign at every common k.
+
+    Answers "at which k does the trained model's coverage@k fall to the start's": with b above a
+    at k = 1 and below from k = 8, the answer is 8.
+
+    Raises:
+        ValueError: the curves share no k.
+    """
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ValueError("the two curves share no k")
+    sign = (b[common[0]] > a[common[0]]) - (b[common[0]] < a[common[0]])
+    for k in common[1:]:
+        now = (b[k] > a[k]) - (b[k] < a[k])
+        if now != sign:
+            return k
+    return None
