@@ -16,11 +16,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+import matplotlib.pyplot as plt
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from latentlit.cli.scripts import ScriptParser, run  # noqa: E402
-from latentlit.evaluation.compare import load_run, metric_curve  # noqa: E402
+from latentlit.cli.scripts import ScriptParser, run
+from latentlit.evaluation.compare import load_run, metric_curve
 
 
 def _scalars(log_dir: Path, tag: str) -> list[tuple[int, float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -111,20 +112,22 @@ class GRPOModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.backbone is not None:
             return
-        self.backbone = load_backbone(resolve_path(self.hparams.backbone))
-        self.sampler.bind(self.backbone)
+        path = resolve_path(self.hparams.backbone)
+        self.backbone = load_backbone(path)
         trains_backbone = self.hparams.train == "backbone"
         for p in self.backbone.parameters():
             p.requires_grad_(trains_backbone)
-        # kept outside the module's state: the start is reloadable, and a checkpoint stays one model
+        # kept outside the module's state: the start is reloadable, and a checkpoint stays one model.
+        # Built before the sampler binds: a copy of a bound sampler (or of a backbone carrying its
+        # hooks) would share hook handles with the policy's
         reference = None
         if self.hparams.kl_coef > 0:
-            ref_backbone = copy.deepcopy(self.backbone) if trains_backbone else self.backbone
             ref_sampler = copy.deepcopy(self.sampler)
+            ref_backbone = load_backbone(path) if trains_backbone else self.backbone
             for p in [*ref_backbone.parameters(), *ref_sampler.parameters()]:
                 p.requires_grad_(False)
-            ref_sampler._bound = None
             reference = (ref_backbone, ref_sampler)
+        self.sampler.bind(self.backbone)
         object.__setattr__(self, "_reference", reference)
         rm = None
         if self.hparams.latent_rm:
@@ -159,8 +162,14 @@ class GRPOModule(L.LightningModule):
         hp = self.hparams
         index = self.global_step // self.updates_per_batch
         ids = [p.id for p in batch]
-        if self._round is not None and self._round[0] == index and self._round[1] == ids:
-            return self._round[2], self._round[3]
+        if self._round is not None and self._round[0] == index and self.updates_per_batch > 1:
+            if self._round[1] == ids:
+                return self._round[2], self._round[3]
+            # a checkpoint holds one process's round (rank zero's): another process resumed inside
+            # that round draws its rollouts again (same keys), but the policy that drew them is gone
+            warnings.warn(f"resumed inside round {index} of reused rollouts on a process whose round is not in the "
+                          "checkpoint: its rollouts are drawn again and, until the round ends, the PPO ratio is to the "
+                          "current policy, not the one that drew them", stacklevel=2)
         keys = rollout_keys(hp.seed, ids, hp.group_size, index)
         rollouts = draw_rollouts(self.backbone, self.sampler, ids, [p.question for p in batch], [p.answer for p in batch],
                                  hp.group_size, keys, hp.max_new_tokens)

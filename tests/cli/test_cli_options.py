@@ -130,10 +130,10 @@ def test_value_and_class_errors_are_one_line(capsys, monkeypatch):
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--model.init_args.sampler", "AGM")
     assert line.endswith("no class 'AGM' can be imported; did you mean `latentlit.sampling.agn.AGN`?")
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sampler", "agm")
-    assert line.endswith("--sampler agm: not one of dropout, agn, deterministic; did you mean `agn`?")
+    assert line.endswith("--sampler agm: not one of dropout, agn, deterministic, learned; did you mean `agn`?")
     # a setting of another class than the one configured at that point says which and what to do
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sigma", "0.5")
-    assert line == "latentlit: error: --sigma 0.5: MCDropout has no option 'sigma'; 'sigma' belongs to --sampler agn (AGN)"
+    assert line == "latentlit: error: --sigma 0.5: MCDropout has no option 'sigma'; 'sigma' belongs to --sampler agn (AGN) or --sampler learned (LearnedSampler)"
     # --sampler is already before it, but the option is another sampler's: name the one that takes it
     line = _error(capsys, monkeypatch, "predict", "--config", DROPOUT, "--sampler", "agn", "--sigma", "0.5", "--p", "0.1")
     assert line == "latentlit: error: --p 0.1: AGN has no option 'p'; 'p' belongs to --sampler dropout (MCDropout)"

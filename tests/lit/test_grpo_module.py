@@ -64,3 +64,41 @@ def test_question_batches_are_a_function_of_the_step_and_split_across_processes(
     assert halves[0] + halves[1] == first[1]
     with pytest.raises(ValueError, match="larger than the 3 training problems"):
         batch_indices(3, 4, 0, 0)
+
+
+@pytest.mark.parametrize("sampler", [MCDropout(p=0.3, mask_scope="trajectory"), AGN(0.5)], ids=["dropout", "agn"])
+def test_at_the_start_the_reference_is_the_policy_and_both_keep_their_masks(tiny_backbone_dir, sampler):
+    """KL = 0 before any update: the frozen reference applies the same masks (or Gaussian) as the
+    policy; computing it leaves the policy's sampler hooks in place (its log-probabilities do not
+    change, and they differ from the same backbone without its sampler)."""
+    from latentlit.training.policy import policy_logprobs
+
+    module = GRPOModule(backbone=str(tiny_backbone_dir), sampler=sampler, group_size=3, kl_coef=0.1, max_new_tokens=3)
+    module.setup("fit")
+    rollouts, _ = module._rollouts(SyntheticProblems("train", n_train=20, n_val=2, n_test=2).load()[:2])
+    first = policy_logprobs(module.backbone, module.sampler, rollouts)
+    with torch.no_grad():
+        ref = policy_logprobs(*module._reference, rollouts)
+    again = policy_logprobs(module.backbone, module.sampler, rollouts)
+    assert torch.equal(first.token_logp, again.token_logp)
+    assert torch.allclose(ref.token_logp, first.token_logp, atol=1e-6)
+    assert module._kl(first, ref).abs().max() < 1e-5
+    bare = policy_logprobs(load_backbone(tiny_backbone_dir), AGN(0.5) if isinstance(sampler, AGN) else MCDropout(p=0.0001),
+                           rollouts)
+    if isinstance(sampler, MCDropout):  # without the masks the answer tokens' probabilities move
+        assert not torch.allclose(bare.token_logp, first.token_logp, atol=1e-4)
+
+
+def test_a_process_resumed_inside_a_round_it_does_not_hold_warns_and_redraws(tiny_backbone_dir):
+    module = GRPOModule(backbone=str(tiny_backbone_dir), sampler=AGN(0.5), group_size=2, updates_per_batch=2,
+                        kl_coef=0.0, max_new_tokens=3)
+    module.setup("fit")
+    problems = SyntheticProblems("train", n_train=20, n_val=2, n_test=2).load()[:2]
+    drawn, _ = module._rollouts(problems)
+    module._round = (*module._round[:3], torch.zeros(4, 5))
+    same, old = module._rollouts(problems)  # the same round, the same questions: reused with its old log-probs
+    assert same is drawn and old.shape == (4, 5)
+    module._round = (0, ["another rank's question"], drawn, torch.zeros(4, 5))  # rank zero's round, restored
+    with pytest.warns(UserWarning, match="resumed inside round 0"):
+        again, old = module._rollouts(problems)
+    assert old is None and torch.equal(again.latents, drawn.latents)  # the same keys: the same rollouts
