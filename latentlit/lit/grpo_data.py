@@ -89,6 +89,9 @@ class GRPODataModule(L.LightningDataModule):
             self.val_problems = self.val_source.load()
             if not self.train_problems:
                 raise NoProblemsError(f"GRPODataModule: the training source {self.train_source!r} yields no problem")
+            if self.batch_size > len(self.train_problems):  # before the model loads, not at the first step
+                raise ValueError(f"GRPO batch_size={self.batch_size} is larger than the {len(self.train_problems)} "
+                                 "training problems")
 
     def train_dataloader(self) -> DataLoader:
         trainer = self.trainer

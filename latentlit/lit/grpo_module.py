@@ -85,8 +85,10 @@ class GRPOModule(L.LightningModule):
         if bool(latent_rm) != bool(rm_weight):
             raise ValueError(f"latent_rm={latent_rm!r} and rm_weight={rm_weight}: set both (a LatentRM term in the "
                              "reward) or neither")
-        if kl_coef < 0 or updates_per_batch < 1:
-            raise ValueError(f"kl_coef={kl_coef} must be >= 0 and updates_per_batch={updates_per_batch} >= 1")
+        if kl_coef < 0:
+            raise ValueError(f"kl_coef={kl_coef} must be >= 0 (the weight of the KL to the starting model)")
+        if updates_per_batch < 1:
+            raise ValueError(f"updates_per_batch={updates_per_batch} must be >= 1 (optimiser steps per round of rollouts)")
         self.sampler = sampler if sampler is not None else AGN(1.0)
         if train == "sampler" and not isinstance(self.sampler, LearnedSampler):
             raise ValueError(f"train='sampler' trains a LearnedSampler's network; got {type(self.sampler).__name__}")

@@ -44,6 +44,7 @@ from latentlit.runs.directory import OutputDirectory, earlier_throughput, let_go
 from latentlit.runs.files import save_latents
 from latentlit.runs.fingerprint import provenance_match, sampler_mismatch, weights_fingerprint
 from latentlit.runs.records import METRICS, read_records
+from latentlit.sampling.learned import LearnedSampler
 from latentlit.sampling.mc_dropout import MCDropout
 from latentlit.search import SHORTHANDS, Search, SearchBatch, draw, enabled_searches
 from latentlit.search.adaptive import AdaptivePool, adaptive_settings, head_record
@@ -142,6 +143,9 @@ class TTSPredictor(ClosingLines, OutputDirectory, L.LightningModule):
         self.save_hyperparameters(ignore=["sampler", "adaptive", "searches"])
         self.hparams["adaptive"] = adaptive.to_dict() if isinstance(adaptive, AdaptiveOptions) else adaptive
         self.sampler = sampler if sampler is not None else MCDropout()
+        if isinstance(self.sampler, LearnedSampler) and self.sampler.path is None:
+            rank_zero_warn(f"LearnedSampler without a path is untrained: it samples as relative AGN with sigma "
+                           f"{self.sampler.sigma}; give the trained sampler's directory (--sampler_path DIR)")
         if n_samples > 1 and not self.sampler.stochastic:
             rank_zero_warn(f"sampler {type(self.sampler).__name__} is deterministic ({self.sampler.describe()}): all "
                            f"n_samples={n_samples} trajectories of a question are identical, so coverage@k = coverage@1 "

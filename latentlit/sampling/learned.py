@@ -16,12 +16,13 @@ import math
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from latentlit.models.checkpoints import resolve_path
 from latentlit.models.hooks import Sampler
 from latentlit.rng import hash_ints, keyed_normal
+from latentlit.runs.files import save_tensors
 
 _STREAM = 0x1EA5  # not AGN's: a learned sampler's noise is its own stream
 CONFIG_FILE, WEIGHTS_FILE = "sampler.json", "sampler.safetensors"
@@ -35,28 +36,39 @@ class LearnedSampler(Sampler):
         path: a directory saved by :meth:`save` (``sampler.json``, ``sampler.safetensors``), or
             ``quickstart`` (the one shipped for the quickstart backbone); None
             builds a new network (its output layer zero: relative AGN with ``sigma``) when bound.
-        hidden_size: width of the network's hidden layer (new network only).
-        sigma: the starting noise scale, x RMS(h_t) (new network only).
-        shift: learn a mean shift (else only the scale).
+        hidden_size: width of the network's hidden layer (new network: default 64).
+        sigma: the starting noise scale, x RMS(h_t) (new network: default 1.0).
+        shift: learn a mean shift, else only the scale (new network: default True). With a
+            ``path`` these three come from the directory; a different value is refused.
 
     Raises:
-        FileNotFoundError / ValueError: ``path`` is not a sampler directory, or its width does
-            not match the backbone it is bound to.
+        FileNotFoundError / ValueError: ``path`` is not a sampler directory, a size or scale
+            given that differs from the trained one, or (when bound) a backbone of another width.
     """
 
-    def __init__(self, path: str | None = None, hidden_size: int = 64, sigma: float = 1.0, shift: bool = True,
-                 prefill: str = "shared"):
+    def __init__(self, path: str | None = None, hidden_size: int | None = None, sigma: float | None = None,
+                 shift: bool | None = None, prefill: str = "shared"):
         super().__init__(prefill=prefill, on_answer=False)
         self.path = str(path) if path else None
+        given = {"hidden_size": hidden_size, "sigma": sigma, "shift": shift}
         if self.path:
-            config_file = Path(resolve_path(self.path, "sampler")) / CONFIG_FILE
+            directory = Path(resolve_path(self.path, "sampler"))
+            config_file = directory / CONFIG_FILE
             if not config_file.is_file():
                 raise FileNotFoundError(f"LearnedSampler path={self.path!r}: no {CONFIG_FILE} there (a directory "
                                         "written by LearnedSampler.save, e.g. the export of a GRPO fit with train: sampler)")
             config = json.loads(config_file.read_text())
+            # a trained sampler's sizes and scale are its weights': a different value asked for is refused, not ignored
+            for name, value in given.items():
+                if value is not None and value != config[name]:
+                    raise ValueError(f"LearnedSampler {name}={value!r}, but the sampler in {self.path} was trained with "
+                                     f"{name}={config[name]!r}; leave {name} unset with a path")
             hidden_size, sigma, shift = config["hidden_size"], config["sigma"], config["shift"]
             self.width = int(config["width"])
         else:
+            hidden_size = 64 if hidden_size is None else hidden_size
+            sigma = 1.0 if sigma is None else sigma
+            shift = True if shift is None else shift
             self.width = None
         if sigma <= 0:
             raise ValueError(f"LearnedSampler sigma={sigma} must be > 0")
@@ -64,8 +76,7 @@ class LearnedSampler(Sampler):
         self.net: nn.Sequential | None = None
         if self.width is not None:
             self._build(self.width)
-            state = load_file(str(Path(resolve_path(self.path, "sampler")) / WEIGHTS_FILE))
-            self.net.load_state_dict(state, strict=True)
+            self.net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)), strict=True)
 
     def _build(self, width: int) -> None:
         self.width = width
@@ -114,7 +125,7 @@ class LearnedSampler(Sampler):
         config = {"kind": "learned", "width": self.width, "hidden_size": self.hidden_size, "sigma": self.sigma,
                   "shift": self.shift}
         (path / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, str(path / WEIGHTS_FILE))
+        save_tensors({k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}, path / WEIGHTS_FILE)
 
     def fingerprint(self) -> str | None:
         """sha256 (16 hex) of the network's weights: which sampler ran, for a run's identity."""

@@ -102,3 +102,14 @@ def test_a_process_resumed_inside_a_round_it_does_not_hold_warns_and_redraws(tin
     with pytest.warns(UserWarning, match="resumed inside round 0"):
         again, old = module._rollouts(problems)
     assert old is None and torch.equal(again.latents, drawn.latents)  # the same keys: the same rollouts
+
+
+def test_an_untrained_learned_sampler_at_predict_time_warns_and_a_too_large_batch_fails_at_setup():
+    from latentlit.lit.grpo_data import GRPODataModule
+    from latentlit.lit.predictor import TTSPredictor
+
+    with pytest.warns(UserWarning, match="without a path is untrained"):
+        TTSPredictor(sampler=LearnedSampler())
+    dm = GRPODataModule(train=SyntheticProblems("train", n_train=8, n_val=2, n_test=2), batch_size=16)
+    with pytest.raises(ValueError, match="batch_size=16 is larger than the 8 training problems"):
+        dm.setup("fit")

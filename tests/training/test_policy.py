@@ -182,3 +182,14 @@ def test_a_dynamic_stop_backbone_keeps_each_rollouts_own_latent_count():
     assert torch.allclose(got.token_logp[:, 0], first, atol=1e-4)
     assert torch.equal(got.latent_mask, r.latent_mask)
     assert torch.isfinite(got.latent_logp[got.latent_mask]).all()
+
+
+def test_a_trained_sampler_refuses_other_sizes_and_scales_instead_of_ignoring_them(tmp_path):
+    learned = LearnedSampler(hidden_size=4, sigma=0.5)
+    learned.bind(tiny_backbone())
+    learned.save(tmp_path / "s")
+    assert LearnedSampler(path=str(tmp_path / "s"), sigma=0.5, hidden_size=4).sigma == 0.5  # the same: accepted
+    with pytest.raises(ValueError, match="sigma=1.0, but the sampler in .* was trained with sigma=0.5"):
+        LearnedSampler(path=str(tmp_path / "s"), sigma=1.0)
+    with pytest.raises(ValueError, match="hidden_size=64"):
+        LearnedSampler(path=str(tmp_path / "s"), hidden_size=64)
