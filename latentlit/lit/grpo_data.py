@@ -10,12 +10,12 @@ batch that 1 process sees.
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from latentlit.data.problem import Problem
-from latentlit.data.sources import NoProblemsError, ProblemSource, SyntheticProblems
+from latentlit.data.sources import NoProblemsError, ProblemSource
+from latentlit.lit.splits_data import SplitsDataModule, as_list
 
 
 def batch_indices(n_problems: int, batch_size: int, seed: int, batch: int) -> list[int]:
@@ -51,11 +51,7 @@ class StepBatches(IterableDataset):
             i += 1
 
 
-def _as_list(batch):
-    return batch
-
-
-class GRPODataModule(L.LightningDataModule):
+class GRPODataModule(SplitsDataModule):
     """Training questions for GRPO (the rewards come from their gold answers) and validation
     questions for the greedy accuracy.
 
@@ -73,20 +69,11 @@ class GRPODataModule(L.LightningDataModule):
 
     def __init__(self, train: ProblemSource | None = None, val: ProblemSource | None = None, batch_size: int = 16,
                  val_batch_size: int = 250, seed: int = 0):
-        super().__init__()
-        for name, size in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-                raise ValueError(f"{name}={size!r} must be >= 1 (questions per batch)")
-        self.train_source = train or SyntheticProblems("train")
-        self.val_source = val or SyntheticProblems("val")
-        self.batch_size, self.val_batch_size, self.seed = batch_size, val_batch_size, seed
-        self.train_problems: list[Problem] = []
-        self.val_problems: list[Problem] = []
+        super().__init__(train, val, batch_size, val_batch_size, seed)
 
     def setup(self, stage: str | None = None) -> None:
         if not self.train_problems:
-            self.train_problems = self.train_source.load()
-            self.val_problems = self.val_source.load()
+            super().setup(stage)
             if not self.train_problems:
                 raise NoProblemsError(f"GRPODataModule: the training source {self.train_source!r} yields no problem")
             if self.batch_size > len(self.train_problems):  # before the model loads, not at the first step
@@ -104,13 +91,4 @@ class GRPODataModule(L.LightningDataModule):
         start = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
         rank = trainer.global_rank if trainer is not None else 0
         stream = StepBatches(self.train_problems, self.batch_size, self.seed, repeats, start, rank, world)
-        return DataLoader(stream, batch_size=None, collate_fn=_as_list)
-
-    def val_dataloader(self) -> DataLoader:
-        # (index, problem) pairs: under DDP the sampler repeats items to even out the processes,
-        # and the index lets the accuracy count each problem once
-        return DataLoader(list(enumerate(self.val_problems)), batch_size=self.val_batch_size, shuffle=False,
-                          collate_fn=_as_list)
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch
+        return DataLoader(stream, batch_size=None, collate_fn=as_list)
